@@ -1,0 +1,33 @@
+# make install   .venv with torch pinned, tsekit and all extras
+# make test      the test suite (installs first)
+# make demo      mini corpus + egs/mini_libri2mix/run.sh as far as the built stages reach
+SHELL := /bin/bash
+VENV ?= .venv
+EXTRAS ?= asr,codec,metrics,test
+PYTEST_ARGS ?=
+# the last recipe stage this version of tsekit implements
+DEMO_STOP_STAGE ?= 2
+
+.PHONY: install test test-all demo lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml tools/constraints.txt tools/install.sh tools/requirements.py
+	bash tools/install.sh $(VENV) $(EXTRAS)
+	touch $@
+
+test: install
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: install
+	$(VENV)/bin/python -m pytest -q -m "" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check tsekit tests tools bench
+
+demo: install
+	bash tools/system_packages.sh --check
+	cd egs/mini_libri2mix && PATH=$(CURDIR)/$(VENV)/bin:$$PATH ./run.sh --stop-stage $(DEMO_STOP_STAGE)
+
+clean:
+	rm -rf $(VENV) egs/*/data egs/*/dump egs/*/exp egs/mini_libri2mix/downloads

@@ -1,0 +1,5 @@
+"""``python -m tsekit`` = the ``tsekit`` command."""
+
+from tsekit.cli import main
+
+main()

@@ -1,0 +1,19 @@
+"""tsekit prepare CORPUS ...: corpus on disk -> Kaldi data dirs (recipe stage 1)."""
+
+import click
+
+from tsekit.cli.prepare_corpora import libri2mix, wham, wsj0_2mix
+from tsekit.cli.prepare_mini import mini_libri2mix
+
+
+@click.group()
+def prepare() -> None:
+    """Corpus on disk -> one Kaldi data dir per split (stage 1).
+
+    ROOT is the folder that holds wav8k/ and wav16k/ (and metadata/ for
+    LibriMix); OUT/<split>/ is written for each split, atomically.
+    """
+
+
+for command in (libri2mix, wsj0_2mix, wham, mini_libri2mix):
+    prepare.add_command(command)

@@ -1,0 +1,114 @@
+"""What every corpus preparation shares: rows, audio checks, atomic writing, summary."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from tsekit import TsekitError
+from tsekit.data.audio import audio_info
+from tsekit.data.datadir import atomic_dir, write_tables
+
+Tables = dict[str, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One extraction task: the target is source ``index`` (1-based) of the mixture."""
+
+    mixture_id: str
+    index: int
+    speaker: str
+    mixture: Path
+    target: Path
+    source_utt: str  # the target's original utterance id (utt2uniq)
+    noise: Path | None = None
+    text: str | None = None
+
+    @property
+    def utt(self) -> str:
+        # Speaker first, joined by '-', so that utt2spk sorted by utterance is
+        # also sorted by speaker (Kaldi's rule): '-' sorts before every digit
+        # and letter.
+        return f"{self.speaker}-{self.mixture_id}-s{self.index}"
+
+
+def rows_to_tables(rows: Iterable[Row], sample_rate: int, desc: str = "") -> Tables:
+    """Check the audio of every row (headers only) and build the data-dir tables.
+
+    Raises TsekitError naming the file for: a missing/unreadable file, empty
+    audio, a sample rate other than ``sample_rate``, a target or noise whose
+    length differs from its mixture, or two rows with the same key.
+    """
+    from tqdm import tqdm
+
+    tables: Tables = {name: {} for name in ("wav.scp", "spk1.scp", "utt2spk", "utt2dur", "utt2uniq")}
+    rows = list(rows)
+    if any(row.noise is not None for row in rows):
+        tables["noise1.scp"] = {}
+    if any(row.text is not None for row in rows):
+        tables["text"] = {}
+    lengths: dict[Path, int] = {}
+
+    def length_of(path: Path) -> int:
+        if path not in lengths:
+            rate, frames = audio_info(str(path))
+            if frames == 0:
+                raise TsekitError(f"{path}: empty audio")
+            if rate != sample_rate:
+                raise TsekitError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+            lengths[path] = frames
+        return lengths[path]
+
+    for row in tqdm(rows, desc=desc or "checking audio", unit="row", disable=None, leave=False):
+        utt = row.utt
+        if utt in tables["wav.scp"]:
+            raise TsekitError(f"{row.mixture}: duplicate row {utt}")
+        frames = length_of(row.mixture)
+        for other in (row.target, row.noise):
+            if other is not None and length_of(other) != frames:
+                raise TsekitError(
+                    f"{other}: {length_of(other)} samples, but its mixture {row.mixture} has {frames}"
+                )
+        tables["wav.scp"][utt] = str(row.mixture)
+        tables["spk1.scp"][utt] = str(row.target)
+        tables["utt2spk"][utt] = row.speaker
+        tables["utt2dur"][utt] = f"{frames / sample_rate:.3f}"
+        tables["utt2uniq"][utt] = row.source_utt
+        if row.noise is not None:
+            tables["noise1.scp"][utt] = str(row.noise)
+        if "text" in tables:
+            if row.text is None:
+                raise TsekitError(f"no transcript for {row.source_utt} (target of {row.mixture_id})")
+            tables["text"][utt] = row.text
+    if not rows:
+        raise TsekitError("no rows to write")
+    return tables
+
+
+def write_splits(out: str | os.PathLike, splits: Mapping[str, Tables]) -> str:
+    """Write ``out/<split>/`` for every split (each atomically) and return a summary table.
+
+    Call it only after every split's tables were built, so that an error in
+    one split leaves no data dir behind for any of them.
+    """
+    out = Path(out)
+    lines = [f"{'split':<12} {'rows':>7} {'mixtures':>9} {'speakers':>9} {'hours':>8}"]
+    for name, tables in splits.items():
+        with atomic_dir(out / name) as tmp:
+            write_tables(tmp, tables)
+        rows = len(tables["wav.scp"])
+        mixtures = len(set(tables["wav.scp"].values()))
+        speakers = len(set(tables["utt2spk"].values()))
+        # hours of mixture audio (each mixture counted once)
+        seconds = sum({tables["wav.scp"][u]: float(d) for u, d in tables["utt2dur"].items()}.values())
+        lines.append(f"{name:<12} {rows:>7} {mixtures:>9} {speakers:>9} {seconds / 3600:>8.2f}")
+    return "\n".join(lines)
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise TsekitError(f"{path}: {what} not found")
+    return path

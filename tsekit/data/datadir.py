@@ -1,0 +1,155 @@
+"""Kaldi data directories for TSE: one row per (mixture, target) pair.
+
+Files (all sorted by key, ``LC_ALL=C``):
+  wav.scp      utt -> mixture audio            spk1.scp    utt -> clean target
+  enroll.scp   utt -> enrollment of the target  noise1.scp  utt -> noise (noisy corpora)
+  enroll_pos.scp / enroll_neg.scp  noisy positive / negative enrollments
+  utt2spk, spk2utt   target speaker           text        target transcript
+  utt2dur      mixture duration (s)            utt2uniq    id of the target's source
+                                                            utterance (excluded as its own
+                                                            enrollment)
+  spk2enroll   speaker -> rows whose target can serve as an enrollment
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from tsekit import TsekitError
+from tsekit.data.table import (
+    c_sort_key,
+    invert_utt2spk,
+    read_list_table,
+    read_table,
+    sorted_keys,
+    write_table,
+)
+
+SCP_FILES = ("wav.scp", "spk1.scp", "enroll.scp", "noise1.scp", "enroll_pos.scp", "enroll_neg.scp")
+PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq")
+REQUIRED_FILES = ("wav.scp", "spk1.scp", "utt2spk", "spk2utt")
+
+
+def read_data_dir(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Every per-utterance table present in ``path``, keyed by file name."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TsekitError(f"{path}: data directory not found")
+    if not (path / "wav.scp").is_file():
+        raise TsekitError(f"{path}/wav.scp: file not found (not a data directory?)")
+    return {name: read_table(path / name) for name in PER_UTT_FILES if (path / name).is_file()}
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory under a temporary name; it replaces ``out`` only on success."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_tables(path: Path, tables: Mapping[str, Mapping[str, str]]) -> None:
+    """Write tables into an existing directory; spk2utt is derived from utt2spk."""
+    for name, table in tables.items():
+        write_table(path / name, table)
+    if "utt2spk" in tables:
+        write_table(path / "spk2utt", invert_utt2spk(tables["utt2spk"]))
+
+
+def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str]]) -> Path:
+    """Write a whole data dir atomically (``out`` appears complete or not at all)."""
+    keys = set(tables["wav.scp"])
+    for name, table in tables.items():
+        if name in PER_UTT_FILES and set(table) != keys:
+            missing = sorted(keys - set(table))[:3]
+            raise TsekitError(f"{out}/{name}: keys do not match wav.scp (e.g. missing {missing})")
+    with atomic_dir(out) as tmp:
+        write_tables(tmp, tables)
+    return Path(out)
+
+
+def _subset_tables(tables: Mapping[str, Mapping[str, str]], utts: list[str]) -> dict[str, dict[str, str]]:
+    return {name: {u: table[u] for u in utts} for name, table in tables.items()}
+
+
+def subset_data_dir(path: str | os.PathLike, utt_list: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy the rows named in ``utt_list`` (first field of each line) to ``out``."""
+    tables = read_data_dir(path)
+    utt_list = Path(utt_list)
+    if not utt_list.is_file():
+        raise TsekitError(f"{utt_list}: file not found")
+    wanted = [line.split()[0] for line in utt_list.read_text().splitlines() if line.strip()]
+    unknown = [u for u in wanted if u not in tables["wav.scp"]]
+    if unknown:
+        raise TsekitError(f"{utt_list}: {len(unknown)} utterances are not in {path} (e.g. {unknown[:3]})")
+    if not wanted:
+        raise TsekitError(f"{utt_list}: empty utterance list")
+    subset = _subset_tables(tables, sorted_keys(set(wanted)))
+    with atomic_dir(out) as tmp:
+        write_tables(tmp, subset)
+        _copy_spk2enroll(Path(path), tmp, subset)
+    return Path(out)
+
+
+def _copy_spk2enroll(src: Path, dst: Path, tables: Mapping[str, Mapping[str, str]]) -> None:
+    """Keep spk2enroll entries of the speakers present whose rows are present."""
+    if not (src / "spk2enroll").is_file():
+        return
+    speakers = set(tables["utt2spk"].values())
+    rows = tables["wav.scp"]
+    kept = {}
+    for spk, utts in read_list_table(src / "spk2enroll").items():
+        utts = [u for u in utts if u in rows]
+        if spk in speakers and utts:
+            kept[spk] = utts
+    write_table(dst / "spk2enroll", kept)
+
+
+def split_data_dir(path: str | os.PathLike, num_parts: int) -> list[Path]:
+    """Split into ``path/split{N}/{1..N}``: contiguous runs of sorted rows, sizes within one."""
+    path = Path(path)
+    tables = read_data_dir(path)
+    utts = sorted_keys(tables["wav.scp"])
+    if num_parts < 1:
+        raise TsekitError(f"number of parts must be positive, got {num_parts}")
+    if num_parts > len(utts):
+        raise TsekitError(f"{path}: cannot split {len(utts)} utterances into {num_parts} parts")
+    parts = []
+    base, extra = divmod(len(utts), num_parts)
+    start = 0
+    with atomic_dir(path / f"split{num_parts}") as tmp:
+        for index in range(num_parts):
+            size = base + (1 if index < extra else 0)
+            part = tmp / str(index + 1)
+            part.mkdir()
+            subset = _subset_tables(tables, utts[start : start + size])
+            write_tables(part, subset)
+            _copy_spk2enroll(path, part, subset)
+            start += size
+            parts.append(path / f"split{num_parts}" / str(index + 1))
+    return parts
+
+
+def utt2spk_sorted_by_speaker(utt2spk: Mapping[str, str]) -> bool:
+    """Kaldi's rule: sorting utt2spk by speaker gives the same order as sorting by utterance."""
+    by_utt = sorted_keys(utt2spk)
+    by_spk = sorted(utt2spk, key=lambda u: (c_sort_key(utt2spk[u]), c_sort_key(u)))
+    return by_utt == by_spk

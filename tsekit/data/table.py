@@ -1,0 +1,92 @@
+"""Kaldi text tables: ``key value`` per line (wav.scp, utt2spk, text, ...).
+
+Keys are written sorted as ``LC_ALL=C sort`` orders them (byte order) and every
+write goes to a temporary file that is renamed into place, so a killed process
+never leaves a half-written table behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from tsekit import TsekitError
+
+
+def c_sort_key(key: str) -> bytes:
+    """Sort key matching ``LC_ALL=C sort`` (byte order of the UTF-8 text)."""
+    return key.encode("utf-8")
+
+
+def sorted_keys(keys: Iterable[str]) -> list[str]:
+    return sorted(keys, key=c_sort_key)
+
+
+def read_table(path: str | os.PathLike) -> dict[str, str]:
+    """Read ``key value...`` lines into a dict (value = rest of the line, stripped).
+
+    Raises TsekitError naming the file and line on a duplicate key or a line
+    without a value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: file not found")
+    table: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(maxsplit=1)
+            if len(parts) < 2:
+                raise TsekitError(f"{path}:{lineno}: line has a key but no value: {line!r}")
+            key, value = parts
+            if key in table:
+                raise TsekitError(f"{path}:{lineno}: duplicate key {key!r}")
+            table[key] = value
+    return table
+
+
+def read_list_table(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read ``key item1 item2 ...`` lines (spk2utt, spk2enroll)."""
+    return {key: value.split() for key, value in read_table(path).items()}
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_table(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> None:
+    """Write a table sorted by key; list values are joined by spaces (spk2utt style)."""
+    with atomic_open(path) as f:
+        for key in sorted_keys(table):
+            value = table[key]
+            if not isinstance(value, str):
+                value = " ".join(value)
+            if not key or any(c.isspace() for c in key):
+                raise TsekitError(f"{path}: key {key!r} is empty or contains whitespace")
+            f.write(f"{key} {value}\n")
+
+
+def invert_utt2spk(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
+    """utt2spk -> spk2utt with utterances in sorted order."""
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted_keys(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return spk2utt
