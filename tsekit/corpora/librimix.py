@@ -1,0 +1,186 @@
+"""Libri2Mix on disk -> one Kaldi data dir per split (train-100, train-360, dev, test).
+
+Layout::
+
+    ROOT/wav{8k,16k}/{min,max}/{train-100,train-360,dev,test}/{mix_clean,mix_both,mix_single,s1,s2,noise}/<id>.wav
+    ROOT/wav{8k,16k}/{min,max}/metadata/mixture_<split>_<mixture>.csv
+
+The CSVs list every mixture (``mixture_ID``, ``mixture_path``,
+``source_1_path``, ``source_2_path``, ``noise_path``, ``length``; the set of
+columns differs between LibriMix versions, so they are read by name). Their
+paths are absolute paths from generation time that rarely exist where the
+corpus lives now, so only their file names are kept and looked up under ROOT.
+A mixture ID such as ``1272-128104-0000_2035-147961-0014`` joins the
+LibriSpeech utterance ids of its sources; a speaker id is the text before the
+first ``-`` of an utterance id.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from tsekit import TsekitError
+from tsekit.corpora.common import Row, Tables, require_dir, rows_to_tables, write_splits
+
+LIBRIMIX_SPLITS = ("train-100", "train-360", "dev", "test")
+MODES = ("min", "max")
+# mixture folder -> (sources it contains, whether it contains noise)
+LIBRIMIX_MIXTURES = {
+    "mix_clean": ((1, 2), False),
+    "mix_both": ((1, 2), True),
+    "mix_single": ((1,), True),
+}
+
+
+def parse_librimix_id(mixture_id: str) -> list[str]:
+    """LibriSpeech utterance ids of the two sources of a Libri2Mix mixture ID."""
+    utts = mixture_id.split("_")
+    if len(utts) != 2 or not all(re.fullmatch(r"[^-\s]+-[^-\s]+-[^-\s]+", utt) for utt in utts):
+        raise ValueError(f"mixture ID {mixture_id!r} is not <spk-chapter-utt>_<spk-chapter-utt>")
+    return utts
+
+
+def librispeech_speaker(utt: str) -> str:
+    """Speaker id of a LibriSpeech utterance id (``1272-128104-0000`` -> ``1272``)."""
+    return utt.split("-", 1)[0]
+
+
+def read_librispeech_transcripts(librispeech: str | os.PathLike) -> dict[str, str]:
+    """Every ``uttid WORDS...`` line of ``DIR/**/<spk>-<chapter>.trans.txt``."""
+    librispeech = require_dir(Path(librispeech).absolute(), "LibriSpeech folder")
+    texts: dict[str, str] = {}
+    files = sorted(librispeech.rglob("*.trans.txt"))
+    if not files:
+        raise TsekitError(f"{librispeech}: no *.trans.txt transcript files found")
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split(maxsplit=1)
+                if not parts:
+                    continue
+                if len(parts) < 2:
+                    raise TsekitError(f"{path}:{lineno}: transcript line without words: {line.strip()!r}")
+                texts[parts[0]] = parts[1].strip()
+    return texts
+
+
+def read_mixture_csv(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) pairs of a LibriMix metadata CSV, with names and values stripped.
+
+    Raises TsekitError naming the CSV if it is missing, has no rows, or lacks
+    one of ``columns``.
+    """
+    if not path.is_file():
+        raise TsekitError(f"{path}: metadata CSV not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        header = [name.strip() for name in (reader.fieldnames or [])]
+        for column in columns:
+            if column not in header:
+                raise TsekitError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+        rows = []
+        for row in reader:
+            clean = {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+            if any(clean.values()):
+                rows.append((reader.line_num, clean))
+    if not rows:
+        raise TsekitError(f"{path}: no mixtures listed")
+    return rows
+
+
+def _local_path(split_dir: Path, subdir: str, listed: str, csv_path: Path, lineno: int) -> Path:
+    """The file a CSV path names, looked up under this corpus copy's split folder."""
+    name = re.split(r"[\\/]", listed)[-1]
+    if not name:
+        raise TsekitError(f"{csv_path}:{lineno}: empty path in the {subdir} column")
+    local = split_dir / subdir / name
+    if not local.is_file():
+        raise TsekitError(f"{local}: file not found (listed as {listed} in {csv_path}:{lineno})")
+    return local
+
+
+def librimix_split_rows(
+    root: str | os.PathLike,
+    sample_rate: int,
+    mode: str,
+    split: str,
+    mixture: str,
+    transcripts: dict[str, str] | None = None,
+) -> list[Row]:
+    """Rows of one split: one per (mixture listed in its CSV, target source)."""
+    if mixture not in LIBRIMIX_MIXTURES:
+        raise TsekitError(f"mixture must be one of {', '.join(LIBRIMIX_MIXTURES)}, got {mixture!r}")
+    if sample_rate not in (8000, 16000):
+        raise TsekitError(f"sample rate must be 8000 or 16000, got {sample_rate}")
+    if mode not in MODES:
+        raise TsekitError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if split not in LIBRIMIX_SPLITS:
+        raise TsekitError(f"unknown split {split!r}; choose from {', '.join(LIBRIMIX_SPLITS)}")
+    mode_dir = require_dir(Path(root).absolute(), "corpus root")
+    for part in (f"wav{sample_rate // 1000}k", mode):
+        mode_dir = require_dir(mode_dir / part, "folder")
+    split_dir = require_dir(mode_dir / split, "split folder")
+    csv_path = mode_dir / "metadata" / f"mixture_{split}_{mixture}.csv"
+
+    sources, noise = LIBRIMIX_MIXTURES[mixture]
+    # CSV column -> folder of this split holding that file
+    folders = {"mixture_path": mixture, **{f"source_{k}_path": f"s{k}" for k in sources}}
+    if noise:
+        folders["noise_path"] = "noise"
+    rows = []
+    for lineno, entry in read_mixture_csv(csv_path, ["mixture_ID", *folders]):
+        mixture_id = entry.get("mixture_ID", "")
+        try:
+            utts = parse_librimix_id(mixture_id)
+        except ValueError as err:
+            raise TsekitError(f"{csv_path}:{lineno}: {err}") from None
+        paths = {column: _local_path(split_dir, sub, entry.get(column, ""), csv_path, lineno)
+                 for column, sub in folders.items()}
+        for index in sources:
+            source_utt = utts[index - 1]
+            text = None
+            if transcripts is not None:
+                if source_utt not in transcripts:
+                    raise TsekitError(
+                        f"{csv_path}:{lineno}: no LibriSpeech transcript for {source_utt} (source {index})"
+                    )
+                text = transcripts[source_utt]
+            rows.append(
+                Row(
+                    mixture_id=mixture_id,
+                    index=index,
+                    speaker=librispeech_speaker(source_utt),
+                    mixture=paths["mixture_path"],
+                    target=paths[f"source_{index}_path"],
+                    source_utt=source_utt,
+                    noise=paths.get("noise_path"),
+                    text=text,
+                )
+            )
+    return rows
+
+
+def prepare_libri2mix(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    sample_rate: int = 16000,
+    mode: str = "min",
+    mixture: str = "mix_clean",
+    splits: Sequence[str] = ("train-100", "dev", "test"),
+    librispeech: str | os.PathLike | None = None,
+) -> str:
+    """Write ``out/<split>/`` for each split of Libri2Mix; returns the summary table.
+
+    With ``librispeech`` (a LibriSpeech folder) the targets' transcripts fill
+    ``text``. All splits are checked before any is written.
+    """
+    transcripts = read_librispeech_transcripts(librispeech) if librispeech is not None else None
+    tables: dict[str, Tables] = {}
+    for split in splits:
+        rows = librimix_split_rows(root, sample_rate, mode, split, mixture, transcripts)
+        tables[split] = rows_to_tables(rows, sample_rate, desc=f"libri2mix {split}")
+    return write_splits(out, tables)
