@@ -39,7 +39,7 @@ def make_data_dir(root: Path, speakers=("101", "202", "303"), mixtures_per_pair:
             mix_id = f"{a}-m{m}_{b}-m{m}"
             sources = [tone(seconds, 200 + int(a) + m), tone(seconds, 300 + int(b) + m)]
             sf.write(audio / f"{mix_id}.wav", sources[0] + sources[1], rate)
-            for index, (spk, src) in enumerate(zip((a, b), sources), 1):
+            for index, (spk, src) in enumerate(zip((a, b), sources, strict=True), 1):
                 sf.write(audio / f"{mix_id}_s{index}.wav", src, rate)
                 utt = f"{spk}-{mix_id}-s{index}"
                 tables["wav.scp"][utt] = str(audio / f"{mix_id}.wav")
@@ -146,7 +146,8 @@ def _edit(path: Path, transform) -> None:
     [
         (lambda d: (d / "spk1.scp").unlink(), "spk1.scp: missing"),
         (lambda d: _edit(d / "utt2dur", lambda s: "\n".join(s.splitlines()[::-1]) + "\n"), "utt2dur: not sorted"),
-        (lambda d: _edit(d / "spk1.scp", lambda s: "".join(s.splitlines(True)[1:])), "spk1.scp: 1 utterances of wav.scp missing"),
+        (lambda d: _edit(d / "spk1.scp", lambda s: "".join(s.splitlines(True)[1:])),
+         "spk1.scp: 1 utterances of wav.scp missing"),
         (lambda d: _edit(d / "spk2utt", lambda s: s.replace("101-", "xx-", 1)), "spk2utt: does not match utt2spk"),
         (lambda d: _edit(d / "utt2dur", lambda s: s.replace("0.400", "0.700", 1)), "utt2dur: .* mixture lasts 0.400"),
         (lambda d: (d / "enroll.scp").write_text((d / "spk1.scp").read_text()), "12 rows use the target itself"),

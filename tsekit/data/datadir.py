@@ -17,8 +17,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from tsekit import TsekitError
 from tsekit.data.table import (

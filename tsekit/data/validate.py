@@ -25,7 +25,7 @@ DURATION_TOLERANCE = 0.01  # seconds; utt2dur is written with 3 decimals
 
 def _check_sorted(path: Path, problems: list[str]) -> None:
     keys = [line.split(maxsplit=1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if any(c_sort_key(a) >= c_sort_key(b) for a, b in zip(keys, keys[1:])):
+    if any(c_sort_key(a) >= c_sort_key(b) for a, b in zip(keys, keys[1:], strict=False)):
         problems.append(f"{path}: not sorted (LC_ALL=C sort) or has duplicate keys")
 
 

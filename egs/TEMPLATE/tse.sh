@@ -1,0 +1,88 @@
+# Shared stages of every TSE recipe; sourced by egs/<corpus>/run.sh after it
+# has set its corpus variables and parsed the options. See the stage table in
+# README.md. Variables it reads:
+#   stage stop_stage system nj ngpu seed       recipe variables
+#   corpus corpus_root prepare_opts            stage 1: tsekit prepare $corpus $corpus_root data $prepare_opts
+#   train_set valid_set test_sets              Kaldi data dirs under data/
+#   enroll_opts posneg                         stage 2 options
+#   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0")) $*"; }
+
+# A stage whose tsekit command does not exist yet stops the recipe with a
+# message naming it (exit 3) instead of crashing half-way.
+require_command() {
+  local command=$1 what=$2 n=$3
+  if ! tsekit "$command" --help > /dev/null 2>&1; then
+    log "stage $n ($what) needs 'tsekit $command', which this version of tsekit does not provide yet."
+    log "stopping before stage $n; stages up to $((n - 1)) are done."
+    exit 3
+  fi
+}
+
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+describe_data_dir() {
+  local dir=$1 f
+  for f in "$dir"/*; do
+    [ -f "$f" ] && printf '    %-16s %7d lines\n' "$(basename "$f")" "$(wc -l < "$f")"
+  done
+}
+
+all_sets="$train_set $valid_set $test_sets"
+
+if run_stage 1; then
+  log "stage 1: data preparation ($corpus from $corpus_root)"
+  missing=""
+  for set in $all_sets; do [ -f "data/$set/wav.scp" ] || missing="$missing $set"; done
+  if [ -n "$missing" ]; then
+    # shellcheck disable=SC2086  # prepare_opts holds several options
+    tsekit prepare "$corpus" "$corpus_root" data $prepare_opts
+  else
+    log "data/{${all_sets// /,}} exist; skipping (remove them to prepare again)"
+  fi
+  for set in $all_sets; do tsekit data validate "data/$set"; done
+fi
+
+if run_stage 2; then
+  log "stage 2: enrollment lists"
+  for set in $all_sets; do
+    if [ -f "data/$set/enroll.scp" ] && { ! "$posneg" || [ -f "data/$set/enroll_neg.scp" ]; }; then
+      log "data/$set/enroll.scp exists; skipping"
+    else
+      opts="--seed $seed"
+      "$posneg" && opts="$opts --posneg"
+      # shellcheck disable=SC2086
+      tsekit enroll "data/$set" $opts $enroll_opts
+    fi
+    tsekit data validate --require-enroll "data/$set"
+    log "data/$set:"
+    describe_data_dir "data/$set"
+  done
+fi
+
+if run_stage 3; then
+  require_command tokenize "codec tokenization" 3
+fi
+
+if run_stage 4; then
+  require_command train "stage-1 training" 4
+fi
+
+if run_stage 5; then
+  require_command train "stage-2 training" 5
+fi
+
+if run_stage 6; then
+  require_command infer "inference" 6
+fi
+
+if run_stage 7; then
+  require_command score "scoring" 7
+fi
+
+if run_stage 8; then
+  require_command report "results report" 8
+fi
+
+log "done: stages $stage to $stop_stage"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Libri2Mix target speaker extraction.
+#   ./run.sh --librimix-root /data/LibriMix/Libri2Mix [--librispeech-root /data/LibriSpeech]
+#            [--stage 1] [--stop-stage 8] [--system spex_plus] [--nj 8] [--ngpu 1]
+# Stages: 1 data prep, 2 enrollment lists, 3 codec tokens, 4-5 training,
+# 6 inference, 7 scoring, 8 report (README.md has the table).
+set -euo pipefail
+. ./path.sh
+. ./cmd.sh
+
+stage=1
+stop_stage=8
+system=spex_plus
+nj=8
+ngpu=1
+seed=0
+librimix_root=/path/to/LibriMix/Libri2Mix   # the folder holding wav8k/ wav16k/
+librispeech_root=                           # optional: transcripts for WER
+sample_rate=16000
+mode=min
+mixture=mix_clean
+train_set=train-100
+valid_set=dev
+test_sets=test
+enroll_map=                                 # optional: published map_mixture2enrollment for the test set
+posneg=false                                # noisy positive/negative enrollments (tfgridnet_posneg)
+
+. utils/parse_options.sh
+
+corpus=libri2mix
+corpus_root=$librimix_root
+prepare_opts="--sample-rate $sample_rate --mode $mode --mixture $mixture"
+prepare_opts="$prepare_opts --splits $(echo $train_set $valid_set $test_sets | tr ' ' ,)"
+[ -n "$librispeech_root" ] && prepare_opts="$prepare_opts --librispeech $librispeech_root"
+enroll_opts=""
+[ -n "$enroll_map" ] && enroll_opts="--from-map $enroll_map --map-format but"
+
+. ./tse.sh

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The demo: a small Libri2Mix-layout corpus synthesized with Debian TTS voices
+# (stage 0), then the Libri2Mix stages on it. Runs in minutes on 2 CPU cores.
+#   ./run.sh [--size small] [--stage 0] [--stop-stage 8] [--system spex_plus]
+set -euo pipefail
+. ./path.sh
+. ./cmd.sh
+
+stage=0
+stop_stage=8
+system=spex_plus
+nj=2
+ngpu=0
+seed=0
+size=small                      # tiny | small | medium | number of training mixtures
+corpus_dir=downloads/mini       # where stage 0 writes Libri2Mix/ and LibriSpeech/
+mixture=mix_both                # mix_clean | mix_both (noisy) | mix_single
+train_set=train-100
+valid_set=dev
+test_sets=test
+posneg=false
+
+. utils/parse_options.sh
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  echo "stage 0: synthesize the mini corpus into $corpus_dir (resumes if interrupted)"
+  tsekit prepare mini-libri2mix "$corpus_dir" --size "$size" --seed "$seed" --jobs "$nj"
+fi
+
+corpus=libri2mix
+corpus_root=$corpus_dir/Libri2Mix
+prepare_opts="--sample-rate 16000 --mode min --mixture $mixture --librispeech $corpus_dir/LibriSpeech"
+prepare_opts="$prepare_opts --splits $(echo $train_set $valid_set $test_sets | tr ' ' ,)"
+enroll_opts=""
+
+. ./tse.sh
