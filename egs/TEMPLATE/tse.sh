@@ -61,28 +61,11 @@ if run_stage 2; then
   done
 fi
 
-if run_stage 3; then
-  require_command tokenize "codec tokenization" 3
-fi
-
-if run_stage 4; then
-  require_command train "stage-1 training" 4
-fi
-
-if run_stage 5; then
-  require_command train "stage-2 training" 5
-fi
-
-if run_stage 6; then
-  require_command infer "inference" 6
-fi
-
-if run_stage 7; then
-  require_command score "scoring" 7
-fi
-
-if run_stage 8; then
-  require_command report "results report" 8
-fi
+# Stages whose tsekit command is not built yet: "stage command description".
+for unbuilt in "3 tokenize codec tokenization" "4 train stage-1 training" "5 train stage-2 training" \
+               "6 infer inference" "7 score scoring" "8 report results report"; do
+  read -r n command what <<< "$unbuilt"
+  if run_stage "$n"; then require_command "$command" "$what" "$n"; fi
+done
 
 log "done: stages $stage to $stop_stage"

@@ -30,6 +30,13 @@ def splits_option(default: str):
     )
 
 
+def mixture_option(default: str):
+    return click.option(
+        "--mixture", type=click.Choice(["mix_clean", "mix_both", "mix_single"]), default=default,
+        show_default=True, help="mix_single holds source 1 + noise only (one row per mixture).",
+    )
+
+
 def parse_splits(text: str) -> list[str]:
     splits = [split.strip() for split in text.split(",") if split.strip()]
     if not splits:
@@ -42,10 +49,7 @@ def parse_splits(text: str) -> list[str]:
 @OUT
 @sample_rate_option(16000)
 @MODE
-@click.option(
-    "--mixture", type=click.Choice(["mix_clean", "mix_both", "mix_single"]), default="mix_clean",
-    show_default=True, help="mix_single holds source 1 + noise only (one row per mixture).",
-)
+@mixture_option("mix_clean")
 @splits_option("train-100,dev,test")
 @click.option(
     "--librispeech", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -83,10 +87,7 @@ def wsj0_2mix(root: str, out: str, sample_rate: str, mode: str, splits: str) -> 
 @OUT
 @sample_rate_option(8000)
 @MODE
-@click.option(
-    "--mixture", type=click.Choice(["mix_both", "mix_clean", "mix_single"]), default="mix_both",
-    show_default=True, help="mix_single holds source 1 + noise only (one row per mixture).",
-)
+@mixture_option("mix_both")
 @splits_option("tr,cv,tt")
 def wham(root: str, out: str, sample_rate: str, mode: str, mixture: str, splits: str) -> None:
     """WHAM! (ROOT holds wav8k/ and wav16k/) -> OUT/<split>/, noise in noise1.scp."""
