@@ -26,7 +26,7 @@ lint: install
 	$(VENV)/bin/ruff check tsekit tests tools
 
 demo: install
-	bash tools/system_packages.sh --check
+	bash tools/system_packages.sh
 	cd egs/mini_libri2mix && PATH=$(CURDIR)/$(VENV)/bin:$$PATH ./run.sh --stop-stage $(DEMO_STOP_STAGE)
 
 clean:
