@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from corpus_trees import make_libri2mix_tree, make_wham_tree, make_wsj0_2mix_tree, write_librispeech_transcripts
 
 from tsekit.data.table import read_table
@@ -84,3 +85,19 @@ def test_bad_corpus_root_fails_with_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tsekit: error:")]
     assert len(errors) == 1 and str(tmp_path / "nowhere") in errors[0]
     assert not (recipe / "data").exists() or not any((recipe / "data").iterdir())
+
+
+@pytest.mark.tts
+def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
+    recipe = recipe_copy(tmp_path, "mini_libri2mix")
+    proc = run_recipe(recipe, "--size", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--stop-stage", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "corpus" / "Libri2Mix" / "wav16k" / "min" / "metadata" / "mixture_test_mix_both.csv").is_file()
+    for name in ("train-100", "dev", "test"):
+        data = recipe / "data" / name
+        assert validate_data_dir(data, require_enroll=True) == []
+        # the demo's default mixture is the noisy one, with transcripts from the synthesized LibriSpeech tree
+        rows = set(read_table(data / "wav.scp"))
+        assert set(read_table(data / "noise1.scp")) == set(read_table(data / "text")) == rows
+    train = set(read_table(recipe / "data" / "train-100" / "utt2spk").values())
+    assert train.isdisjoint(read_table(recipe / "data" / "test" / "utt2spk").values())
