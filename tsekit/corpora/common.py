@@ -13,6 +13,20 @@ from tsekit.data.datadir import atomic_dir, write_tables
 
 Tables = dict[str, dict[str, str]]
 
+# LibriMix and WHAM! mixture folder -> (sources it contains, whether it holds noise)
+MIXTURE_CONTENTS = {
+    "mix_clean": ((1, 2), False),
+    "mix_both": ((1, 2), True),
+    "mix_single": ((1,), True),
+}
+
+
+def mixture_contents(mixture: str) -> tuple[tuple[int, ...], bool]:
+    """(sources, noise?) of a mixture folder name; TsekitError for an unknown one."""
+    if mixture not in MIXTURE_CONTENTS:
+        raise TsekitError(f"mixture must be one of {', '.join(MIXTURE_CONTENTS)}, got {mixture!r}")
+    return MIXTURE_CONTENTS[mixture]
+
 
 @dataclass(frozen=True)
 class Row:

@@ -24,16 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.corpora.common import Row, Tables, require_dir, rows_to_tables, write_splits
+from tsekit.corpora.common import Row, Tables, mixture_contents, require_dir, rows_to_tables, write_splits
 
 LIBRIMIX_SPLITS = ("train-100", "train-360", "dev", "test")
 MODES = ("min", "max")
-# mixture folder -> (sources it contains, whether it contains noise)
-LIBRIMIX_MIXTURES = {
-    "mix_clean": ((1, 2), False),
-    "mix_both": ((1, 2), True),
-    "mix_single": ((1,), True),
-}
 
 
 def parse_librimix_id(mixture_id: str) -> list[str]:
@@ -112,8 +106,6 @@ def librimix_split_rows(
     transcripts: dict[str, str] | None = None,
 ) -> list[Row]:
     """Rows of one split: one per (mixture listed in its CSV, target source)."""
-    if mixture not in LIBRIMIX_MIXTURES:
-        raise TsekitError(f"mixture must be one of {', '.join(LIBRIMIX_MIXTURES)}, got {mixture!r}")
     if sample_rate not in (8000, 16000):
         raise TsekitError(f"sample rate must be 8000 or 16000, got {sample_rate}")
     if mode not in MODES:
@@ -126,7 +118,7 @@ def librimix_split_rows(
     split_dir = require_dir(mode_dir / split, "split folder")
     csv_path = mode_dir / "metadata" / f"mixture_{split}_{mixture}.csv"
 
-    sources, noise = LIBRIMIX_MIXTURES[mixture]
+    sources, noise = mixture_contents(mixture)
     # CSV column -> folder of this split holding that file
     folders = {"mixture_path": mixture, **{f"source_{k}_path": f"s{k}" for k in sources}}
     if noise:

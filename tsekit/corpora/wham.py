@@ -14,16 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from tsekit import TsekitError
-from tsekit.corpora.common import Tables, rows_to_tables, write_splits
+from tsekit.corpora.common import Tables, mixture_contents, rows_to_tables, write_splits
 from tsekit.corpora.wsj0_2mix import WSJ_SPLITS, wsj_split_dir, wsj_split_rows
-
-# mixture folder -> (sources it contains, whether it contains noise)
-WHAM_MIXTURES = {
-    "mix_both": ((1, 2), True),
-    "mix_clean": ((1, 2), False),
-    "mix_single": ((1,), True),
-}
 
 
 def prepare_wham(
@@ -38,9 +30,7 @@ def prepare_wham(
 
     All splits are checked before any is written (no partial output on error).
     """
-    if mixture not in WHAM_MIXTURES:
-        raise TsekitError(f"mixture must be one of {', '.join(WHAM_MIXTURES)}, got {mixture!r}")
-    sources, noise = WHAM_MIXTURES[mixture]
+    sources, noise = mixture_contents(mixture)
     tables: dict[str, Tables] = {}
     for split in splits:
         split_dir = wsj_split_dir(root, sample_rate, mode, split)

@@ -31,7 +31,7 @@ from tsekit.data.table import (
 )
 
 SCP_FILES = ("wav.scp", "spk1.scp", "enroll.scp", "noise1.scp", "enroll_pos.scp", "enroll_neg.scp")
-PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq")
+PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq", "utt2enroll")
 REQUIRED_FILES = ("wav.scp", "spk1.scp", "utt2spk", "spk2utt")
 
 
