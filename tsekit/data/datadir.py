@@ -8,6 +8,7 @@ Files (all sorted by key, ``LC_ALL=C``):
   utt2dur      mixture duration (s)            utt2uniq    id of the target's source
                                                             utterance (excluded as its own
                                                             enrollment)
+  utt2enroll   utt -> the row whose target was chosen as enrollment
   spk2enroll   speaker -> rows whose target can serve as an enrollment
 """
 
