@@ -23,7 +23,7 @@ test-all: install
 	$(VENV)/bin/python -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check tsekit tests tools
+	$(VENV)/bin/ruff check tsekit tests tools bench
 
 demo: install
 	bash tools/system_packages.sh

@@ -50,14 +50,9 @@ def dnsmos() -> Dnsmos:
 
 @pytest.fixture(scope="module")
 def encoder():
-    """One torch thread, as in the scorer's parallel workers (a 2-core machine shared by tests crawls
-    with more); restored afterwards because torch's thread count is process-wide."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield SpeakerEncoder()
-    torch.set_num_threads(threads)
+    # torch's thread count is left alone: changing it back and forth breaks torch's
+    # LU solves later in the same process (which the fast_bss_eval references use)
+    return SpeakerEncoder()
 
 
 def with_white_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:

@@ -6,14 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from corpus_trees import make_libri2mix_tree, make_wham_tree, make_wsj0_2mix_tree, write_librispeech_transcripts
 
-from tsekit.data.table import read_table
+from tsekit.data.table import read_table, write_table
 from tsekit.data.validate import validate_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = ("utils", "tse.sh", "path.sh", "cmd.sh")
+SHARED = ("utils", "tse.sh", "path.sh", "cmd.sh", "defaults.sh")
 
 
 def recipe_copy(tmp_path: Path, name: str) -> Path:
@@ -60,6 +62,27 @@ def test_libri2mix_recipe(tmp_path):
     check_stages_1_2(recipe, ("train-100", "dev", "test"),
                      ["--librimix-root", str(root), "--librispeech-root", str(tmp_path / "LibriSpeech")])
     assert (recipe / "data" / "test" / "text").is_file()
+    # stage 7 on estimates from elsewhere (stage 6 is not built yet): 2 jobs through utils/run.pl, then merge
+    data, decode = recipe / "data" / "test", recipe / "exp" / "mysys" / "decode_test"
+    estimates = {}
+    for utt, path in read_table(data / "spk1.scp").items():
+        target, rate = sf.read(path)
+        (decode / "wav").mkdir(parents=True, exist_ok=True)
+        sf.write(decode / "wav" / f"{utt}.wav", target + 0.01 * np.random.default_rng(0).standard_normal(len(target)),
+                 rate)
+        estimates[utt] = str(decode / "wav" / f"{utt}.wav")
+    write_table(decode / "wav.scp", estimates)
+    root_option = ["--librimix-root", str(root)]
+    proc = run_recipe(recipe, *root_option, "--stage", "7", "--stop-stage", "7", "--system", "mysys", "--nj", "2",
+                      "--score-metrics", "si_sdr,si_sdri,stoi")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    scores = decode / "scores"
+    assert (scores / "log" / "score.1.log").is_file() and (scores / "log" / "score.2.log").is_file()
+    header, *rows = (scores / "scores.tsv").read_text().splitlines()
+    assert header.split("\t") == ["utt", "si_sdr", "si_sdri", "stoi"] and len(rows) == len(estimates)
+    assert "| si_sdr |" in (scores / "RESULTS.md").read_text() and "| si_sdr |" in proc.stdout
+    stopped = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    assert stopped.returncode == 3 and "needs 'tsekit report'" in stopped.stdout
 
 
 def test_wsj0_2mix_recipe(tmp_path):

@@ -5,6 +5,7 @@
 #   corpus corpus_root prepare_opts            stage 1: tsekit prepare $corpus $corpus_root data $prepare_opts
 #   train_set valid_set test_sets              Kaldi data dirs under data/
 #   enroll_opts posneg                         stage 2 options
+#   asr_model score_metrics                    stage 7 options (egs/TEMPLATE/defaults.sh)
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0")) $*"; }
@@ -63,9 +64,31 @@ fi
 
 # Stages whose tsekit command is not built yet: "stage command description".
 for unbuilt in "3 tokenize codec tokenization" "4 train stage-1 training" "5 train stage-2 training" \
-               "6 infer inference" "7 score scoring" "8 report results report"; do
+               "6 infer inference"; do
   read -r n command what <<< "$unbuilt"
   if run_stage "$n"; then require_command "$command" "$what" "$n"; fi
 done
+
+if run_stage 7; then
+  log "stage 7: scoring"
+  for set in $test_sets; do
+    decode=exp/$system/decode_$set
+    if [ ! -f "$decode/wav.scp" ]; then
+      log "no $decode/wav.scp: run stage 6 (inference) first"
+      exit 1
+    fi
+    opts="--ref data/$set/spk1.scp --est $decode/wav.scp --mix data/$set/wav.scp --enroll data/$set/enroll.scp"
+    [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
+    [ -n "$asr_model" ] && [ -f "data/$set/text" ] && opts="$opts --text data/$set/text"
+    [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
+    # shellcheck disable=SC2086
+    $score_cmd JOB=1:"$nj" "$decode/scores/log/score.JOB.log" tsekit score $opts --out "$decode/scores" --job JOB --nj "$nj"
+    tsekit score merge "$decode/scores"
+  done
+fi
+
+if run_stage 8; then
+  require_command report "results report" 8
+fi
 
 log "done: stages $stage to $stop_stage"

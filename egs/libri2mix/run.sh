@@ -7,23 +7,17 @@
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
+. ./defaults.sh
 
-stage=1
-stop_stage=8
-system=spex_plus
-nj=8
-ngpu=1
-seed=0
 librimix_root=/path/to/LibriMix/Libri2Mix   # the folder holding wav8k/ wav16k/
 librispeech_root=                           # optional: transcripts for WER
+enroll_map=                                 # optional: published map_mixture2enrollment (BUT format)
 sample_rate=16000
 mode=min
 mixture=mix_clean
 train_set=train-100
 valid_set=dev
 test_sets=test
-enroll_map=                                 # optional: published map_mixture2enrollment for the test set
-posneg=false                                # noisy positive/negative enrollments (tfgridnet_posneg)
 
 . utils/parse_options.sh
 

@@ -5,20 +5,17 @@
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
+. ./defaults.sh
 
 stage=0
-stop_stage=8
-system=spex_plus
 nj=2
 ngpu=0
-seed=0
 size=small                      # tiny | small | medium | number of training mixtures
 corpus_dir=downloads/mini       # where stage 0 writes Libri2Mix/ and LibriSpeech/
 mixture=mix_both                # mix_clean | mix_both (noisy) | mix_single
 train_set=train-100
 valid_set=dev
 test_sets=test
-posneg=false
 
 . utils/parse_options.sh
 

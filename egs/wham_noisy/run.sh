@@ -6,13 +6,8 @@
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
+. ./defaults.sh
 
-stage=1
-stop_stage=8
-system=spex_plus
-nj=8
-ngpu=1
-seed=0
 wham_root=/path/to/wham_mix   # the folder holding wav8k/ wav16k/
 sample_rate=8000
 mode=min
@@ -20,8 +15,6 @@ mixture=mix_both
 train_set=tr
 valid_set=cv
 test_sets=tt
-enroll_map=                   # optional: SpEx-style aux.scp (mix.scp, ref.scp beside it)
-posneg=false
 
 . utils/parse_options.sh
 

@@ -6,21 +6,14 @@
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
+. ./defaults.sh
 
-stage=1
-stop_stage=8
-system=spex_plus
-nj=8
-ngpu=1
-seed=0
 wsj0_2mix_root=/path/to/wsj0-mix/2speakers   # the folder holding wav8k/ wav16k/
 sample_rate=8000
 mode=min
 train_set=tr
 valid_set=cv
 test_sets=tt
-enroll_map=                                   # optional: SpEx-style aux.scp (mix.scp, ref.scp beside it)
-posneg=false
 
 . utils/parse_options.sh
 

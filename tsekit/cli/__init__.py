@@ -19,6 +19,7 @@ COMMANDS = {
     "prepare": "prepare:prepare",
     "enroll": "enroll:enroll",
     "data": "data:data",
+    "score": "score:score",
 }
 
 
@@ -52,6 +53,7 @@ COMMAND_HELP = {
     "prepare": "Corpus on disk -> Kaldi data dirs (stage 1); synthesize the mini corpus.",
     "enroll": "Enrollment lists: enroll.scp, spk2enroll, noisy pos/neg enrollments (stage 2).",
     "data": "Validate, split and subset Kaldi data dirs.",
+    "score": "Metrics of estimates against references: SI-SDR(i), PESQ, STOI, DNSMOS, WER, ... (stage 7).",
 }
 
 

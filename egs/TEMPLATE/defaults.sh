@@ -1,0 +1,12 @@
+# Recipe variables every egs/*/run.sh shares; a run.sh sources this first, then
+# sets its corpus variables (and may override these), then parses the options.
+stage=1               # first stage to run
+stop_stage=8          # last stage to run
+system=spex_plus      # experiment config conf/<system>.yaml; results in exp/<system>/
+nj=8                  # parallel jobs (inference, scoring)
+ngpu=1                # GPUs per training job
+seed=0                # enrollment choice and pos/neg enrollments
+enroll_map=           # optional published enrollment list for the test sets
+posneg=false          # also build noisy positive/negative enrollments
+asr_model=            # Whisper for WER in stage 7 (name, .pt or CTranslate2 folder); empty: no WER
+score_metrics=        # comma list for stage 7; empty: every metric whose inputs exist

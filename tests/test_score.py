@@ -1,0 +1,226 @@
+"""tsekit score end to end on synthesized speech: tables, baseline, parallel/cluster/resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from tsekit import TsekitError
+from tsekit.cli import cli
+from tsekit.corpora.librimix import prepare_libri2mix
+from tsekit.corpora.mini_librimix import make_mini_libri2mix
+from tsekit.data.enroll import enroll_data_dir
+from tsekit.data.table import read_table, write_table
+from tsekit.metrics import quality, sdr
+from tsekit.metrics.scorer import METRICS
+
+pytestmark = pytest.mark.tts
+SIGNAL_METRICS = "si_sdr,si_sdri,snr,snri,sdr,sir,sar,pesq,stoi,estoi"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The tiny mini corpus (real TTS speech) at 16 and 8 kHz, test and dev splits prepared with enrollments."""
+    root = tmp_path_factory.mktemp("score")
+    for rate in (16000, 8000):
+        make_mini_libri2mix(root / "mini", size="tiny", sample_rate=rate, jobs=2)
+        data = root / f"data{rate // 1000}k"
+        prepare_libri2mix(root / "mini" / "Libri2Mix", data, sample_rate=rate, mixture="mix_both",
+                          splits=("dev", "test"), librispeech=root / "mini" / "LibriSpeech")
+        for split in ("dev", "test"):
+            enroll_data_dir(data / split, seed=0)
+    return root
+
+
+def make_estimates(data: Path, out: Path, noise_level: float = 0.05, seed: int = 0) -> Path:
+    """Estimates = target + white noise; returns their scp."""
+    rng = np.random.default_rng(seed)
+    table = {}
+    for utt, path in read_table(data / "spk1.scp").items():
+        target, rate = sf.read(path, dtype="float32")
+        estimate = target + noise_level * rng.standard_normal(len(target)).astype(np.float32) * np.std(target)
+        out.mkdir(parents=True, exist_ok=True)
+        sf.write(out / f"{utt}.wav", estimate, rate)
+        table[utt] = str(out / f"{utt}.wav")
+    write_table(out / "wav.scp", table)
+    return out / "wav.scp"
+
+
+def score(*args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr); a TsekitError is what `tsekit` prints on one line with exit 1."""
+    result = CliRunner().invoke(cli, ["score", *args])
+    if isinstance(result.exception, TsekitError):
+        return 1, result.stdout, f"tsekit: error: {result.exception}\n"
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def read_tsv(path: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
+    lines = path.read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = {}
+    for line in lines[1:]:
+        fields = line.split("\t")
+        rows[fields[0]] = {h: float(v) for h, v in zip(header[1:], fields[1:], strict=True)}
+    return header, rows
+
+
+def test_manifest_scoring_tables_and_results(corpus, tmp_path):
+    data = corpus / "data16k" / "test"
+    est = make_estimates(data, tmp_path / "est")
+    code, out, err = score("--ref", str(data / "spk1.scp"), "--est", str(est), "--mix", str(data / "wav.scp"),
+                           "--enroll", str(data / "enroll.scp"), "--out", str(tmp_path / "scores"))
+    assert code == 0, err
+    header, rows = read_tsv(tmp_path / "scores" / "scores.tsv")
+    expected = [m for m in METRICS if m not in ("wer", "cer", "spk_sim_ref")]
+    assert header == ["utt", *expected]
+    assert list(rows) == sorted(read_table(data / "spk1.scp"))
+    _, mixture = read_tsv(tmp_path / "scores" / "mixture.tsv")
+    utt = next(iter(rows))
+    target, rate = sf.read(read_table(data / "spk1.scp")[utt], dtype="float32")
+    estimate, _ = sf.read(read_table(est)[utt], dtype="float32")
+    mix, _ = sf.read(read_table(data / "wav.scp")[utt], dtype="float32")
+    # the table holds what the pure functions give, to the 4 decimals written
+    assert rows[utt]["si_sdr"] == pytest.approx(sdr.si_sdr(estimate, target), abs=1e-4)
+    assert mixture[utt]["si_sdr"] == pytest.approx(sdr.si_sdr(mix, target), abs=1e-4)
+    assert rows[utt]["pesq"] == pytest.approx(quality.pesq_score(estimate, target, rate), abs=1e-4)
+    assert rows[utt]["sir"] == pytest.approx(sdr.bss_eval(estimate, target, mix - target)[1], abs=1e-4)
+    for u, values in rows.items():
+        assert values["si_sdri"] == pytest.approx(values["si_sdr"] - mixture[u]["si_sdr"], abs=2e-4)
+        assert values["snri"] == pytest.approx(values["snr"] - mixture[u]["snr"], abs=2e-4)
+        assert values["si_sdr"] > mixture[u]["si_sdr"] and values["pesq"] > mixture[u]["pesq"]
+    results = (tmp_path / "scores" / "RESULTS.md").read_text()
+    mean = np.mean([v["si_sdr"] for v in rows.values()])
+    row = rf"\| si_sdr \| {mean:.2f} ± [0-9.]+ \| -?[0-9.]+ ± [0-9.]+ \| \+[0-9.]+ \| {len(rows)} \|"
+    assert re.search(row, results)
+    assert "Acceptance rate (SI-SDRi > 1 dB" in results and f"({len(rows)}/{len(rows)})" in results
+    worst = min(rows, key=lambda u: rows[u]["si_sdri"])
+    assert f"`{worst}`" in results.split("Worst")[1].splitlines()[2]
+    assert out == results  # the command prints RESULTS.md
+
+
+def test_parallel_cluster_and_resume_give_the_same_table(corpus, tmp_path):
+    data = corpus / "data16k" / "dev"
+    est = make_estimates(data, tmp_path / "est")
+    common = ["--ref", str(data / "spk1.scp"), "--est", str(est), "--mix", str(data / "wav.scp"),
+              "--metrics", "si_sdr,si_sdri,pesq,stoi"]
+    assert score(*common, "--out", str(tmp_path / "one"))[0] == 0
+    assert score(*common, "--nj", "2", "--out", str(tmp_path / "two"))[0] == 0
+    reference = (tmp_path / "one" / "scores.tsv").read_text()
+    assert (tmp_path / "two" / "scores.tsv").read_text() == reference
+    # cluster style: two jobs, a merge that refuses until both are done
+    code, _, err = score(*common, "--job", "1", "--nj", "2", "--out", str(tmp_path / "jobs"))
+    assert code == 0
+    code, _, err = score("merge", str(tmp_path / "jobs"))
+    assert code == 1 and "are not scored yet" in err
+    assert score(*common, "--job", "2", "--nj", "2", "--out", str(tmp_path / "jobs"))[0] == 0
+    assert score("merge", str(tmp_path / "jobs"))[0] == 0
+    assert (tmp_path / "jobs" / "scores.tsv").read_text() == reference
+    # a run killed after two utterances, its last line torn: the rerun scores only the rest
+    part = tmp_path / "one" / "parts" / "local.jsonl"
+    lines = part.read_text().splitlines(keepends=True)
+    part.write_text("".join(lines[:2]) + lines[2][:25])
+    (tmp_path / "one" / "scores.tsv").unlink()
+    assert score(*common, "--out", str(tmp_path / "one"))[0] == 0
+    assert (tmp_path / "one" / "scores.tsv").read_text() == reference
+    utts = [json.loads(line)["utt"] for line in part.read_text().splitlines() if line.endswith("}")]
+    assert len(utts) == len(set(utts)) == len(lines)  # nothing scored twice
+    # other settings in the same folder are refused
+    code, _, err = score(*common[:-1], "si_sdr", "--out", str(tmp_path / "one"))
+    assert code == 1 and "already scored with other settings (metrics)" in err
+
+
+def test_folder_mode_matches_by_name(corpus, tmp_path):
+    data = corpus / "data16k" / "test"
+    make_estimates(data, tmp_path / "est")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for utt, path in read_table(data / "spk1.scp").items():
+        (refs / f"{utt}.wav").symlink_to(path)
+    code, _, err = score("--ref-dir", str(refs), "--est-dir", str(tmp_path / "est"), "--metrics", "si_sdr",
+                         "--out", str(tmp_path / "scores"))
+    assert code == 0, err
+    _, rows = read_tsv(tmp_path / "scores" / "scores.tsv")
+    assert set(rows) == set(read_table(data / "spk1.scp"))
+    (tmp_path / "est" / f"{sorted(rows)[0]}.wav").unlink()
+    code, _, err = score("--ref-dir", str(refs), "--est-dir", str(tmp_path / "est"), "--out", str(tmp_path / "x"))
+    assert code == 1 and "no file matching 1 of" in err and not (tmp_path / "x" / "scores.tsv").exists()
+
+
+def test_8khz_uses_narrowband_pesq_and_skips_dnsmos(corpus, tmp_path):
+    data = corpus / "data8k" / "test"
+    est = make_estimates(data, tmp_path / "est")
+    code, _, err = score("--ref", str(data / "spk1.scp"), "--est", str(est), "--out", str(tmp_path / "s"))
+    assert code == 0
+    assert "DNSMOS skipped" in err
+    header, rows = read_tsv(tmp_path / "s" / "scores.tsv")
+    assert "dnsmos_ovrl" not in header and "pesq" in header
+    utt = next(iter(rows))
+    target, rate = sf.read(read_table(data / "spk1.scp")[utt], dtype="float32")
+    estimate, _ = sf.read(read_table(est)[utt], dtype="float32")
+    assert rate == 8000
+    assert rows[utt]["pesq"] == pytest.approx(quality.pesq_score(estimate, target, 8000), abs=1e-4)
+
+
+def test_bad_inputs(corpus, tmp_path):
+    data = corpus / "data16k" / "test"
+    est = make_estimates(data, tmp_path / "est")
+    table = read_table(est)
+    utts = sorted(table)
+    base = ["--ref", str(data / "spk1.scp"), "--mix", str(data / "wav.scp"), "--metrics", "si_sdr,si_sdri,pesq"]
+
+    def run(estimates: dict[str, str], name: str) -> tuple[int, str, Path]:
+        write_table(tmp_path / f"{name}.scp", estimates)
+        code, _, err = score(*base, "--est", str(tmp_path / f"{name}.scp"), "--out", str(tmp_path / name))
+        return code, err, tmp_path / name
+
+    # a missing estimate: in the manifest, and on disk
+    code, err, out = run({u: table[u] for u in utts[1:]}, "no_key")
+    assert code == 1 and f"no estimate for 1 of {len(utts)}" in err and not (out / "scores.tsv").exists()
+    code, err, out = run({**table, utts[0]: str(tmp_path / "gone.wav")}, "no_file")
+    assert code == 1 and "gone.wav: file not found" in err and len(err.strip().splitlines()) == 1
+    # sample-rate mismatch
+    target, rate = sf.read(table[utts[0]], dtype="float32")
+    sf.write(tmp_path / "8k.wav", target[::2], 8000)
+    code, err, out = run({**table, utts[0]: str(tmp_path / "8k.wav")}, "rate")
+    assert code == 1 and "sample rate 8000 Hz, but the reference has 16000 Hz" in err
+    # NaN in the audio
+    sf.write(tmp_path / "nan.wav", np.where(np.arange(len(target)) == 5, np.nan, target), rate, subtype="FLOAT")
+    code, err, out = run({**table, utts[0]: str(tmp_path / "nan.wav")}, "nan")
+    assert code == 1 and "NaN" in err and not (out / "scores.tsv").exists()
+    # a shorter estimate is trimmed to the shorter length, with a warning, and scored on what overlaps
+    sf.write(tmp_path / "short.wav", target[:-800], rate)
+    code, err, out = run({**table, utts[0]: str(tmp_path / "short.wav")}, "short")
+    assert code == 0, err
+    warnings = (out / "warnings.txt").read_text()
+    assert utts[0] in warnings and "trimmed" in warnings and "1 warnings" in (out / "RESULTS.md").read_text()
+    reference, _ = sf.read(read_table(data / "spk1.scp")[utts[0]], dtype="float32")
+    _, rows = read_tsv(out / "scores.tsv")
+    assert rows[utts[0]]["si_sdr"] == pytest.approx(sdr.si_sdr(target[:-800], reference[:-800]), abs=1e-4)
+    # an all-zero estimate is scored: finite SI-SDR, no crash
+    sf.write(tmp_path / "zero.wav", np.zeros_like(target), rate)
+    code, err, out = run({**table, utts[0]: str(tmp_path / "zero.wav")}, "zero")
+    assert code == 0, err
+    _, rows = read_tsv(out / "scores.tsv")
+    assert math.isfinite(rows[utts[0]]["si_sdr"]) and rows[utts[0]]["si_sdr"] < -20
+
+
+def test_metric_names_and_needs(corpus, tmp_path):
+    from tsekit.cli.score import METRIC_NAMES
+
+    assert METRIC_NAMES.split() == list(METRICS)
+    data = corpus / "data16k" / "test"
+    code, _, err = score("--ref", str(data / "spk1.scp"), "--est", str(data / "spk1.scp"), "--metrics", "si_sdri",
+                         "--out", str(tmp_path / "a"))
+    assert code == 1 and "metric si_sdri needs --mix" in err
+    code, _, err = score("--ref", str(data / "spk1.scp"), "--est", str(data / "spk1.scp"), "--metrics", "bogus",
+                         "--out", str(tmp_path / "b"))
+    assert code == 1 and "unknown metric 'bogus'; valid metrics: si_sdr" in err

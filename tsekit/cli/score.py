@@ -1,0 +1,78 @@
+"""tsekit score: metrics of extracted speech against references (recipe stage 7)."""
+
+import click
+
+# kept equal to tsekit.metrics.scorer.METRICS by a test; not imported here to keep --help fast
+METRIC_NAMES = ("si_sdr si_sdri snr snri sdr sir sar pesq stoi estoi dnsmos_sig dnsmos_bak dnsmos_ovrl "
+                "dnsmos_p808 wer cer spk_sim spk_sim_ref")
+METRIC_HELP = (f"Comma list of metrics; default: every one whose inputs are given, except cer and "
+               f"spk_sim_ref. Names: {METRIC_NAMES}.")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--ref", type=click.Path(dir_okay=False), help="scp of clean target references (spk1.scp).")
+@click.option("--est", type=click.Path(dir_okay=False), help="scp of estimates (the wav.scp of tsekit infer).")
+@click.option("--mix", type=click.Path(dir_okay=False), help="scp of mixtures: baseline, SI-SDRi/SNRi, SIR/SAR.")
+@click.option("--enroll", type=click.Path(dir_okay=False), help="scp of enrollments: speaker similarity.")
+@click.option("--text", type=click.Path(dir_okay=False), help="Transcripts for WER (else: ASR of the reference).")
+@click.option("--ref-dir", type=click.Path(file_okay=False), help="Folder of references (instead of --ref).")
+@click.option("--est-dir", type=click.Path(file_okay=False), help="Folder of estimates, matched by file name.")
+@click.option("--mix-dir", type=click.Path(file_okay=False), help="Folder of mixtures, matched by file name.")
+@click.option("--enroll-dir", type=click.Path(file_okay=False), help="Folder of enrollments, matched by name.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder: scores.tsv, RESULTS.md.")
+@click.option("--metrics", default=None, help=METRIC_HELP)
+@click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (with --job: the number of jobs).")
+@click.option("--job", type=click.IntRange(min=1), default=None,
+              help="Score only shard JOB of --nj (cluster runs); then run `tsekit score merge OUT`.")
+@click.option("--asr-model", default=None,
+              help="Whisper for WER: a model name (tiny.en, base, ...), a .pt checkpoint or a CTranslate2 folder.")
+@click.option("--threshold", type=float, default=1.0, show_default=True,
+              help="SI-SDRi (dB) above which an utterance counts as accepted (target-confusion rate).")
+@click.pass_context
+def score(ctx: click.Context, ref, est, mix, enroll, text, ref_dir, est_dir, mix_dir, enroll_dir, out, metrics,
+          nj, job, asr_model, threshold) -> None:
+    """Score estimates against references; writes OUT/scores.tsv and OUT/RESULTS.md.
+
+    \b
+    tsekit score --ref data/test/spk1.scp --est exp/x/decode_test/wav.scp --mix data/test/wav.scp --out DIR
+    tsekit score --ref-dir refs/ --est-dir outputs/ --out DIR
+    tsekit score ... --job J --nj N --out DIR   (N jobs, then: tsekit score merge DIR)
+
+    A killed run resumes where it stopped when run again with the same options.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from tsekit import TsekitError
+    from tsekit.metrics.jobs import inputs_from_dirs, inputs_from_manifests, run_scoring
+    from tsekit.metrics.results import merge_scores
+
+    if out is None:
+        raise TsekitError("--out is required")
+    if ref and est and not (ref_dir or est_dir):
+        inputs = inputs_from_manifests(ref, est, mix, enroll, text)
+    elif ref_dir and est_dir and not (ref or est or mix or enroll):
+        inputs = inputs_from_dirs(ref_dir, est_dir, mix_dir, enroll_dir)
+        if text:
+            raise TsekitError("--text goes with --ref/--est manifests, not with folders")
+    else:
+        raise TsekitError("give either --ref and --est (scp manifests) or --ref-dir and --est-dir (folders)")
+    if job is not None and job > nj:
+        raise TsekitError(f"--job {job} is larger than --nj {nj}")
+    _, messages = run_scoring(inputs, out, metrics=metrics, nj=nj, job=job, asr_model=asr_model)
+    for message in messages:
+        click.echo(message, err=True)
+    if job is None:
+        click.echo(merge_scores(out, threshold=threshold), nl=False)
+    else:
+        click.echo(f"job {job}/{nj} scored into {out}/parts; merge with: tsekit score merge {out}", err=True)
+
+
+@score.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--threshold", type=float, default=1.0, show_default=True, help="SI-SDRi acceptance threshold (dB).")
+def merge(out: str, threshold: float) -> None:
+    """Join the parts of `--job J --nj N` runs in OUT into scores.tsv and RESULTS.md."""
+    from tsekit.metrics.results import merge_scores
+
+    click.echo(merge_scores(out, threshold=threshold), nl=False)

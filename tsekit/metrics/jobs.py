@@ -1,0 +1,277 @@
+"""Running the scorer over manifests: inputs, checks, job shards, resumable parts.
+
+Every finished utterance is appended as one JSON line to ``OUT/parts/<part>.jsonl``
+and flushed, so a killed run loses at most the utterance in flight; a rerun reads
+the parts, skips what is done and ignores a torn last line. ``--nj N`` runs N
+worker processes (each loads its models once) under one writer; ``--job J --nj N``
+scores only the J-th of N contiguous shards, for the Kaldi runners, and
+``tsekit score merge`` joins the parts once all jobs are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tsekit import TsekitError
+from tsekit.data.table import atomic_open, read_table, sorted_keys
+from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+@dataclass
+class ScoreInputs:
+    """utt -> audio entry for each role, and the files they came from (for messages)."""
+
+    ref: dict[str, str]
+    est: dict[str, str]
+    mix: dict[str, str] | None = None
+    enroll: dict[str, str] | None = None
+    text: dict[str, str] | None = None
+    sources: dict[str, str] | None = None  # role -> manifest or folder it was read from
+
+    def utts(self) -> list[str]:
+        return sorted_keys(self.ref)
+
+
+def inputs_from_manifests(ref: str, est: str, mix: str | None = None, enroll: str | None = None,
+                          text: str | None = None) -> ScoreInputs:
+    """Read the scp files; every reference must have an estimate (and mixture/enrollment/text when given)."""
+    paths = {"ref": ref, "est": est, "mix": mix, "enroll": enroll, "text": text}
+    tables = {role: read_table(path) for role, path in paths.items() if path is not None}
+    reference = tables["ref"]
+    if not reference:
+        raise TsekitError(f"{ref}: no utterances")
+    for role, table in tables.items():
+        missing = [u for u in reference if u not in table]
+        if missing:
+            what = "estimate" if role == "est" else role
+            raise TsekitError(f"{paths[role]}: no {what} for {len(missing)} of {len(reference)} reference "
+                              f"utterances (e.g. {sorted(missing)[0]})")
+    sources = {role: str(path) for role, path in paths.items() if path is not None}
+    return ScoreInputs(**{role: {u: tables[role][u] for u in reference} for role in tables}, sources=sources)
+
+
+def _audio_files(folder: Path) -> dict[str, str]:
+    if not folder.is_dir():
+        raise TsekitError(f"{folder}: folder not found")
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+            key = path.relative_to(folder).with_suffix("").as_posix()
+            if any(c.isspace() for c in key):
+                raise TsekitError(f"{path}: file names with spaces cannot be keys")
+            if key in files:
+                raise TsekitError(f"{path}: two files named {key} (.wav and .flac)")
+            files[key] = str(path)
+    if not files:
+        raise TsekitError(f"{folder}: no .wav or .flac files")
+    return files
+
+
+def inputs_from_dirs(ref_dir: str, est_dir: str, mix_dir: str | None = None,
+                     enroll_dir: str | None = None) -> ScoreInputs:
+    """Match audio files of the folders by relative path without extension."""
+    folders = {"ref": ref_dir, "est": est_dir, "mix": mix_dir, "enroll": enroll_dir}
+    found = {role: _audio_files(Path(folder)) for role, folder in folders.items() if folder is not None}
+    reference = found["ref"]
+    for role, files in found.items():
+        missing = [u for u in reference if u not in files]
+        if missing:
+            raise TsekitError(f"{folders[role]}: no file matching {len(missing)} of {len(reference)} reference "
+                              f"files (e.g. {sorted(missing)[0]})")
+    sources = {role: str(folder) for role, folder in folders.items() if folder is not None}
+    return ScoreInputs(**{role: {u: files[u] for u in reference} for role, files in found.items()},
+                       sources=sources)
+
+
+def shard(utts: list[str], job: int, num_jobs: int) -> list[str]:
+    """The job-th (1-based) of num_jobs contiguous shards, sizes within one (as `tsekit data split`)."""
+    if not 1 <= job <= num_jobs:
+        raise TsekitError(f"--job must be in 1..{num_jobs}, got {job}")
+    base, extra = divmod(len(utts), num_jobs)
+    start = (job - 1) * base + min(job - 1, extra)
+    return utts[start : start + base + (1 if job <= extra else 0)]
+
+
+def reference_rates(inputs: ScoreInputs) -> set[int]:
+    from tsekit.data.audio import audio_info
+
+    return {audio_info(entry, f"{inputs.sources['ref']}: {utt}")[0] for utt, entry in inputs.ref.items()}
+
+
+def check_headers(inputs: ScoreInputs, utts: list[str]) -> None:
+    """Fail before any work on missing files or unequal sample rates."""
+    from tsekit.data.audio import audio_info
+
+    for utt in utts:
+        rate = None
+        for role in ("ref", "est", "mix"):
+            table = getattr(inputs, role)
+            if table is None:
+                continue
+            where = f"{inputs.sources[role]}: {utt}"
+            this_rate, _ = audio_info(table[utt], where)
+            if rate is not None and this_rate != rate:
+                raise TsekitError(f"{where}: sample rate {this_rate} Hz, but the reference has {rate} Hz "
+                                  f"({table[utt]})")
+            rate = rate or this_rate
+        if inputs.enroll is not None:
+            audio_info(inputs.enroll[utt], f"{inputs.sources['enroll']}: {utt}")
+
+
+def _mono(samples, entry: str, where: str):
+    if samples.ndim != 1:
+        raise TsekitError(f"{where}: {entry} has {samples.shape[1]} channels; tsekit scores mono audio")
+    return samples
+
+
+def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]:
+    """Read an utterance's audio; unequal lengths are trimmed to the shortest, with a warning."""
+    from tsekit.data.audio import load_audio
+
+    audio, warnings = {}, []
+    for role in ("ref", "est", "mix", "enroll"):
+        table = getattr(inputs, role)
+        if table is not None:
+            where = f"{inputs.sources[role]}: {utt}"
+            samples, rate = load_audio(table[utt], where)
+            audio[role] = (_mono(samples, table[utt], where), rate)
+    rate = audio["ref"][1]
+    for role in ("est", "mix"):
+        if role in audio and audio[role][1] != rate:
+            raise TsekitError(f"{inputs.sources[role]}: {utt}: sample rate {audio[role][1]} Hz, but the reference "
+                              f"has {rate} Hz")
+    lengths = {role: len(audio[role][0]) for role in ("ref", "est", "mix") if role in audio}
+    shortest = min(lengths.values())
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{role} {n}" for role, n in lengths.items())
+        warnings.append(f"{utt}: lengths differ ({shown} samples); trimmed to {shortest}")
+    utterance = Utterance(
+        utt=utt, rate=rate,
+        estimate=audio["est"][0][:shortest], reference=audio["ref"][0][:shortest],
+        mixture=audio["mix"][0][:shortest] if "mix" in audio else None,
+        enroll=audio["enroll"][0] if "enroll" in audio else None,
+        enroll_rate=audio["enroll"][1] if "enroll" in audio else None,
+        text=inputs.text[utt] if inputs.text is not None else None,
+    )
+    return utterance, warnings
+
+
+# --- parts on disk ---------------------------------------------------------------------------
+
+def read_parts(out: Path) -> dict[str, dict]:
+    """Finished utterances of every part file (a torn last line from a kill is ignored)."""
+    done: dict[str, dict] = {}
+    for part in sorted((out / "parts").glob("*.jsonl")):
+        with open(part, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill; that utterance is scored again
+                done[record["utt"]] = record
+    return done
+
+
+def _drop_torn_line(part: Path) -> None:
+    """Cut a last line that a kill left without its newline, so appending starts on a fresh line."""
+    if not part.is_file():
+        return
+    with open(part, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def write_settings(out: Path, settings: dict) -> None:
+    """Remember what OUT is scoring; a rerun with other inputs or metrics must use another OUT."""
+    path = out / "parts" / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            changed = sorted(k for k in settings if old.get(k) != settings[k])
+            raise TsekitError(f"{out}: already scored with other settings ({', '.join(changed)}); "
+                              "use another --out or remove it")
+        return
+    with atomic_open(path) as f:
+        json.dump(settings, f, indent=1, sort_keys=True)
+
+
+# --- worker processes ------------------------------------------------------------------------
+
+_worker: tuple[Scorer, ScoreInputs] | None = None
+
+
+def _init_worker(metrics: list[str], asr_model: str | None, inputs: ScoreInputs, threads: int) -> None:
+    global _worker
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    _worker = (Scorer(metrics, asr_model), inputs)
+
+
+def _score_one(utt: str) -> dict:
+    scorer, inputs = _worker
+    utterance, warnings = load_utterance(inputs, utt)
+    result: UtteranceScores = scorer.score(utterance)
+    result.warnings += warnings
+    return asdict(result)
+
+
+def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None = None, nj: int = 1,
+                job: int | None = None, asr_model: str | None = None) -> tuple[list[str], list[str]]:
+    """Score the utterances of this job (all of them without ``job``) into OUT/parts/.
+
+    Returns (the metrics scored, messages for the user). Without ``job``, ``nj``
+    worker processes share the work, each loading its models once; with ``job``,
+    ``nj`` is the number of jobs and this process scores its shard alone.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    utts = inputs.utts()
+    mine = shard(utts, job, nj) if job is not None else utts
+    check_headers(inputs, mine)
+    have = {role for role in ("mix", "enroll") if getattr(inputs, role) is not None}
+    if asr_model is not None:
+        have.add("asr")
+    # from every reference, not this job's shard, so that all jobs choose the same metrics
+    if reference_rates(inputs) == {16000}:
+        have.add("16k")
+    chosen, messages = choose_metrics(metrics, have)
+    settings = {"metrics": chosen, "inputs": inputs.sources, "asr_model": asr_model, "utterances": len(utts)}
+    write_settings(out, settings)
+    done = read_parts(out)
+    todo = [u for u in mine if u not in done]
+    if not todo:
+        return chosen, messages + [f"all {len(mine)} utterances already scored"]
+    part = out / "parts" / (f"job{job}.jsonl" if job is not None else "local.jsonl")
+    workers = min(nj if job is None else 1, len(todo))
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"scoring {out}", unit="utt", disable=None)
+    _drop_torn_line(part)
+    with open(part, "a", encoding="utf-8") as sink:
+        if workers == 1:
+            _init_worker(chosen, asr_model, inputs, threads=0)
+            results = map(_score_one, todo)
+            _consume(results, sink, bar)
+        else:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/onnx state
+            with context.Pool(workers, _init_worker, (chosen, asr_model, inputs, 1)) as pool:
+                _consume(pool.imap_unordered(_score_one, todo), sink, bar)
+    bar.close()
+    return chosen, messages
+
+
+def _consume(results, sink, bar) -> None:
+    for record in results:
+        sink.write(json.dumps(record, allow_nan=True) + "\n")
+        sink.flush()
+        bar.update(1)

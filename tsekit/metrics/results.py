@@ -1,0 +1,128 @@
+"""Joining the scored parts into scores.tsv, mixture.tsv, asr.tsv and RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tsekit import TsekitError
+from tsekit.data.table import atomic_open, sorted_keys
+from tsekit.metrics.jobs import read_parts
+from tsekit.metrics.scorer import IMPROVEMENTS
+
+ACCEPTANCE_THRESHOLD = 1.0  # dB of SI-SDRi, as WeSep reports target confusion
+WORST_SHOWN = 10
+PERCENT = {"wer", "cer"}
+
+
+def _number(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _write_tsv(path: Path, columns: list[str], rows: dict[str, dict]) -> None:
+    with atomic_open(path) as f:
+        f.write("\t".join(["utt", *columns]) + "\n")
+        for utt in sorted_keys(rows):
+            f.write("\t".join([utt, *(_number(rows[utt].get(c, math.nan)) for c in columns)]) + "\n")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if finite.size == 0:
+        return math.nan, math.nan, 0
+    return float(finite.mean()), float(finite.std()), int(finite.size)
+
+
+def merge_scores(out: str | os.PathLike, threshold: float = ACCEPTANCE_THRESHOLD) -> str:
+    """Write OUT/scores.tsv (+ mixture.tsv, asr.tsv, warnings.txt) and OUT/RESULTS.md; return RESULTS.md's text.
+
+    Fails naming the missing utterances when some job has not finished.
+    """
+    out = Path(out)
+    settings_path = out / "parts" / "settings.json"
+    if not settings_path.is_file():
+        raise TsekitError(f"{out}: nothing scored here yet (no parts/settings.json)")
+    settings = json.loads(settings_path.read_text())
+    records = read_parts(out)
+    if len(records) < settings["utterances"]:
+        raise TsekitError(f"{out}: {settings['utterances'] - len(records)} of {settings['utterances']} utterances "
+                          "are not scored yet; rerun the unfinished jobs, then merge")
+    metrics = settings["metrics"]
+    _write_tsv(out / "scores.tsv", metrics, {u: r["scores"] for u, r in records.items()})
+    baseline = [m for m in metrics if m not in IMPROVEMENTS]
+    if any(r["mixture"] for r in records.values()):
+        _write_tsv(out / "mixture.tsv", baseline, {u: r["mixture"] for u, r in records.items()})
+    if any(r["asr"] for r in records.values()):
+        _write_asr(out / "asr.tsv", records)
+    warnings = [w for u in sorted_keys(records) for w in records[u]["warnings"]]
+    with atomic_open(out / "warnings.txt") as f:
+        f.write("".join(f"{w}\n" for w in warnings))
+    text = results_markdown(out, settings, records, threshold, len(warnings))
+    with atomic_open(out / "RESULTS.md") as f:
+        f.write(text)
+    return text
+
+
+def _write_asr(path: Path, records: dict[str, dict]) -> None:
+    columns = ["truth_source", "words", "estimate_word_errors", "mixture_word_errors", "truth", "estimate_hyp",
+               "mixture_hyp"]
+    with atomic_open(path) as f:
+        f.write("\t".join(["utt", *columns]) + "\n")
+        for utt in sorted_keys(records):
+            asr = records[utt]["asr"]
+            f.write("\t".join([utt, *(str(asr.get(c, "")) for c in columns)]) + "\n")
+
+
+def _corpus_wer(records: dict[str, dict], signal: str) -> float:
+    errors = sum(r["asr"].get(f"{signal}_word_errors", 0) for r in records.values())
+    words = sum(r["asr"].get("words", 0) for r in records.values())
+    return 100.0 * errors / words if words else math.nan
+
+
+def results_markdown(out: Path, settings: dict, records: dict[str, dict], threshold: float,
+                     num_warnings: int) -> str:
+    metrics = settings["metrics"]
+    has_mix = any(r["mixture"] for r in records.values())
+    lines = [f"# Scores of {out}", ""]
+    lines += [f"- {role}: `{source}`" for role, source in settings["inputs"].items()]
+    lines += [f"- utterances: {len(records)}", ""]
+    header = "| metric | estimate (mean ± std) |" + (" mixture (mean ± std) | improvement |" if has_mix else "")
+    lines += [header + " n |", "|---|---|" + ("---|---|" if has_mix else "") + "---|"]
+    for metric in metrics:
+        scale = 100.0 if metric in PERCENT else 1.0
+        unit = " (%)" if metric in PERCENT else ""
+        mean, std, n = _mean_std([r["scores"].get(metric) for r in records.values()])
+        row = f"| {metric}{unit} | {scale * mean:.2f} ± {scale * std:.2f} |"
+        if has_mix:
+            if metric in IMPROVEMENTS:
+                row += " | |"
+            else:
+                mix_mean, mix_std, _ = _mean_std([r["mixture"].get(metric) for r in records.values()])
+                row += f" {scale * mix_mean:.2f} ± {scale * mix_std:.2f} | {scale * (mean - mix_mean):+.2f} |"
+        lines.append(row + f" {n} |")
+    lines.append("")
+    if "wer" in metrics:
+        source = {r["asr"]["truth_source"] for r in records.values()}
+        against = "the `text` transcripts" if source == {"text"} else "Whisper's transcript of the clean reference"
+        lines.append(f"WER over all words (errors / words), against {against}, ASR model "
+                     f"`{settings['asr_model']}`: estimate {_corpus_wer(records, 'estimate'):.2f}%"
+                     + (f", mixture {_corpus_wer(records, 'mixture'):.2f}%" if has_mix else "") + ".")
+        lines.append("")
+    if "si_sdri" in metrics:
+        improvements = {u: r["scores"]["si_sdri"] for u, r in records.items()}
+        accepted = sum(1 for v in improvements.values() if v > threshold)
+        lines.append(f"Acceptance rate (SI-SDRi > {threshold:g} dB; the rest are likely target confusions): "
+                     f"{100.0 * accepted / len(records):.1f}% ({accepted}/{len(records)}).")
+        worst = sorted(improvements, key=lambda u: improvements[u])[:WORST_SHOWN]
+        lines += ["", f"Worst {len(worst)} utterances by SI-SDRi:", ""]
+        lines += [f"- `{u}`: {improvements[u]:.2f} dB" for u in worst]
+        lines.append("")
+    if num_warnings:
+        lines += [f"{num_warnings} warnings (e.g. lengths trimmed to the shorter signal): see `warnings.txt`.", ""]
+    lines.append("Per-utterance values: `scores.tsv`" + (", mixture baseline: `mixture.tsv`" if has_mix else "")
+                 + (", transcripts: `asr.tsv`" if "wer" in metrics or "cer" in metrics else "") + ".")
+    return "\n".join(lines) + "\n"
