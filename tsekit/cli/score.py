@@ -43,6 +43,13 @@ def score(ctx: click.Context, ref, est, mix, enroll, text, ref_dir, est_dir, mix
     """
     if ctx.invoked_subcommand is not None:
         return
+    import os
+
+    # One math thread per process (set before numpy loads): the metrics work on
+    # small matrices, where extra BLAS threads cost more than they give (measured
+    # in bench/score_bench.py); --nj uses the other cores. An explicit setting wins.
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     from tsekit import TsekitError
     from tsekit.metrics.jobs import inputs_from_dirs, inputs_from_manifests, run_scoring
     from tsekit.metrics.results import merge_scores

@@ -204,15 +204,12 @@ def write_settings(out: Path, settings: dict) -> None:
 # --- worker processes ------------------------------------------------------------------------
 
 _worker: tuple[Scorer, ScoreInputs] | None = None
+# one math thread per worker process: N workers on N cores, not N x N threads
+SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def _init_worker(metrics: list[str], asr_model: str | None, inputs: ScoreInputs, threads: int) -> None:
+def _init_worker(metrics: list[str], asr_model: str | None, inputs: ScoreInputs) -> None:
     global _worker
-    if threads:
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        import torch
-
-        torch.set_num_threads(threads)
     _worker = (Scorer(metrics, asr_model), inputs)
 
 
@@ -257,14 +254,25 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
     _drop_torn_line(part)
     with open(part, "a", encoding="utf-8") as sink:
         if workers == 1:
-            _init_worker(chosen, asr_model, inputs, threads=0)
-            results = map(_score_one, todo)
-            _consume(results, sink, bar)
+            _init_worker(chosen, asr_model, inputs)
+            _consume(map(_score_one, todo), sink, bar)
         else:
             import multiprocessing
 
-            context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/onnx state
-            with context.Pool(workers, _init_worker, (chosen, asr_model, inputs, 1)) as pool:
+            # spawn: fresh interpreters (no forked torch/onnx state), which read the
+            # thread settings from the environment when they import numpy
+            context = multiprocessing.get_context("spawn")
+            saved = {name: os.environ.get(name) for name in SINGLE_THREAD}
+            os.environ.update(SINGLE_THREAD)
+            try:
+                pool = context.Pool(workers, _init_worker, (chosen, asr_model, inputs))
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name)
+                    else:
+                        os.environ[name] = value
+            with pool:
                 _consume(pool.imap_unordered(_score_one, todo), sink, bar)
     bar.close()
     return chosen, messages
