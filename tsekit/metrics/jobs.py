@@ -239,8 +239,10 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
     if asr_model is not None:
         have.add("asr")
     # from every reference, not this job's shard, so that all jobs choose the same metrics
-    if reference_rates(inputs) == {16000}:
-        have.add("16k")
+    from tsekit.metrics.dnsmos import dnsmos_supported
+
+    if all(dnsmos_supported(rate) for rate in reference_rates(inputs)):
+        have.add("16k")  # DNSMOS works: 16 kHz, or higher rates resampled down to it
     chosen, messages = choose_metrics(metrics, have)
     settings = {"metrics": chosen, "inputs": inputs.sources, "asr_model": asr_model, "utterances": len(utts)}
     write_settings(out, settings)

@@ -39,6 +39,7 @@ METRICS: dict[str, frozenset[str]] = {
     "spk_sim_ref": frozenset(),
 }
 DNSMOS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
+DNSMOS_SKIPPED = "DNSMOS skipped: it is defined at 16 kHz and this data is below 16 kHz"
 IMPROVEMENTS = {"si_sdri": "si_sdr", "snri": "snr"}  # improvement -> the metric it improves
 # asked for by default when their inputs are there; the others only when named
 OPT_IN = frozenset({"spk_sim_ref", "cer"})
@@ -55,7 +56,7 @@ def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], li
     if requested is None:
         chosen = [m for m, needs in METRICS.items() if m not in OPT_IN and needs <= have]
         if "16k" not in have:
-            messages.append("DNSMOS skipped: it is defined at 16 kHz only and this data is not 16 kHz")
+            messages.append(DNSMOS_SKIPPED)
         return chosen, messages
     chosen = [m.strip() for m in requested.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METRICS]
@@ -67,7 +68,7 @@ def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], li
         if missing:
             raise TsekitError(f"metric {metric} needs {flags[min(missing)]}")
     if "16k" not in have and any(m in DNSMOS for m in chosen):
-        messages.append("DNSMOS skipped: it is defined at 16 kHz only and this data is not 16 kHz")
+        messages.append(DNSMOS_SKIPPED)
         chosen = [m for m in chosen if m not in DNSMOS]
     return list(dict.fromkeys(chosen)), messages
 
