@@ -1,0 +1,80 @@
+"""One registry of TSE systems: name -> class, every class a `TSEModel`.
+
+A model takes a named batch and returns named outputs; the loss is chosen in
+the config (tsekit.train.losses), not here. `needs` tells the dataset which
+inputs to build, so it reads only those. Generative systems put their sampler
+behind `extract`, so inference and scoring never branch on the system.
+
+Batch keys (tensors, batch first):
+  mixture (B, T)   target (B, T)   enroll (B, Te)   enroll_lengths (B,)   lengths (B,)
+  speaker (B,) int64: index of the target speaker in the training speaker list (for speaker CE)
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from typing import ClassVar
+
+import torch
+
+from tsekit import TsekitError
+
+MODELS: dict[str, type[TSEModel]] = {}
+
+
+def register(name: str):
+    """Class decorator adding a TSEModel subclass to the registry under ``name``."""
+
+    def add(cls: type[TSEModel]) -> type[TSEModel]:
+        if not issubclass(cls, TSEModel):
+            raise TypeError(f"{cls.__name__} must subclass TSEModel to be registered")
+        if name in MODELS:
+            raise ValueError(f"model name {name!r} registered twice")
+        cls.registry_name = name
+        MODELS[name] = cls
+        return cls
+
+    return add
+
+
+class TSEModel(torch.nn.Module, abc.ABC):
+    """Base of every system. Subclasses set `needs` and implement `forward`."""
+
+    registry_name: ClassVar[str] = ""
+    # inputs the dataset must provide besides mixture (always there)
+    needs: ClassVar[frozenset[str]] = frozenset({"target", "enroll"})
+
+    @abc.abstractmethod
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named outputs; "estimate" (B, T) is the extracted target speech."""
+
+    @torch.no_grad()
+    def extract(self, mixture: torch.Tensor, enroll: torch.Tensor) -> torch.Tensor:
+        """Target speech (B, T) from mixtures (B, T) and enrollments (B, Te)."""
+        batch = {"mixture": mixture, "enroll": enroll,
+                 "enroll_lengths": torch.full((enroll.shape[0],), enroll.shape[-1], dtype=torch.long)}
+        return self.forward(batch)["estimate"]
+
+
+def model_params(name: str) -> dict[str, inspect.Parameter]:
+    """The constructor parameters of a registered model (what `model.params` may set)."""
+    return dict(list(inspect.signature(model_class(name).__init__).parameters.items())[1:])
+
+
+def model_class(name: str) -> type[TSEModel]:
+    import tsekit.models  # noqa: F401  (importing the package registers every system)
+
+    if name not in MODELS:
+        raise TsekitError(f"unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def build_model(name: str, params: dict | None = None) -> TSEModel:
+    """Instantiate a registered model; unknown parameters are an error listing the valid ones."""
+    params = dict(params or {})
+    valid = model_params(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TsekitError(f"model {name}: unknown parameter {unknown[0]!r}; valid: {', '.join(valid)}")
+    return model_class(name)(**params)
