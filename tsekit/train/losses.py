@@ -1,0 +1,160 @@
+"""Training losses chosen by name in the config, each returning one value per example.
+
+Every loss is ``fn(outputs, batch, term) -> (B,)`` where ``outputs`` are the
+model's named outputs, ``batch`` the named batch (see tsekit.models.registry)
+and ``term`` the config's ``LossTerm`` (which output, which batch target).
+Per-example values let the trainer average, mask or inspect examples alike;
+``compute_loss`` weights the batch means and sums them.
+
+Losses are minimised, so the ratio losses are negated (``si_sdr`` = -SI-SDR
+in dB). They are computed in float32 even under mixed precision: the energy
+sums of a 4 s chunk overflow float16, and the small ``EPS`` that keeps a
+silent estimate finite underflows in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from tsekit import TsekitError
+from tsekit.train.config import LossTerm
+
+# Added to both energies of a ratio: an all-zero estimate (or a masked-out
+# example) gives a finite 0 dB and a finite gradient instead of log(0/0).
+EPS = 1e-8
+
+LossFn = Callable[[dict, dict, LossTerm], torch.Tensor]
+LOSSES: dict[str, LossFn] = {}
+
+
+def register_loss(name: str) -> Callable[[LossFn], LossFn]:
+    """Function decorator adding a loss to ``LOSSES`` (the names a config's ``loss`` may use)."""
+
+    def add(fn: LossFn) -> LossFn:
+        if name in LOSSES:
+            raise ValueError(f"loss name {name!r} registered twice")
+        LOSSES[name] = fn
+        return fn
+
+    return add
+
+
+def loss_function(name: str) -> LossFn:
+    if name not in LOSSES:
+        raise TsekitError(f"unknown loss {name!r}; valid losses: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+def compute_loss(
+    outputs: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    terms: Iterable[LossTerm],
+    skip_missing: bool = False,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the batch-mean of every term, and each term's (unweighted) mean by its label.
+
+    With ``skip_missing`` a term whose model output or batch key is absent is
+    left out instead of being an error (e.g. validation of a model that gives
+    no speaker logits in eval mode, or a valid set without speaker labels).
+    """
+    total: torch.Tensor | None = None
+    parts: dict[str, float] = {}
+    for term in terms:
+        fn = loss_function(term.name)
+        if skip_missing and (term.output not in outputs or _batch_key(term) not in batch):
+            continue
+        device_type = outputs[term.output].device.type if term.output in outputs else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            value = fn(outputs, batch, term).mean()
+        parts[term.label] = float(value.detach())
+        total = term.weight * value if total is None else total + term.weight * value
+    if total is None:
+        raise TsekitError("no loss term could be computed: the config's loss list is empty or all terms were "
+                          "skipped for missing outputs")
+    return total, parts
+
+
+def _batch_key(term: LossTerm) -> str:
+    return "speaker" if term.name == "speaker_ce" else term.target
+
+
+def _get(mapping: dict, key: str, what: str) -> torch.Tensor:
+    if key not in mapping:
+        raise TsekitError(f"loss term needs {what} {key!r}, which is absent; present: {', '.join(sorted(mapping))}")
+    return mapping[key]
+
+
+def _signal_pair(outputs: dict, batch: dict, term: LossTerm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(estimate, reference, mask), float32 (B, T), padding zeroed; T = the shorter of the two signals.
+
+    Decoders with a stride may return a few samples more or less than the
+    reference; the comparison runs over the samples both have. ``mask`` marks
+    the valid samples of each example (``batch["lengths"]``; all when absent).
+    """
+    estimate = _get(outputs, term.output, "model output").float()
+    reference = _get(batch, term.target, "batch key").float()
+    if estimate.dim() != 2 or reference.dim() != 2 or estimate.shape[0] != reference.shape[0]:
+        raise TsekitError(f"loss {term.label}: expected (batch, samples) signals, got output shape "
+                          f"{tuple(estimate.shape)} and target shape {tuple(reference.shape)}")
+    length = min(estimate.shape[1], reference.shape[1])
+    estimate, reference = estimate[:, :length], reference[:, :length]
+    if "lengths" in batch:
+        positions = torch.arange(length, device=estimate.device)
+        mask = (positions[None, :] < batch["lengths"].to(estimate.device)[:, None]).float()
+    else:
+        mask = torch.ones_like(estimate)
+    return estimate * mask, reference * mask, mask
+
+
+def _zero_mean(signal: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Subtract each example's mean over its valid samples; padding stays zero."""
+    count = mask.sum(dim=-1, keepdim=True).clamp_min(1.0)
+    return (signal - signal.sum(dim=-1, keepdim=True) / count) * mask
+
+
+def _ratio_db(signal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10((signal.pow(2).sum(-1) + EPS) / (noise.pow(2).sum(-1) + EPS))
+
+
+@register_loss("si_sdr")
+def negative_si_sdr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
+    """-SI-SDR in dB, zero-mean (as SpEx+, ESPnet and torchmetrics ``zero_mean=True``).
+
+    The reference scaled to best fit the estimate is the "signal", the rest of
+    the estimate the "noise": projection = <e, r> / (|r|^2 + EPS) * r.
+    """
+    estimate, reference, mask = _signal_pair(outputs, batch, term)
+    estimate, reference = _zero_mean(estimate, mask), _zero_mean(reference, mask)
+    scale = (estimate * reference).sum(-1, keepdim=True) / (reference.pow(2).sum(-1, keepdim=True) + EPS)
+    projection = scale * reference
+    return -_ratio_db(projection, estimate - projection)
+
+
+@register_loss("snr")
+def negative_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
+    """-SNR in dB: reference energy over the energy of (reference - estimate); not scale invariant."""
+    estimate, reference, _ = _signal_pair(outputs, batch, term)
+    return -_ratio_db(reference, reference - estimate)
+
+
+@register_loss("speaker_ce")
+def speaker_cross_entropy(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
+    """Cross entropy of the speaker logits (B, num_speakers) against ``batch["speaker"]``.
+
+    A negative speaker index (a speaker outside the training list, as in a
+    validation set) contributes 0, so such batches still give the signal losses.
+    """
+    logits = _get(outputs, term.output, "model output").float()
+    speaker = _get(batch, "speaker", "batch key").long().to(logits.device)
+    if logits.dim() != 2 or speaker.shape != logits.shape[:1]:
+        raise TsekitError(f"loss {term.label}: expected logits (batch, speakers) and speaker (batch,), got "
+                          f"{tuple(logits.shape)} and {tuple(speaker.shape)}")
+    if bool((speaker >= logits.shape[1]).any()):
+        raise TsekitError(f"loss {term.label}: speaker index {int(speaker.max())} but the model has only "
+                          f"{logits.shape[1]} speaker logits; set model.params.num_speakers to the number of "
+                          "training speakers")
+    known = speaker >= 0
+    return F.cross_entropy(logits, speaker.clamp_min(0), reduction="none") * known
