@@ -20,6 +20,7 @@ COMMANDS = {
     "enroll": "enroll:enroll",
     "data": "data:data",
     "score": "score:score",
+    "train": "train:train",
 }
 
 
@@ -54,6 +55,7 @@ COMMAND_HELP = {
     "enroll": "Enrollment lists: enroll.scp, spk2enroll, noisy pos/neg enrollments (stage 2).",
     "data": "Validate, split and subset Kaldi data dirs.",
     "score": "Metrics of estimates against references: SI-SDR(i), PESQ, STOI, DNSMOS, WER, ... (stage 7).",
+    "train": "Train a system from an experiment config (stages 4-5).",
 }
 
 

@@ -135,6 +135,7 @@ class TrainConfig:
 
 @dataclass
 class Stage2Config:
+    enabled: bool = False  # the system trains a second stage (recipe stage 5)
     init_from: str | None = None  # stage-1 checkpoint to start from
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that stay fixed
 

@@ -1,0 +1,147 @@
+"""The trainer: loss goes down, a SIGKILLed run resumes to the same weights, guards and errors, torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from corpus_trees import make_libri2mix_tree
+from tsekit import TsekitError
+from tsekit.corpora.librimix import prepare_libri2mix
+from tsekit.data.enroll import enroll_data_dir
+from tsekit.train import checkpoint as ckpt
+from tsekit.train.config import load_config
+from tsekit.train.trainer import train
+
+TSEKIT = Path(sys.executable).parent / "tsekit"
+TINY = {
+    "model": {"name": "spex_plus", "params": {
+        "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2, "num_stacks": 2,
+        "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1}},
+    "data": {"sample_rate": 8000, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
+    "optim": {"lr": 0.003},
+    "train": {"epochs": 3, "save_interval": 1, "log_interval": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    make_libri2mix_tree(root / "Libri2Mix", rates=(8000,), splits=("train-100", "dev"), per_split=16)
+    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=8000, splits=("train-100", "dev"))
+    for split in ("train-100", "dev"):
+        enroll_data_dir(root / "data" / split)
+    return root / "data"
+
+
+def write_config(path: Path, **sections) -> Path:
+    config = {key: {**TINY.get(key, {}), **sections.get(key, {})} for key in {*TINY, *sections}}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def train_command(config: Path, data: Path, exp: Path, *extra: str) -> list[str]:
+    return [str(TSEKIT), "train", "--config", str(config), "--train-data", str(data / "train-100"),
+            "--valid-data", str(data / "dev"), "--exp-dir", str(exp), *extra]
+
+
+def weights(exp: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(exp / "stage1" / "checkpoints" / ckpt.LATEST)["model"]
+
+
+def test_training_lowers_the_loss_and_writes_the_experiment(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml")
+    proc = subprocess.run(train_command(config, data, tmp_path / "exp"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    stage = tmp_path / "exp" / "stage1"
+    valid = [float(line.split("\t")[2]) for line in (stage / "log" / "scalars.tsv").read_text().splitlines()
+             if "\tvalid/loss\t" in line]
+    assert len(valid) == 3 and valid[-1] < valid[0]
+    saved = load_config(stage / "config.yaml", [])
+    assert saved.model.params["num_speakers"] == len((stage / "speakers.txt").read_text().split())
+    best = ckpt.read_best(stage / "checkpoints")
+    assert [value for value, _ in best] == pytest.approx(sorted(valid)[: len(best)], rel=1e-5)
+    assert (stage / "checkpoints" / ckpt.AVERAGED).is_file()
+    # a finished stage is a no-op when run again
+    again = subprocess.run(train_command(config, data, tmp_path / "exp"), capture_output=True, text=True)
+    assert again.returncode == 0 and "already trained (3 epochs); nothing to do" in again.stdout
+
+
+def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml")
+    straight = subprocess.run(train_command(config, data, tmp_path / "straight"), capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    killed = subprocess.Popen(train_command(config, data, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    latest = tmp_path / "killed" / "stage1" / "checkpoints" / ckpt.LATEST
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it mid-epoch 2, some steps after a checkpoint
+        if latest.is_file():
+            try:
+                state = torch.load(latest, weights_only=True)
+            except Exception:
+                state = None
+            if state and state["epoch"] == 1 and state["batches_done"] >= 2:
+                break
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    resumed = subprocess.run(train_command(config, data, tmp_path / "killed"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_checkpoint_and_unknown_key_give_one_line_errors(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 1})
+    folder = tmp_path / "exp" / "stage1" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / ckpt.LATEST).write_bytes(b"not a checkpoint")
+    proc = subprocess.run(train_command(config, data, tmp_path / "exp"), capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"tsekit: error: {folder / ckpt.LATEST}: not a readable checkpoint "
+        + proc.stderr.split("not a readable checkpoint ", 1)[1].strip()]
+    proc = subprocess.run(train_command(config, data, tmp_path / "exp2", "optim.lrate=1"), capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "lrate" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_nonfinite_guard_stops_after_too_many_bad_steps(data, tmp_path):
+    cfg = load_config(write_config(tmp_path / "c.yaml"), ["train.max_nonfinite=2", "optim.lr=1e30",
+                                                          "optim.grad_clip=0"])
+    with pytest.raises(TsekitError, match="non-finite loss or gradient"):
+        train(cfg, data / "train-100", data / "dev", tmp_path / "exp")
+
+
+def test_stage2_starts_from_stage1_and_freezes(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 1})
+    assert subprocess.run(train_command(config, data, tmp_path / "exp"), capture_output=True).returncode == 0
+    stage1 = tmp_path / "exp" / "stage1" / "checkpoints" / ckpt.AVERAGED
+    cfg = load_config(config, [f"stage2.init_from={stage1}", "stage2.freeze=[speaker_encoder]"])
+    train(cfg, data / "train-100", data / "dev", tmp_path / "exp", stage=2)
+    before = ckpt.load_checkpoint(stage1)["model"]
+    after = ckpt.load_checkpoint(tmp_path / "exp" / "stage2" / "checkpoints" / ckpt.LATEST)["model"]
+    frozen = [k for k in before if k.startswith("speaker_encoder") and before[k].is_floating_point()]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if not k.startswith("speaker_encoder"))
+
+
+def test_two_process_torchrun_trains(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 2})
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--nproc-per-node", "2", "--master-port", "29541", "-m", "tsekit",
+               *train_command(config, data, tmp_path / "exp")[1:]]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("trained:") == 1  # only rank 0 reports and writes
+    assert (tmp_path / "exp" / "stage1" / "checkpoints" / ckpt.AVERAGED).is_file()

@@ -1,0 +1,51 @@
+"""tsekit train: stage 1 / stage 2 training of a TSE system (recipe stages 4-5)."""
+
+import click
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Experiment YAML (egs/<corpus>/conf/<system>.yaml).")
+@click.option("--train-data", type=click.Path(file_okay=False), help="Training data dir.")
+@click.option("--valid-data", type=click.Path(file_okay=False), help="Validation data dir.")
+@click.option("--exp-dir", type=click.Path(file_okay=False), help="Experiment dir; writes EXP/stage{N}/.")
+@click.option("--stage", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Training stage; stage 2 starts from --init-from and freezes what stage2.freeze says.")
+@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint to start stage 2 from (sets stage2.init_from).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from EXP/stage{N}/checkpoints/latest.pt when it exists.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.argument("overrides", nargs=-1)
+def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume, device, print_config,
+          overrides) -> None:
+    """Train a system; OVERRIDES are key.sub=value settings applied to the config.
+
+    \b
+    tsekit train --config conf/spex_plus.yaml --train-data data/train-100 --valid-data data/dev \\
+                 --exp-dir exp/spex_plus optim.lr=5e-4 train.epochs=50
+    Under torchrun every process trains its share of each batch (DistributedDataParallel).
+    """
+    from tsekit import TsekitError
+    from tsekit.train.config import format_config, load_config
+
+    overrides = list(overrides)
+    if init_from:
+        overrides.append(f"stage2.init_from={init_from}")
+    cfg = load_config(config_path, overrides)
+    if print_config:
+        click.echo(format_config(cfg), nl=False)
+        return
+    for name, value in (("--train-data", train_data), ("--valid-data", valid_data), ("--exp-dir", exp_dir)):
+        if value is None:
+            raise TsekitError(f"{name} is required")
+    if stage == 2 and not cfg.stage2.init_from:
+        raise TsekitError("stage 2 needs --init-from (or stage2.init_from in the config)")
+    from tsekit.train.trainer import train as run
+
+    import os
+
+    stage_dir = run(cfg, train_data, valid_data, exp_dir, stage=stage, resume=resume, device=device)
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"trained: {stage_dir}")

@@ -1,0 +1,81 @@
+"""Checkpoints: atomic writes, safe loading, keeping the best N, averaging.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads
+with ``torch.load(..., weights_only=True)``: nothing in a checkpoint file can
+run code. It is written to a temporary file and renamed, so a kill while
+writing leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from tsekit import TsekitError
+from tsekit.data.table import atomic_open
+
+LATEST = "latest.pt"
+BEST_LIST = "best.json"  # [[metric value, file name], ...] best first
+AVERAGED = "averaged.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load with weights_only=True; a missing or corrupt file is a one-line TsekitError."""
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors: all mean "not a usable checkpoint"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TsekitError(f"{path}: not a readable checkpoint ({reason})") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise TsekitError(f"{path}: not a tsekit checkpoint (no model weights)")
+    return state
+
+
+def read_best(folder: Path) -> list[tuple[float, str]]:
+    path = folder / BEST_LIST
+    if not path.is_file():
+        return []
+    return [(float(value), name) for value, name in json.loads(path.read_text())]
+
+
+def update_best(folder: Path, value: float, name: str, keep: int) -> bool:
+    """Record checkpoint ``name`` with validation ``value`` (lower is better); delete those past ``keep``.
+
+    Returns whether ``name`` is among the best and so must stay on disk.
+    """
+    best = sorted(read_best(folder) + [(value, name)])
+    kept, dropped = best[:keep], best[keep:]
+    with atomic_open(folder / BEST_LIST) as f:
+        json.dump(kept, f)
+    for _, old in dropped:
+        if old != name:
+            (folder / old).unlink(missing_ok=True)
+    return any(n == name for _, n in kept)
+
+
+def average_checkpoints(paths: list[Path], out: Path) -> Path:
+    """Average the model weights of ``paths`` (floating tensors; others from the first) into ``out``."""
+    if not paths:
+        raise TsekitError("no checkpoints to average")
+    states = [load_checkpoint(p)["model"] for p in paths]
+    averaged = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            averaged[key] = sum(s[key].double() for s in states).div(len(states)).to(first.dtype)
+        else:
+            averaged[key] = first
+    base = load_checkpoint(paths[0])
+    save_checkpoint(out, {"model": averaged, "config": base.get("config"), "speakers": base.get("speakers"),
+                          "averaged_from": [p.name for p in paths]})
+    return out

@@ -1,0 +1,325 @@
+"""The training loop every system uses: one CPU, one GPU, or many under torchrun (DDP).
+
+Writes ``EXP/stage{N}/``: ``config.yaml`` (resolved), ``speakers.txt`` (the
+speaker index of the CE loss), ``checkpoints/`` (``latest.pt``, the best N
+``epochN.pt`` by validation loss, ``averaged.pt``), ``log/scalars.tsv`` (and
+TensorBoard event files when the tensorboard package is installed).
+
+Resuming is bit-for-bit on the same hardware: the checkpoint holds model,
+optimizer, scheduler, grad scaler, torch RNG, epoch and the number of batches
+done in that epoch; each epoch's sample order depends only on (seed, epoch)
+and each example's randomness on (seed, epoch, index), so the resumed run
+sees exactly the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from tsekit import TsekitError
+from tsekit.data.table import atomic_open, read_table
+from tsekit.train import checkpoint as ckpt
+
+
+class Distributed:
+    """Rank and world size from torchrun's environment; a single process otherwise."""
+
+    def __init__(self, device: str | None):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+        self.device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+        if cuda:
+            torch.cuda.set_device(self.device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: float) -> list[float]:
+        """Sum over ranks (validation metrics)."""
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor.tolist()
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's indices of one epoch, in an order fixed by (seed, epoch), from batch ``start`` on."""
+
+    def __init__(self, size: int, seed: int, epoch: int, shuffle: bool, rank: int, world: int,
+                 batch_size: int, start_batch: int = 0):
+        if shuffle:
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(size, generator=generator).tolist()
+        else:
+            order = list(range(size))
+        order = order[: size - size % world] if world > 1 else order  # equal shards: DDP steps in lockstep
+        self.indices = order[rank::world][start_batch * batch_size:]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_optimizer(cfg, parameters) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    return kinds[cfg.optim.name](parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                 betas=tuple(cfg.optim.betas))
+
+
+def make_scheduler(cfg, optimizer, steps_per_epoch: int):
+    """(scheduler, whether it steps every batch); None for a constant learning rate."""
+    sched = cfg.scheduler
+    if sched.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=sched.factor,
+                                                          patience=sched.patience), False
+    if sched.name == "warmup_decay":
+        total = max(1, cfg.train.epochs * steps_per_epoch)
+        floor = sched.min_lr / cfg.optim.lr
+
+        def factor(step: int) -> float:
+            if step < sched.warmup_steps:
+                return (step + 1) / sched.warmup_steps
+            progress = min(1.0, (step - sched.warmup_steps) / max(1, total - sched.warmup_steps))
+            if sched.decay == "cosine":
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+            if sched.decay == "linear":
+                return floor + (1 - floor) * (1 - progress)
+            return max(floor, floor ** progress)  # exponential, from 1 down to floor
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
+    return None, False
+
+
+class ScalarLog:
+    """Scalars to log/scalars.tsv, and to TensorBoard event files when tensorboard is installed."""
+
+    def __init__(self, folder: Path, enabled: bool):
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tsv = open(folder / "scalars.tsv", "a", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder))
+        except ImportError:
+            pass
+
+    def add(self, name: str, value: float, step: int) -> None:
+        if not self.enabled:
+            return
+        self.tsv.write(f"{step}\t{name}\t{value:.6g}\n")
+        self.tsv.flush()
+        if self.writer is not None:
+            self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tsv.close()
+            if self.writer is not None:
+                self.writer.close()
+
+
+def training_speakers(train_data: Path) -> list[str]:
+    return sorted(set(read_table(train_data / "utt2spk").values()))
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _init_from(model: torch.nn.Module, path: str, freeze: list[str]) -> str:
+    state = ckpt.load_checkpoint(path)["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in freeze):
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return (f"initialised from {path} ({len(missing)} missing, {len(unexpected)} unexpected tensors); "
+            f"{frozen} parameters frozen")
+
+
+def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp_dir: str | os.PathLike,
+          stage: int = 1, resume: bool = True, device: str | None = None) -> Path:
+    """Train (or resume) stage ``stage`` of an experiment; returns the stage folder."""
+    from tqdm import tqdm
+
+    from tsekit.data.dataset import TSEDataset, collate
+    from tsekit.models.registry import build_model, model_params
+    from tsekit.train.config import config_to_dict, save_config
+    from tsekit.train.losses import compute_loss
+
+    dist = Distributed(device)
+    train_data, valid_data = Path(train_data), Path(valid_data)
+    stage_dir = Path(exp_dir) / f"stage{stage}"
+    folder = stage_dir / "checkpoints"
+    speakers = training_speakers(train_data)
+    params = dict(cfg.model.params)
+    if "num_speakers" in model_params(cfg.model.name) and "num_speakers" not in params:
+        params["num_speakers"] = len(speakers)
+        cfg.model.params = params
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model.name, params).to(dist.device)
+    messages = []
+    frozen_prefixes: list[str] = []
+    if stage > 1 and cfg.stage2.init_from:
+        messages.append(_init_from(model, cfg.stage2.init_from, cfg.stage2.freeze))
+        frozen_prefixes = [p.rstrip(".") for p in cfg.stage2.freeze]
+    data = cfg.data
+    train_set = TSEDataset(train_data, model.needs, data.sample_rate, train=True, chunk_seconds=data.chunk_seconds,
+                           enroll=data.enroll, enroll_seconds=data.enroll_seconds,
+                           dynamic_mixing=data.dynamic_mixing, dm_sir_range=tuple(data.dm_sir_range),
+                           dm_noise=data.dm_noise, dm_snr_range=tuple(data.dm_snr_range), speakers=speakers,
+                           seed=cfg.train.seed)
+    valid_set = TSEDataset(valid_data, model.needs, data.sample_rate, train=False, chunk_seconds=None,
+                           enroll="fixed", speakers=speakers, seed=cfg.train.seed)
+    steps_per_epoch = len(train_set) // (data.batch_size * dist.world)
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise TsekitError(f"{train_data}: {len(train_set)} rows make no batch of {data.batch_size}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(cfg, trainable)
+    scheduler, per_step = make_scheduler(cfg, optimizer, steps_per_epoch)
+    amp = cfg.train.amp and dist.device.type == "cuda"
+    scaler = torch.amp.GradScaler(enabled=amp)
+    wrapped = model
+    if dist.world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.device] if amp else None)
+
+    epoch, batches_done, step, nonfinite = 0, 0, 0, 0
+    if resume and (folder / ckpt.LATEST).is_file():
+        state = ckpt.load_checkpoint(folder / ckpt.LATEST, map_location=dist.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0])
+        epoch, batches_done, step, nonfinite = (state[k] for k in ("epoch", "batches_done", "step", "nonfinite"))
+        if epoch >= cfg.train.epochs and (folder / ckpt.AVERAGED).is_file():
+            if dist.main:
+                print(f"{stage_dir}: already trained ({epoch} epochs); nothing to do", flush=True)
+            return stage_dir
+        messages.append(f"resumed from {folder / ckpt.LATEST}: epoch {epoch + 1}, batch {batches_done}")
+    elif dist.main:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, stage_dir / "config.yaml")
+        with atomic_open(stage_dir / "speakers.txt") as f:
+            f.write("".join(f"{s}\n" for s in speakers))
+    if dist.main:
+        for message in messages:
+            print(message, flush=True)
+    log = ScalarLog(stage_dir / "log", dist.main)
+
+    def snapshot() -> dict:
+        rng = [torch.get_rng_state()]
+        if dist.world > 1:
+            rng = [torch.empty_like(rng[0]) for _ in range(dist.world)]
+            torch.distributed.all_gather_object(rng, torch.get_rng_state())
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "scaler": scaler.state_dict(), "rng": rng, "epoch": epoch, "batches_done": batches_done,
+                "step": step, "nonfinite": nonfinite, "config": config_to_dict(cfg), "speakers": speakers}
+
+    while epoch < cfg.train.epochs:
+        train_set.set_epoch(epoch)
+        sampler = EpochSampler(len(train_set), cfg.train.seed, epoch, True, dist.rank, dist.world,
+                               data.batch_size, batches_done)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=data.batch_size, sampler=sampler,
+                                             num_workers=data.num_workers, collate_fn=collate, drop_last=True)
+        wrapped.train()
+        for name, module in model.named_modules():  # frozen parts keep their normalisation statistics too
+            if name and any(name == p or name.startswith(p + ".") for p in frozen_prefixes):
+                module.eval()
+        bar = tqdm(loader, total=steps_per_epoch, initial=batches_done, desc=f"epoch {epoch + 1}",
+                   disable=None if dist.main else True, leave=False)
+        started = time.perf_counter()
+        for batch in bar:
+            if batches_done >= steps_per_epoch:
+                break
+            batch = _to_device(batch, dist.device)
+            with torch.autocast(dist.device.type, enabled=amp):
+                loss, parts = compute_loss(wrapped(batch), batch, cfg.loss)
+            optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip or float("inf"))
+            if not torch.isfinite(loss) or not torch.isfinite(norm):
+                nonfinite += 1  # skip the update; the step still counts, so resuming stays aligned
+                if nonfinite > cfg.train.max_nonfinite:
+                    raise TsekitError(f"{nonfinite} steps with a non-finite loss or gradient; stopping "
+                                      f"(train.max_nonfinite={cfg.train.max_nonfinite})")
+                scaler.update()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+            if per_step:
+                scheduler.step()
+            step += 1
+            batches_done += 1
+            if step % cfg.train.log_interval == 0:
+                log.add("train/loss", loss.item(), step)
+                for label, value in parts.items():
+                    log.add(f"train/{label}", value, step)
+                log.add("train/lr", optimizer.param_groups[0]["lr"], step)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if cfg.train.save_interval and step % cfg.train.save_interval == 0 and dist.main:
+                ckpt.save_checkpoint(folder / ckpt.LATEST, snapshot())
+            elif cfg.train.save_interval and step % cfg.train.save_interval == 0:
+                snapshot()  # the other ranks join all_gather_object
+        bar.close()
+        valid_loss = validate(wrapped, valid_set, cfg, dist, compute_loss, collate)
+        if scheduler is not None and not per_step:
+            scheduler.step(valid_loss)
+        log.add("valid/loss", valid_loss, step)
+        log.add("train/seconds_per_epoch", time.perf_counter() - started, step)
+        epoch, batches_done = epoch + 1, 0
+        state = snapshot()
+        if dist.main:
+            name = f"epoch{epoch}.pt"
+            ckpt.save_checkpoint(folder / name, state)
+            if not ckpt.update_best(folder, valid_loss, name, cfg.train.keep_best):
+                (folder / name).unlink()
+            ckpt.save_checkpoint(folder / ckpt.LATEST, state)
+            print(f"epoch {epoch}/{cfg.train.epochs}: valid loss {valid_loss:.4f} (step {step})", flush=True)
+    if dist.main:
+        best = [folder / name for _, name in ckpt.read_best(folder)]
+        ckpt.average_checkpoints(best, folder / ckpt.AVERAGED)
+    log.close()
+    if dist.world > 1:
+        torch.distributed.destroy_process_group()
+    return stage_dir
+
+
+@torch.no_grad()
+def validate(model, dataset, cfg, dist: Distributed, compute_loss, collate) -> float:
+    """Mean loss over the whole validation set (whole utterances), summed across ranks."""
+    model.eval()
+    sampler = EpochSampler(len(dataset), 0, 0, False, dist.rank, dist.world, 1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.valid_batch_size, sampler=sampler,
+                                         num_workers=cfg.data.num_workers, collate_fn=collate)
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = _to_device(batch, dist.device)
+        loss, _ = compute_loss(model(batch), batch, cfg.loss)
+        total += loss.item() * batch["mixture"].shape[0]
+        count += batch["mixture"].shape[0]
+    total, count = dist.sum(total, count)
+    return total / max(count, 1)
