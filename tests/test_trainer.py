@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from corpus_trees import make_libri2mix_tree
+
 from tsekit import TsekitError
 from tsekit.corpora.librimix import prepare_libri2mix
 from tsekit.data.enroll import enroll_data_dir

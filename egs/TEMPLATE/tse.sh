@@ -62,12 +62,52 @@ if run_stage 2; then
   done
 fi
 
-# Stages whose tsekit command is not built yet: "stage command description".
-for unbuilt in "3 tokenize codec tokenization" "4 train stage-1 training" "5 train stage-2 training" \
-               "6 infer inference"; do
-  read -r n command what <<< "$unbuilt"
-  if run_stage "$n"; then require_command "$command" "$what" "$n"; fi
-done
+if run_stage 3; then
+  require_command tokenize "codec tokenization" 3
+fi
+
+conf=conf/$system.yaml
+device=cpu
+[ "$ngpu" -gt 0 ] && device=cuda
+launch="tsekit train"
+# several GPUs: one training process each (DistributedDataParallel); README has multi-node
+[ "$ngpu" -gt 1 ] && launch="torchrun --standalone --nproc-per-node $ngpu -m tsekit train"
+
+if run_stage 4; then
+  require_command train "training" 4
+  if [ ! -f "$conf" ]; then
+    log "no $conf; this recipe's systems: $(cd conf && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
+    exit 1
+  fi
+  log "stage 4: training $system (stage 1); log: exp/$system/log/train_stage1.log"
+  # shellcheck disable=SC2086
+  $train_cmd --gpu "$ngpu" "exp/$system/log/train_stage1.log" $launch --config "$conf" \
+    --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "exp/$system" --device "$device"
+  grep -E "valid loss|already trained" "exp/$system/log/train_stage1.log" | tail -3
+fi
+
+if run_stage 5; then
+  if tsekit train --config "$conf" --print-config | awk '/^stage2:/{s=1} s&&/enabled: true/{f=1} END{exit !f}'; then
+    log "stage 5: training $system (stage 2); log: exp/$system/log/train_stage2.log"
+    # shellcheck disable=SC2086
+    $train_cmd --gpu "$ngpu" "exp/$system/log/train_stage2.log" $launch --config "$conf" --stage 2 \
+      --init-from "exp/$system/stage1/checkpoints/averaged.pt" \
+      --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "exp/$system" --device "$device"
+    grep -E "valid loss|already trained" "exp/$system/log/train_stage2.log" | tail -3
+  else
+    log "stage 5: $system has no second training stage; skipped"
+  fi
+fi
+
+if run_stage 6; then
+  require_command infer "inference" 6
+  for set in $test_sets; do
+    decode=exp/$system/decode_$set
+    log "stage 6: extracting data/$set with exp/$system into $decode ($nj jobs)"
+    $infer_cmd --gpu "$((ngpu > 0 ? 1 : 0))" JOB=1:"$nj" "$decode/log/infer.JOB.log" \
+      tsekit infer --exp-dir "exp/$system" --data "data/$set" --out "$decode" --job JOB --nj "$nj" --device "$device"
+  done
+fi
 
 if run_stage 7; then
   log "stage 7: scoring"

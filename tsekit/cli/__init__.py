@@ -21,6 +21,8 @@ COMMANDS = {
     "data": "data:data",
     "score": "score:score",
     "train": "train:train",
+    "infer": "infer:infer",
+    "extract": "infer:extract",
 }
 
 
@@ -56,6 +58,8 @@ COMMAND_HELP = {
     "data": "Validate, split and subset Kaldi data dirs.",
     "score": "Metrics of estimates against references: SI-SDR(i), PESQ, STOI, DNSMOS, WER, ... (stage 7).",
     "train": "Train a system from an experiment config (stages 4-5).",
+    "infer": "Extract the target speaker of every row of a data dir with a trained experiment (stage 6).",
+    "extract": "Extract the enrolled speaker from one mixture file with a trained experiment.",
 }
 
 

@@ -42,9 +42,9 @@ def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume
             raise TsekitError(f"{name} is required")
     if stage == 2 and not cfg.stage2.init_from:
         raise TsekitError("stage 2 needs --init-from (or stage2.init_from in the config)")
-    from tsekit.train.trainer import train as run
-
     import os
+
+    from tsekit.train.trainer import train as run
 
     stage_dir = run(cfg, train_data, valid_data, exp_dir, stage=stage, resume=resume, device=device)
     if os.environ.get("RANK", "0") == "0":

@@ -1,0 +1,255 @@
+"""Inference: loading an experiment, chunked extraction, data-dir runs with resume and jobs, tsekit extract."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from corpus_trees import make_libri2mix_tree
+
+from tsekit import TsekitError
+from tsekit.corpora.librimix import prepare_libri2mix
+from tsekit.data.enroll import enroll_data_dir
+from tsekit.data.table import read_table, sorted_keys
+from tsekit.infer import extract_waveform, find_checkpoint, infer_data_dir, load_experiment
+from tsekit.infer.extract import chunk_starts
+from tsekit.models.registry import TSEModel
+from tsekit.train import checkpoint as ckpt
+from tsekit.train.config import load_config
+from tsekit.train.trainer import train
+
+TSEKIT = Path(sys.executable).parent / "tsekit"
+RATE = 8000
+TINY = {
+    "model": {"name": "spex_plus", "params": {
+        "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2, "num_stacks": 2,
+        "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1}},
+    "data": {"sample_rate": RATE, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
+    "train": {"epochs": 1, "log_interval": 1},
+}
+ONE_LSB = 1.5 / 32768  # 16-bit files: runs with other thread counts may round a sample the other way
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny models gain nothing from more, and lose much when the cores are busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(experiment root, test data dir): a tiny SpEx+ trained one epoch on a fake Libri2Mix at 8 kHz."""
+    root = tmp_path_factory.mktemp("infer")
+    make_libri2mix_tree(root / "Libri2Mix", rates=(RATE,), splits=("train-100", "dev"), per_split=16)
+    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=RATE, splits=("train-100", "dev"))
+    for split in ("train-100", "dev"):
+        enroll_data_dir(root / "data" / split)
+    (root / "config.yaml").write_text(yaml.safe_dump(TINY))
+    train(load_config(root / "config.yaml"), root / "data" / "train-100", root / "data" / "dev", root / "exp",
+          device="cpu")
+    return root / "exp", root / "data" / "dev"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(TSEKIT), *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def read_wav(path: Path) -> np.ndarray:
+    samples, rate = sf.read(path, dtype="float32")
+    assert rate == RATE
+    return samples
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.wav"))}
+
+
+class HalfGain(TSEModel):
+    """A model whose output at a sample depends on that sample only: mixture x 0.5 through a 1x1 conv."""
+
+    needs = frozenset({"enroll"})
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 1, 1, bias=False)
+        torch.nn.init.constant_(self.conv.weight, 0.5)
+
+    def forward(self, batch):
+        return {"estimate": self.conv(batch["mixture"].unsqueeze(1)).squeeze(1)}
+
+
+def test_infer_writes_every_utterance_then_resumes(trained, tmp_path):
+    exp, data = trained
+    out = tmp_path / "decode"
+    proc = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    mixtures = read_table(data / "wav.scp")
+    scp = read_table(out / "wav.scp")
+    total = len(mixtures)
+    assert list(scp) == sorted_keys(mixtures) and total == 32
+    for utt, entry in scp.items():
+        assert Path(entry) == (out / "wav" / f"{utt}.wav").resolve()
+        assert len(read_wav(Path(entry))) == sf.info(mixtures[utt]).frames
+    assert f"{total} of {total} utterances extracted" in proc.stderr and "averaged.pt" in proc.stderr
+
+    before = mtimes(out / "wav")
+    again = infer_data_dir(exp, data, out)
+    assert (again.extracted, again.skipped, again.wrote_scp) == (0, total, True)
+    assert mtimes(out / "wav") == before
+    victim = out / "wav" / f"{sorted(scp)[3]}.wav"
+    victim.unlink()
+    third = infer_data_dir(exp, data, out)
+    assert (third.extracted, third.skipped) == (1, total - 1) and victim.is_file()
+    after = mtimes(out / "wav")
+    assert {k: v for k, v in after.items() if k != victim.name} == {k: v for k, v in before.items()
+                                                                      if k != victim.name}
+
+
+def test_jobs_give_the_files_of_one_run_and_the_last_writes_wav_scp(trained, tmp_path):
+    exp, data = trained
+    whole = infer_data_dir(exp, data, tmp_path / "whole")
+    assert whole.extracted == 32
+    first = infer_data_dir(exp, data, tmp_path / "jobs", nj=2, job=1)
+    assert (first.mine, first.extracted, first.wrote_scp) == (16, 16, False)
+    assert not (tmp_path / "jobs" / "wav.scp").exists()
+    utts = sorted_keys(read_table(data / "wav.scp"))
+    assert sorted(p.stem for p in (tmp_path / "jobs" / "wav").glob("*.wav")) == utts[:16]
+    proc = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", tmp_path / "jobs", "--job", 2, "--nj", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert "job 2/2: 16 of 16 utterances extracted" in proc.stderr
+    scp = read_table(tmp_path / "jobs" / "wav.scp")
+    assert list(scp) == utts
+    for utt in utts:
+        a, b = read_wav(tmp_path / "whole" / "wav" / f"{utt}.wav"), read_wav(Path(scp[utt]))
+        assert a.shape == b.shape and np.abs(a - b).max() <= ONE_LSB
+
+
+def test_extract_one_file_equals_infer(trained, tmp_path):
+    exp, data = trained
+    utt = sorted_keys(read_table(data / "wav.scp"))[5]
+    infer_data_dir(exp, data, tmp_path / "decode")
+    out = tmp_path / "one.wav"
+    proc = run_cli("extract", "--exp-dir", exp / "stage1", "--mix", read_table(data / "wav.scp")[utt],
+                   "--enroll", read_table(data / "enroll.scp")[utt], "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    a, b = read_wav(out), read_wav(tmp_path / "decode" / "wav" / f"{utt}.wav")
+    assert a.shape == b.shape and np.abs(a - b).max() <= ONE_LSB
+    other = sorted_keys(read_table(data / "wav.scp"))[6]  # and a different utterance gives different speech
+    assert not np.allclose(a[:1000], read_wav(tmp_path / "decode" / "wav" / f"{other}.wav")[:1000])
+
+
+def test_exp_root_or_stage_folder_and_checkpoint_choice(trained, tmp_path):
+    exp, _ = trained
+    stage1 = exp / "stage1"
+    assert find_checkpoint(exp) == find_checkpoint(stage1) == stage1 / "checkpoints" / ckpt.AVERAGED
+    model, cfg = load_experiment(exp)
+    same, _ = load_experiment(stage1)
+    assert not model.training and cfg.model.name == "spex_plus" and cfg.data.sample_rate == RATE
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values(),
+                                                 strict=True))
+    saved = ckpt.load_checkpoint(stage1 / "checkpoints" / ckpt.AVERAGED)["model"]
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+
+    copy = tmp_path / "exp"
+    shutil.copytree(exp, copy)
+    (copy / "stage2" / "checkpoints").mkdir(parents=True)  # a stage 2 without checkpoints is not trained
+    assert find_checkpoint(copy) == copy / "stage1" / "checkpoints" / ckpt.AVERAGED
+    shutil.copy(copy / "stage1" / "checkpoints" / ckpt.LATEST, copy / "stage2" / "checkpoints" / ckpt.LATEST)
+    assert find_checkpoint(copy) == copy / "stage2" / "checkpoints" / ckpt.LATEST
+    folder = copy / "stage1" / "checkpoints"
+    (folder / ckpt.AVERAGED).unlink()
+    best = ckpt.read_best(folder)[0][1]
+    assert find_checkpoint(copy / "stage1") == folder / best
+    assert find_checkpoint(copy / "stage1", checkpoint=ckpt.LATEST) == folder / ckpt.LATEST
+    (folder / best).unlink()
+    assert find_checkpoint(copy / "stage1") == folder / ckpt.LATEST
+    (folder / ckpt.LATEST).unlink()
+    with pytest.raises(TsekitError, match="no checkpoint"):
+        find_checkpoint(copy / "stage1")
+    with pytest.raises(TsekitError, match="experiment directory not found"):
+        find_checkpoint(tmp_path / "nothing")
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
+    exp, data = trained
+    copy = tmp_path / "exp"
+    shutil.copytree(exp, copy)
+    averaged = copy / "stage1" / "checkpoints" / ckpt.AVERAGED
+    averaged.write_bytes(averaged.read_bytes()[:300])
+    proc = run_cli("infer", "--exp-dir", copy, "--data", data, "--out", tmp_path / "out")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tsekit: error: {averaged}: not a readable checkpoint")
+    assert not (tmp_path / "out").exists()
+    proc = run_cli("extract", "--exp-dir", tmp_path / "missing", "--mix", "m.wav", "--enroll", "e.wav", "-o", "o.wav")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"tsekit: error: {tmp_path / 'missing'}: experiment directory "
+                                                "not found"]
+
+
+def test_sample_rate_mismatch_is_an_error(trained, tmp_path):
+    exp, data = trained
+    wrong = tmp_path / "data16k"
+    wrong.mkdir()
+    audio = (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    sf.write(tmp_path / "mix.wav", audio, 16000)
+    sf.write(tmp_path / "enroll.wav", audio, 16000)
+    (wrong / "wav.scp").write_text(f"u1 {tmp_path / 'mix.wav'}\n")
+    (wrong / "enroll.scp").write_text(f"u1 {tmp_path / 'enroll.wav'}\n")
+    with pytest.raises(TsekitError, match="wav.scp: u1: .*16000 Hz audio, but the model was trained at 8000 Hz"):
+        infer_data_dir(exp, wrong, tmp_path / "out")
+    assert not (tmp_path / "out" / "wav").exists()
+    proc = run_cli("extract", "--exp-dir", exp, "--mix", tmp_path / "mix.wav", "--enroll", tmp_path / "enroll.wav",
+                   "-o", tmp_path / "o.wav")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "16000 Hz audio, but the model was trained at 8000 Hz" in proc.stderr
+
+
+def test_chunk_starts_cover_the_input_with_full_chunks():
+    assert chunk_starts(100, 100, 10) == [0]
+    assert chunk_starts(250, 100, 20) == [0, 80, 150]
+    assert chunk_starts(260, 100, 20) == [0, 80, 160]
+
+
+@pytest.mark.parametrize("length", [8000 * 10, 8000 * 10 + 123, 8000 * 3 + 1])
+def test_chunked_equals_whole_for_a_position_independent_model(length):
+    model = HalfGain().eval()
+    mixture = np.random.default_rng(length).normal(0, 0.2, length).astype(np.float32)
+    enroll = np.zeros(800, dtype=np.float32)
+    whole = extract_waveform(model, mixture, enroll, RATE, chunk_seconds=None)
+    chunked = extract_waveform(model, mixture, enroll, RATE, chunk_seconds=1.0, overlap_seconds=0.3)
+    assert whole.shape == chunked.shape == (length,)
+    np.testing.assert_allclose(whole, 0.5 * mixture, atol=1e-7)
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+
+
+def test_chunked_spex_plus_agrees_with_whole_inside_chunks(trained):
+    exp, data = trained
+    model, _ = load_experiment(exp)
+    mixtures = [sf.read(e, dtype="float32")[0] for e in read_table(data / "wav.scp").values()]
+    mixture = np.concatenate(mixtures[:10])  # several seconds
+    enroll = sf.read(next(iter(read_table(data / "enroll.scp").values())), dtype="float32")[0]
+    chunk, overlap = int(1.6 * RATE), int(0.4 * RATE)
+    whole = extract_waveform(model, mixture, enroll, RATE, chunk_seconds=0)
+    chunked = extract_waveform(model, mixture, enroll, RATE, chunk_seconds=1.6, overlap_seconds=0.4)
+    assert whole.shape == chunked.shape == mixture.shape
+    starts = chunk_starts(len(mixture), chunk, overlap)
+    assert len(starts) >= 3
+    inside = np.zeros(len(mixture), dtype=bool)
+    for start in starts:  # the middle half of each chunk, away from its edges
+        inside[start + chunk // 4 : start + 3 * chunk // 4] = True
+    error = whole[inside] - chunked[inside]
+    snr = 10 * np.log10(np.sum(whole[inside] ** 2) / np.sum(error ** 2))
+    assert snr > 20, snr

@@ -1,0 +1,71 @@
+"""tsekit infer (a data dir, recipe stage 6) and tsekit extract (one file) with a trained experiment."""
+
+import click
+
+EXP_HELP = ("Experiment root exp/<system> (uses its last trained stage) or a stage folder exp/<system>/stageN; "
+            "checkpoint: averaged.pt, else the best, else latest.pt.")
+CHUNK_HELP = ("Inputs longer than this (seconds) are extracted in overlapping chunks blended with a linear "
+              "cross-fade; 0 = always whole. Default: 4 x the config's data.chunk_seconds.")
+
+
+def _common(command):
+    """Options shared by infer and extract."""
+    options = [
+        click.option("--exp-dir", required=True, type=click.Path(file_okay=False), help=EXP_HELP),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--checkpoint", default=None,
+                     help="A checkpoint file, or a file name in the stage's checkpoints/ (epoch3.pt)."),
+        click.option("--chunk-seconds", type=click.FloatRange(min=0), default=None, help=CHUNK_HELP),
+        click.option("--overlap-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Overlap of neighbouring chunks (at most half a chunk)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command()
+@_common
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="Data dir: wav.scp (mixtures) and enroll.scp.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/wav/<utt>.wav, OUT/wav.scp.")
+@click.option("--nj", type=click.IntRange(min=1), default=None,
+              help="With --job: the number of jobs. Without: torch threads of this process.")
+@click.option("--job", type=click.IntRange(min=1), default=None,
+              help="Extract only shard JOB of --nj (Kaldi runners); the last job to finish writes wav.scp.")
+def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, data, out, nj, job) -> None:
+    """Extract the target speaker of every row of a data dir.
+
+    \b
+    tsekit infer --exp-dir exp/zspex --data data/test --out exp/zspex/decode_test
+    $infer_cmd JOB=1:4 LOG tsekit infer ... --job JOB --nj 4
+    A rerun skips utterances whose wav exists (resume after a kill).
+    """
+    from tsekit import TsekitError
+    from tsekit.infer.batch import infer_data_dir
+
+    if job is not None and nj is None:
+        raise TsekitError("--job needs --nj (the number of jobs)")
+    if job is not None and job > nj:
+        raise TsekitError(f"--job {job} is larger than --nj {nj}")
+    summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
+                             chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+    click.echo(str(summary), err=True)
+
+
+@click.command()
+@_common
+@click.option("--mix", "mixture", required=True, type=click.Path(dir_okay=False), help="Mixture audio file.")
+@click.option("--enroll", required=True, type=click.Path(dir_okay=False), help="Enrollment of the target speaker.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output wav (16-bit).")
+def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, mixture, enroll, out) -> None:
+    """Extract the enrolled speaker from one mixture file.
+
+    \b
+    tsekit extract --exp-dir exp/zspex --mix mixture.wav --enroll enroll.wav -o target.wav
+    """
+    from tsekit.infer.extract import extract_file
+
+    path = extract_file(exp_dir, mixture, enroll, out, device=device, checkpoint=checkpoint,
+                        chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+    click.echo(f"wrote {path}", err=True)

@@ -1,0 +1,182 @@
+"""Inference over a data dir (recipe stage 6): ``OUT/wav/<utt>.wav`` per row, then ``OUT/wav.scp``.
+
+Resuming: every wav is written atomically (temporary file + rename), so a
+wav that exists is complete; a rerun skips those and extracts only the rest.
+Nothing records which checkpoint wrote them: decode with another checkpoint
+into another OUT.
+
+Jobs: ``job=J, nj=N`` processes the J-th of N contiguous shards of the sorted
+utterances (the same shards as ``tsekit score --job``), for the Kaldi runners
+(``run.pl`` / ``slurm.pl``). No merge step is needed: whichever process finds
+every utterance of the data dir with its wav writes ``OUT/wav.scp``
+(atomically; two jobs finishing together write the same content), so the
+last job to finish writes it, and a rerun after all are done writes it too.
+
+Threads: without ``job``, ``nj`` is the number of torch threads of this one
+process (default: torch's own choice). With ``job``, N processes may share
+one machine (``run.pl``), so each takes its share of the CPUs this process
+may use, ``max(1, cpus // N)``; set OMP_NUM_THREADS to choose yourself
+(e.g. Slurm jobs on separate nodes).
+
+``wav.scp`` holds absolute paths, so it works from any directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tsekit import TsekitError
+from tsekit.data.table import read_table, sorted_keys, write_table
+
+
+@dataclass
+class InferSummary:
+    """What one call did; ``str()`` is the line the CLI prints."""
+
+    out: Path
+    checkpoint: Path
+    total: int  # rows of the data dir
+    mine: int  # rows of this job
+    extracted: int  # extracted now
+    skipped: int  # already there
+    audio_seconds: float  # of the mixtures extracted now
+    seconds: float  # wall time of the extraction
+    wrote_scp: bool
+    job: int | None = None
+    nj: int | None = None
+
+    def __str__(self) -> str:
+        who = f"job {self.job}/{self.nj}: " if self.job is not None else ""
+        speed = ""
+        if self.extracted:
+            speed = f" in {self.seconds:.1f} s (real-time factor {self.seconds / max(self.audio_seconds, 1e-9):.3f})"
+        line = (f"{who}{self.extracted} of {self.mine} utterances extracted{speed}, {self.skipped} already done "
+                f"({self.checkpoint})")
+        if self.wrote_scp:
+            return f"{line}; all {self.total} done: {self.out / 'wav.scp'}"
+        return f"{line}; {self.out / 'wav.scp'} is written once every job is done"
+
+
+def wav_path(out: Path, utt: str) -> Path:
+    return out / "wav" / f"{utt}.wav"
+
+
+def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], dict[str, str] | None]:
+    """(utt -> mixture, utt -> enrollment or None when the model needs none), every row checked."""
+    if not data_dir.is_dir():
+        raise TsekitError(f"{data_dir}: data directory not found")
+    mixtures = read_table(data_dir / "wav.scp")
+    if not mixtures:
+        raise TsekitError(f"{data_dir / 'wav.scp'}: no utterances")
+    for utt in mixtures:
+        if "/" in utt:
+            raise TsekitError(f"{data_dir / 'wav.scp'}: utterance id {utt!r} contains '/'; cannot be a file name")
+    enroll = None
+    if "enroll" in needs:
+        if not (data_dir / "enroll.scp").is_file():
+            raise TsekitError(f"{data_dir / 'enroll.scp'}: file not found (run `tsekit enroll {data_dir}` first)")
+        enroll = read_table(data_dir / "enroll.scp")
+        missing = [u for u in mixtures if u not in enroll]
+        if missing:
+            raise TsekitError(f"{data_dir / 'enroll.scp'}: no enrollment for {len(missing)} of {len(mixtures)} "
+                              f"utterances (e.g. {sorted_keys(missing)[0]})")
+    return mixtures, enroll
+
+
+def check_rates(tables: dict[str, dict[str, str] | None], utts: list[str], rate: int, data_dir: Path) -> None:
+    """Fail before any work when audio of this job is not at the model's rate (reads headers only).
+
+    ``tables``: scp file name -> its table (None: not used by the model).
+    """
+    from tsekit.data.audio import audio_info
+
+    for name, table in tables.items():
+        if table is None:
+            continue
+        for utt in utts:
+            file_rate, _ = audio_info(table[utt], f"{data_dir / name}: {utt}")
+            if file_rate != rate:
+                raise TsekitError(f"{data_dir / name}: {utt}: {table[utt]}: {file_rate} Hz audio, but the model "
+                                  f"was trained at {rate} Hz (prepare the data dir at {rate} Hz)")
+
+
+def set_threads(nj: int | None, job: int | None) -> int:
+    """Set torch's thread count as the module docstring says; returns the previous count (to restore)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if job is not None:
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // max(nj or 1, 1)))
+    elif nj:
+        torch.set_num_threads(nj)
+    return previous
+
+
+def write_scp_if_complete(out: Path, utts: list[str]) -> bool:
+    """Write OUT/wav.scp when every utterance has its wav; returns whether it did."""
+    paths = {utt: wav_path(out, utt).resolve() for utt in utts}
+    if not all(path.is_file() for path in paths.values()):
+        return False
+    write_table(out / "wav.scp", {utt: str(path) for utt, path in paths.items()})
+    return True
+
+
+def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                   nj: int | None = None, job: int | None = None, device: str = "cpu",
+                   checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
+                   overlap_seconds: float = 1.0) -> InferSummary:
+    """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
+
+    ``chunk_seconds`` None takes the config's default (``default_chunk_seconds``); 0 never chunks.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from tsekit.data.audio import write_audio
+    from tsekit.infer.extract import (
+        default_chunk_seconds,
+        extract_waveform,
+        find_checkpoint,
+        load_experiment,
+        load_mono,
+    )
+    from tsekit.metrics.jobs import shard
+
+    data_dir, out = Path(data_dir), Path(out_dir)
+    if job is not None and (nj is None or not 1 <= job <= nj):
+        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+    path = find_checkpoint(exp_dir, checkpoint)
+    model, cfg = load_experiment(exp_dir, path, device)
+    rate = cfg.data.sample_rate
+    mixtures, enrolls = read_inputs(data_dir, model.needs)
+    utts = sorted_keys(mixtures)
+    mine = shard(utts, job, nj) if job is not None else utts
+    todo = [u for u in mine if not wav_path(out, u).is_file()]
+    check_rates({"wav.scp": mixtures, "enroll.scp": enrolls}, todo, rate, data_dir)
+    if chunk_seconds is None:
+        chunk_seconds = default_chunk_seconds(cfg)
+    previous_threads = set_threads(nj, job)
+    started = time.perf_counter()
+    audio_seconds = 0.0
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"extracting into {out}", unit="utt",
+               disable=None)
+    try:
+        for utt in todo:
+            mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
+            enroll = load_mono(enrolls[utt], f"{data_dir / 'enroll.scp'}: {utt}", rate) if enrolls else mixture[:0]
+            estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds)
+            write_audio(wav_path(out, utt), estimate, rate)
+            audio_seconds += len(mixture) / rate
+            bar.update(1)
+    finally:
+        bar.close()
+        torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
+    seconds = time.perf_counter() - started
+    wrote = write_scp_if_complete(out, utts)
+    return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
+                        skipped=len(mine) - len(todo), audio_seconds=audio_seconds, seconds=seconds,
+                        wrote_scp=wrote, job=job, nj=nj)

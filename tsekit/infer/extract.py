@@ -1,0 +1,233 @@
+"""Loading a trained experiment and extracting one waveform, in overlapping chunks when it is long.
+
+An experiment dir alone is enough: the checkpoint holds the resolved config,
+which rebuilds the model (``config_from_dict`` + ``build_model``), and the
+weights load with ``weights_only=True``, so nothing in the file can run code.
+
+Which checkpoint (``find_checkpoint``): in the last training stage that has
+one (``stage2`` before ``stage1``; or the stage folder given), ``averaged.pt``,
+else the best entry of ``best.json``, else ``latest.pt``.
+
+Chunking (``extract_waveform``): a model's memory grows with the input, so
+inputs longer than ``chunk_seconds`` are cut into chunks of that length that
+overlap by ``overlap_seconds`` (at most half a chunk); the last chunk is
+aligned to the end of the input so every chunk has the full length. The
+chunk outputs are blended with a linear cross-fade: each chunk's weight
+rises linearly from near 0 to 1 across an overlap it shares with its left
+neighbour and falls back across the one it shares with its right
+neighbour (1 elsewhere, and at the ends of the input); the output is the
+weighted sum divided by the sum of the weights, so any overlap, including
+the irregular last one, blends to a convex combination and a model whose
+output does not depend on position gives exactly its unchunked output. The
+enrollment is given whole to every chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from tsekit import TsekitError
+from tsekit.train import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from tsekit.models.registry import TSEModel
+    from tsekit.train.config import ExperimentConfig
+
+CHUNK_FACTOR = 4  # default inference chunk = 4 x the training chunk (data.chunk_seconds)
+CHUNK_BATCH = 8  # chunks run through the model together
+
+
+def _has_checkpoint(stage_dir: Path) -> bool:
+    return any((stage_dir / "checkpoints").glob("*.pt"))
+
+
+def find_stage(exp_dir: str | os.PathLike) -> Path:
+    """The stage folder to load: ``exp_dir`` itself when it has checkpoints/, else its last trained stage."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise TsekitError(f"{exp_dir}: experiment directory not found")
+    if (exp_dir / "checkpoints").is_dir():
+        return exp_dir
+    stages = sorted((p for p in exp_dir.glob("stage*") if p.name[5:].isdigit()), key=lambda p: -int(p.name[5:]))
+    for stage in stages:
+        if _has_checkpoint(stage):
+            return stage
+    raise TsekitError(f"{exp_dir}: no trained stage (no stage*/checkpoints/*.pt); train it first")
+
+
+def find_checkpoint(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
+    """The checkpoint file inference uses (see the module docstring).
+
+    ``checkpoint`` may be a file path, or a file name inside the stage's checkpoints/ folder (``epoch3.pt``).
+    """
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if path.is_file():
+            return path
+        inside = find_stage(exp_dir) / "checkpoints" / path
+        if inside.is_file():
+            return inside
+        raise TsekitError(f"{checkpoint}: checkpoint not found (neither a file nor in {inside.parent})")
+    folder = find_stage(exp_dir) / "checkpoints"
+    if (folder / ckpt.AVERAGED).is_file():
+        return folder / ckpt.AVERAGED
+    try:
+        best = ckpt.read_best(folder)
+    except (ValueError, TypeError) as err:
+        raise TsekitError(f"{folder / ckpt.BEST_LIST}: unreadable ({err})") from None
+    for _, name in best:
+        if (folder / name).is_file():
+            return folder / name
+    if (folder / ckpt.LATEST).is_file():
+        return folder / ckpt.LATEST
+    raise TsekitError(f"{folder}: no checkpoint ({ckpt.AVERAGED}, the best of {ckpt.BEST_LIST} or {ckpt.LATEST})")
+
+
+def torch_device(device: str | torch.device) -> torch.device:
+    """A torch device, with a one-line error when CUDA is asked for but absent."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise TsekitError(f"--device {device}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TsekitError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu") -> tuple[TSEModel, ExperimentConfig]:
+    """(model in eval mode on ``device``, its ExperimentConfig) of a trained experiment or stage folder."""
+    from tsekit.models.registry import build_model
+    from tsekit.train.config import config_from_dict, load_config
+
+    path = find_checkpoint(exp_dir, checkpoint)
+    device = torch_device(device)
+    state = ckpt.load_checkpoint(path)
+    if state.get("config") is not None:
+        cfg = config_from_dict(state["config"], source=f"{path} (stored config)")
+    elif (path.parent.parent / "config.yaml").is_file():  # a checkpoint written without its config
+        cfg = load_config(path.parent.parent / "config.yaml")
+    else:
+        raise TsekitError(f"{path}: holds no config and there is no {path.parent.parent / 'config.yaml'}")
+    model = build_model(cfg.model.name, cfg.model.params)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise TsekitError(f"{path}: weights do not fit model {cfg.model.name} "
+                          f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    return model.to(device).eval(), cfg
+
+
+def default_chunk_seconds(cfg: ExperimentConfig) -> float | None:
+    """Inference chunk length: CHUNK_FACTOR x the training chunk; None (whole input) without one."""
+    if cfg.data.chunk_seconds is None:
+        return None
+    return CHUNK_FACTOR * cfg.data.chunk_seconds
+
+
+def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
+    """Chunk start samples: a hop of ``chunk - overlap``, the last chunk ending at ``length``."""
+    if length <= chunk:
+        return [0]
+    hop = chunk - overlap
+    starts = list(range(0, length - chunk, hop))
+    return starts + [length - chunk]
+
+
+def _fade_weights(starts: list[int], chunk: int) -> list[np.ndarray]:
+    """Per-chunk blending weights: linear ramps across the overlaps with neighbours, 1 elsewhere."""
+    weights = []
+    for i, start in enumerate(starts):
+        weight = np.ones(chunk, dtype=np.float64)
+        if i > 0:
+            left = starts[i - 1] + chunk - start  # samples shared with the previous chunk
+            weight[:left] = np.arange(1, left + 1) / (left + 1)
+        if i + 1 < len(starts):
+            right = start + chunk - starts[i + 1]  # shared with the next chunk
+            weight[chunk - right:] = np.minimum(weight[chunk - right:], np.arange(right, 0, -1) / (right + 1))
+        weights.append(weight)
+    return weights
+
+
+def _run(model: TSEModel, mixtures: torch.Tensor, enroll: torch.Tensor) -> np.ndarray:
+    """Model outputs (B, T) as float64 numpy, cut or zero-padded to the input length."""
+    estimate = model.extract(mixtures, enroll.expand(mixtures.shape[0], -1))
+    length = mixtures.shape[-1]
+    if estimate.shape[-1] < length:
+        estimate = torch.nn.functional.pad(estimate, (0, length - estimate.shape[-1]))
+    return estimate[..., :length].double().cpu().numpy()
+
+
+@torch.no_grad()
+def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray, sample_rate: int,
+                     chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
+                     device: str | torch.device | None = None) -> np.ndarray:
+    """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
+
+    ``chunk_seconds`` None or 0 runs the whole input at once; else inputs
+    longer than it go through overlapping chunks (module docstring).
+    ``device`` defaults to the model's.
+    """
+    mixture = np.asarray(mixture, dtype=np.float32)
+    enroll = np.asarray(enroll, dtype=np.float32)
+    if mixture.ndim != 1 or enroll.ndim != 1:
+        raise TsekitError(f"expected mono audio, got mixture {mixture.shape} and enrollment {enroll.shape}")
+    if device is None:
+        device = next(model.parameters()).device
+    mix = torch.from_numpy(mixture).to(device)
+    enroll_t = torch.from_numpy(enroll).to(device).unsqueeze(0)
+    length = len(mixture)
+    chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
+    if chunk <= 0 or length <= chunk:
+        return _run(model, mix.unsqueeze(0), enroll_t)[0].astype(np.float32)
+    overlap = min(int(round(overlap_seconds * sample_rate)), chunk // 2)
+    starts = chunk_starts(length, chunk, overlap)
+    weights = _fade_weights(starts, chunk)
+    total = np.zeros(length, dtype=np.float64)
+    weight_sum = np.zeros(length, dtype=np.float64)
+    for first in range(0, len(starts), CHUNK_BATCH):
+        group = starts[first : first + CHUNK_BATCH]
+        outputs = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t)
+        for output, start, weight in zip(outputs, group, weights[first : first + CHUNK_BATCH], strict=True):
+            total[start : start + chunk] += weight * output
+            weight_sum[start : start + chunk] += weight
+    return (total / weight_sum).astype(np.float32)
+
+
+def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
+    """Samples of one scp entry, checked to be mono at the model's sample rate."""
+    from tsekit.data.audio import load_audio
+
+    samples, file_rate = load_audio(entry, what)
+    if file_rate != rate:
+        raise TsekitError(f"{what}: {entry}: {file_rate} Hz audio, but the model was trained at {rate} Hz "
+                          f"(resample it, or prepare the data at {rate} Hz)")
+    if samples.ndim != 1:
+        raise TsekitError(f"{what}: {entry}: {samples.shape[1]} channels, expected mono audio")
+    return samples
+
+
+def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str, out: str | os.PathLike,
+                 device: str = "cpu", checkpoint: str | os.PathLike | None = None,
+                 chunk_seconds: float | None = None, overlap_seconds: float = 1.0) -> Path:
+    """``tsekit extract``: one mixture file + one enrollment file -> ``out`` (16-bit wav, atomic).
+
+    ``chunk_seconds`` None takes the config's default; 0 never chunks (as ``tsekit infer``).
+    """
+    from tsekit.data.audio import write_audio
+
+    model, cfg = load_experiment(exp_dir, checkpoint, device)
+    rate = cfg.data.sample_rate
+    mixture_samples = load_mono(mixture, "--mix", rate)
+    enroll_samples = load_mono(enroll, "--enroll", rate)
+    if chunk_seconds is None:
+        chunk_seconds = default_chunk_seconds(cfg)
+    estimate = extract_waveform(model, mixture_samples, enroll_samples, rate, chunk_seconds, overlap_seconds)
+    write_audio(out, estimate, rate)
+    return Path(out)
