@@ -6,7 +6,7 @@ VENV ?= .venv
 EXTRAS ?= asr,codec,metrics,test
 PYTEST_ARGS ?=
 # the last recipe stage this version of tsekit implements
-DEMO_STOP_STAGE ?= 2
+DEMO_STOP_STAGE ?= 7
 
 .PHONY: install test test-all demo lint clean
 

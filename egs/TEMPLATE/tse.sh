@@ -62,11 +62,16 @@ if run_stage 2; then
   done
 fi
 
+conf=conf/$system.yaml
+
 if run_stage 3; then
-  require_command tokenize "codec tokenization" 3
+  if [ -f "$conf" ] && ! tsekit train --config "$conf" --print-needs | grep -qw tokens; then
+    log "stage 3: $system needs no codec tokens; skipped"
+  else
+    require_command tokenize "codec tokenization" 3
+  fi
 fi
 
-conf=conf/$system.yaml
 device=cpu
 [ "$ngpu" -gt 0 ] && device=cuda
 launch="tsekit train"

@@ -8,6 +8,7 @@ set -euo pipefail
 . ./defaults.sh
 
 stage=0
+system=zspex
 nj=2
 ngpu=0
 size=small                      # tiny | small | medium | number of training mixtures

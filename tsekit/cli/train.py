@@ -17,9 +17,11 @@ import click
               help="Continue from EXP/stage{N}/checkpoints/latest.pt when it exists.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--print-needs", is_flag=True,
+              help="Print what the configured model needs from a data dir (e.g. enroll, tokens) and exit.")
 @click.argument("overrides", nargs=-1)
 def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume, device, print_config,
-          overrides) -> None:
+          print_needs, overrides) -> None:
     """Train a system; OVERRIDES are key.sub=value settings applied to the config.
 
     \b
@@ -36,6 +38,11 @@ def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume
     cfg = load_config(config_path, overrides)
     if print_config:
         click.echo(format_config(cfg), nl=False)
+        return
+    if print_needs:
+        from tsekit.models.registry import model_class
+
+        click.echo(" ".join(sorted(model_class(cfg.model.name).needs)))
         return
     for name, value in (("--train-data", train_data), ("--valid-data", valid_data), ("--exp-dir", exp_dir)):
         if value is None:
