@@ -161,10 +161,36 @@ def _fast_reference(estimate: np.ndarray, scene: dict, clamp_db: float | None = 
     """
     references = np.stack([scene["target"], scene["interference"]])
     estimates = np.stack([estimate, scene["mixture"] - estimate])
+    return _reference_process().submit(_fast_bss_eval_source0, references, estimates, clamp_db, options).result()
+
+
+def _fast_bss_eval_source0(references, estimates, clamp_db, options) -> tuple[float, ...]:
     values = fast_bss_eval.bss_eval_sources(
         _tensor(references), _tensor(estimates), compute_permutation=False, clamp_db=clamp_db, **options
     )
     return tuple(float(v[0]) for v in values)
+
+
+_POOL = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_reference_process():
+    yield
+    while _POOL:
+        _POOL.pop().shutdown()
+
+
+def _reference_process():
+    """A fresh interpreter for the fast_bss_eval reference: once any code in this process has called
+    torch.set_num_threads (the scorer and inference do), torch's LU solves can fail or go wrong, and the
+    reference must not depend on what other tests ran before."""
+    if not _POOL:
+        import concurrent.futures
+        import multiprocessing
+
+        _POOL.append(concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+    return _POOL[0]
 
 
 def test_bss_eval_matches_fast_bss_eval(scenes):
