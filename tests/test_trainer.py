@@ -145,3 +145,18 @@ def test_two_process_torchrun_trains(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("trained:") == 1  # only rank 0 reports and writes
     assert (tmp_path / "exp" / "stage1" / "checkpoints" / ckpt.AVERAGED).is_file()
+
+
+def test_best_checkpoints_follow_the_chosen_valid_metric(data, tmp_path):
+    cfg = load_config(write_config(tmp_path / "c.yaml"), ["train.epochs=3", "train.keep_best=1",
+                                                          "train.valid_metric=si_sdr@estimate_long"])
+    stage = train(cfg, data / "train-100", data / "dev", tmp_path / "exp")
+    logged = {}
+    for line in (stage / "log" / "scalars.tsv").read_text().splitlines():
+        step, name, value = line.split("\t")
+        logged.setdefault(name, []).append(float(value))
+    chosen = logged["valid/si_sdr@estimate_long"]
+    assert len(chosen) == 3 and len(logged["valid/loss"]) == 3
+    [(value, name)] = ckpt.read_best(stage / "checkpoints")
+    assert value == pytest.approx(min(chosen), rel=1e-5)
+    assert name == f"epoch{chosen.index(min(chosen)) + 1}.pt"

@@ -285,10 +285,12 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
             elif cfg.train.save_interval and step % cfg.train.save_interval == 0:
                 snapshot()  # the other ranks join all_gather_object
         bar.close()
-        valid_loss = validate(wrapped, valid_set, cfg, dist, compute_loss, collate)
+        valid = validate(wrapped, valid_set, cfg, dist, compute_loss, collate)
+        valid_loss = valid[cfg.train.valid_metric]  # what plateau and the best-N selection follow
         if scheduler is not None and not per_step:
             scheduler.step(valid_loss)
-        log.add("valid/loss", valid_loss, step)
+        for label, value in valid.items():
+            log.add(f"valid/{label}", value, step)
         log.add("train/seconds_per_epoch", time.perf_counter() - started, step)
         epoch, batches_done = epoch + 1, 0
         state = snapshot()
@@ -298,7 +300,9 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
             if not ckpt.update_best(folder, valid_loss, name, cfg.train.keep_best):
                 (folder / name).unlink()
             ckpt.save_checkpoint(folder / ckpt.LATEST, state)
-            print(f"epoch {epoch}/{cfg.train.epochs}: valid loss {valid_loss:.4f} (step {step})", flush=True)
+            chosen = "" if cfg.train.valid_metric == "loss" else f", {cfg.train.valid_metric} {valid_loss:.4f}"
+            print(f"epoch {epoch}/{cfg.train.epochs}: valid loss {valid['loss']:.4f}{chosen} (step {step})",
+                  flush=True)
     if dist.main:
         best = [folder / name for _, name in ckpt.read_best(folder)]
         ckpt.average_checkpoints(best, folder / ckpt.AVERAGED)
@@ -309,17 +313,20 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
 
 
 @torch.no_grad()
-def validate(model, dataset, cfg, dist: Distributed, compute_loss, collate) -> float:
-    """Mean loss over the whole validation set (whole utterances), summed across ranks."""
+def validate(model, dataset, cfg, dist: Distributed, compute_loss, collate) -> dict[str, float]:
+    """Mean total loss ("loss") and mean of every loss term over the validation set, across ranks."""
     model.eval()
     sampler = EpochSampler(len(dataset), 0, 0, False, dist.rank, dist.world, 1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.valid_batch_size, sampler=sampler,
                                          num_workers=cfg.data.num_workers, collate_fn=collate)
-    total, count = 0.0, 0
+    sums: dict[str, float] = {"loss": 0.0, **{term.label: 0.0 for term in cfg.loss}}
+    count = 0
     for batch in loader:
         batch = _to_device(batch, dist.device)
-        loss, _ = compute_loss(model(batch), batch, cfg.loss)
-        total += loss.item() * batch["mixture"].shape[0]
-        count += batch["mixture"].shape[0]
-    total, count = dist.sum(total, count)
-    return total / max(count, 1)
+        loss, parts = compute_loss(model(batch), batch, cfg.loss)
+        size = batch["mixture"].shape[0]
+        for label, value in {"loss": loss.item(), **parts}.items():
+            sums[label] += value * size
+        count += size
+    *totals, count = dist.sum(*sums.values(), count)
+    return {label: total / max(count, 1) for label, total in zip(sums, totals, strict=True)}
