@@ -48,7 +48,9 @@ def score(ctx: click.Context, ref, est, mix, enroll, text, ref_dir, est_dir, mix
     # One math thread per process (set before numpy loads): the metrics work on
     # small matrices, where extra BLAS threads cost more than they give (measured
     # in bench/score_bench.py); --nj uses the other cores. An explicit setting wins.
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    from tsekit.metrics import THREAD_VARIABLES  # the package's __init__ imports nothing heavy
+
+    for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
     from tsekit import TsekitError
     from tsekit.metrics.jobs import inputs_from_dirs, inputs_from_manifests, run_scoring

@@ -60,11 +60,13 @@ def _to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-def load_audio(entry: str, what: str = "") -> tuple[np.ndarray, int]:
-    """Read one scp value; returns (float32 samples, sample rate).
+def load_audio(entry: str, what: str = "", start: int = 0, frames: int = -1) -> tuple[np.ndarray, int]:
+    """Read one scp value, or ``frames`` samples of it from ``start``; returns (float32 samples, rate).
 
-    ``what`` names the source (e.g. ``"data/dev/wav.scp: utt1"``) in errors.
-    Raises TsekitError for a missing or unreadable file, empty audio or NaN/inf.
+    Plain files are read only over the span asked for; ark and pipe entries
+    are decoded whole, then cut. ``what`` names the source (e.g.
+    ``"data/dev/wav.scp: utt1"``) in errors. Raises TsekitError for a missing or
+    unreadable file, empty audio or NaN/inf.
     """
     where = f"{what}: " if what else ""
     entry = entry.strip()
@@ -84,11 +86,14 @@ def load_audio(entry: str, what: str = "") -> tuple[np.ndarray, int]:
         else:
             if not Path(entry).is_file():
                 raise TsekitError(f"{where}{entry}: file not found")
-            samples, rate = sf.read(entry, dtype="float32")
+            samples, rate = sf.read(entry, start=start, frames=frames, dtype="float32")
+            start, frames = 0, -1  # already cut
     except TsekitError:
         raise
     except Exception as err:  # soundfile/kaldiio raise many kinds; report them uniformly
         raise TsekitError(f"{where}{entry}: cannot read audio ({err})") from err
+    if start or frames >= 0:
+        samples = samples[start : None if frames < 0 else start + frames]
     if samples.size == 0:
         raise TsekitError(f"{where}{entry}: empty audio")
     if not np.isfinite(samples).all():

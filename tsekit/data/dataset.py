@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from tsekit import TsekitError
@@ -140,14 +139,8 @@ class _Reader:
     def read(self, entry: str, what: str, start: int, frames: int) -> np.ndarray:
         if not _plain(entry):
             return self._load(entry, what)[start : start + frames]
-        try:
-            samples, rate = sf.read(entry, start=start, frames=frames, dtype="float32")
-        except Exception as err:  # soundfile raises several kinds; report them uniformly
-            raise TsekitError(f"{what}: {entry}: cannot read audio ({err})") from err
-        samples = self._check(samples, rate, entry, what)
-        if not np.isfinite(samples).all():
-            raise TsekitError(f"{what}: {entry}: audio contains NaN or inf")
-        return samples
+        samples, rate = load_audio(entry, what, start, frames)  # reads only the span
+        return self._check(samples, rate, entry, what)
 
 
 def _tensor(samples: np.ndarray, size: int | None = None) -> torch.Tensor:

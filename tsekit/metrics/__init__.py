@@ -7,3 +7,6 @@
   speaker.py  speaker embeddings (resemblyzer) and cosine similarity
   scorer.py   `tsekit score`: all of the above over scp manifests, in parallel, resumable
 """
+
+# environment variables that set the math-library thread count (read when numpy/torch load)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.data.table import atomic_open, read_table, sorted_keys
+from tsekit.metrics import THREAD_VARIABLES
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -97,28 +98,27 @@ def shard(utts: list[str], job: int, num_jobs: int) -> list[str]:
     return utts[start : start + base + (1 if job <= extra else 0)]
 
 
-def reference_rates(inputs: ScoreInputs) -> set[int]:
+def reference_rates(inputs: ScoreInputs) -> dict[str, int]:
+    """utt -> sample rate of every reference (headers only)."""
     from tsekit.data.audio import audio_info
 
-    return {audio_info(entry, f"{inputs.sources['ref']}: {utt}")[0] for utt, entry in inputs.ref.items()}
+    return {utt: audio_info(entry, f"{inputs.sources['ref']}: {utt}")[0] for utt, entry in inputs.ref.items()}
 
 
-def check_headers(inputs: ScoreInputs, utts: list[str]) -> None:
-    """Fail before any work on missing files or unequal sample rates."""
+def check_headers(inputs: ScoreInputs, utts: list[str], ref_rates: dict[str, int]) -> None:
+    """Fail before any work on missing files or on estimates/mixtures at another rate than their reference."""
     from tsekit.data.audio import audio_info
 
     for utt in utts:
-        rate = None
-        for role in ("ref", "est", "mix"):
+        for role in ("est", "mix"):
             table = getattr(inputs, role)
             if table is None:
                 continue
             where = f"{inputs.sources[role]}: {utt}"
-            this_rate, _ = audio_info(table[utt], where)
-            if rate is not None and this_rate != rate:
-                raise TsekitError(f"{where}: sample rate {this_rate} Hz, but the reference has {rate} Hz "
+            rate, _ = audio_info(table[utt], where)
+            if rate != ref_rates[utt]:
+                raise TsekitError(f"{where}: sample rate {rate} Hz, but the reference has {ref_rates[utt]} Hz "
                                   f"({table[utt]})")
-            rate = rate or this_rate
         if inputs.enroll is not None:
             audio_info(inputs.enroll[utt], f"{inputs.sources['enroll']}: {utt}")
 
@@ -205,7 +205,7 @@ def write_settings(out: Path, settings: dict) -> None:
 
 _worker: tuple[Scorer, ScoreInputs] | None = None
 # one math thread per worker process: N workers on N cores, not N x N threads
-SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+SINGLE_THREAD = {name: "1" for name in THREAD_VARIABLES}
 
 
 def _init_worker(metrics: list[str], asr_model: str | None, inputs: ScoreInputs) -> None:
@@ -234,14 +234,14 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
     out = Path(out)
     utts = inputs.utts()
     mine = shard(utts, job, nj) if job is not None else utts
-    check_headers(inputs, mine)
+    ref_rates = reference_rates(inputs)  # every reference, so that all jobs choose the same metrics
+    check_headers(inputs, mine, ref_rates)
     have = {role for role in ("mix", "enroll") if getattr(inputs, role) is not None}
     if asr_model is not None:
         have.add("asr")
-    # from every reference, not this job's shard, so that all jobs choose the same metrics
     from tsekit.metrics.dnsmos import dnsmos_supported
 
-    if all(dnsmos_supported(rate) for rate in reference_rates(inputs)):
+    if all(dnsmos_supported(rate) for rate in set(ref_rates.values())):
         have.add("16k")  # DNSMOS works: 16 kHz, or higher rates resampled down to it
     chosen, messages = choose_metrics(metrics, have)
     settings = {"metrics": chosen, "inputs": inputs.sources, "asr_model": asr_model, "utterances": len(utts)}
