@@ -1,37 +1,15 @@
 """Recipes end to end through run.sh: stages 1-2, idempotent reruns, unbuilt stages stop cleanly."""
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from corpus_trees import make_libri2mix_tree, make_wham_tree, make_wsj0_2mix_tree, write_librispeech_transcripts
+from recipe_runs import recipe_copy, run_recipe
 
 from tsekit.data.table import read_table, write_table
 from tsekit.data.validate import validate_data_dir
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = ("utils", "tse.sh", "path.sh", "cmd.sh", "defaults.sh")
-
-
-def recipe_copy(tmp_path: Path, name: str) -> Path:
-    """egs/<name> copied under tmp_path, its shared parts linked to this checkout."""
-    recipe = tmp_path / "egs" / name
-    recipe.mkdir(parents=True)
-    shutil.copy(REPO / "egs" / name / "run.sh", recipe / "run.sh")
-    for link in SHARED:
-        (recipe / link).symlink_to((REPO / "egs" / name / link).resolve())
-    return recipe
-
-
-def run_recipe(recipe: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("TSEKIT_BACKEND", None)
-    return subprocess.run(["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=600)
 
 
 def check_stages_1_2(recipe: Path, sets: tuple[str, ...], root_option: list[str]) -> None:

@@ -16,7 +16,9 @@ from corpus_trees import make_libri2mix_tree
 
 from tsekit import TsekitError
 from tsekit.corpora.librimix import prepare_libri2mix
+from tsekit.data.datadir import subset_data_dir
 from tsekit.data.enroll import enroll_data_dir
+from tsekit.data.table import read_table
 from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import load_config
 from tsekit.train.trainer import train
@@ -62,8 +64,7 @@ def test_training_lowers_the_loss_and_writes_the_experiment(data, tmp_path):
     proc = subprocess.run(train_command(config, data, tmp_path / "exp"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     stage = tmp_path / "exp" / "stage1"
-    valid = [float(line.split("\t")[2]) for line in (stage / "log" / "scalars.tsv").read_text().splitlines()
-             if "\tvalid/loss\t" in line]
+    valid = logged(stage, "valid/loss")
     assert len(valid) == 3 and valid[-1] < valid[0]
     saved = load_config(stage / "config.yaml", [])
     assert saved.model.params["num_speakers"] == len((stage / "speakers.txt").read_text().split())
@@ -145,6 +146,46 @@ def test_two_process_torchrun_trains(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("trained:") == 1  # only rank 0 reports and writes
     assert (tmp_path / "exp" / "stage1" / "checkpoints" / ckpt.AVERAGED).is_file()
+
+
+def logged(stage: Path, name: str) -> list[float]:
+    return [float(line.split("\t")[2]) for line in (stage / "log" / "scalars.tsv").read_text().splitlines()
+            if line.split("\t")[1] == name]
+
+
+def test_two_processes_with_half_batches_train_like_one_process(data, tmp_path):
+    """torchrun with 2 processes x batch 2 = 1 process x batch 4: the same loss at every step and validation.
+
+    Stage 2 with the speaker encoder frozen: its BatchNorm layers then use their
+    running statistics, which do not depend on how a batch is split (in training
+    mode each process would normalise with its half's statistics). Validation
+    has an odd number of rows, so the ranks' shards are uneven. The runs agree
+    to float rounding, which Adam slowly amplifies (a parameter whose true
+    gradient is zero, like the decoder bias under the mean-removing SI-SDR,
+    moves by +-lr in the direction of its rounding noise), hence rel=1e-3.
+    """
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 1})
+    assert subprocess.run(train_command(config, data, tmp_path / "init"), capture_output=True).returncode == 0
+    rows = sorted(read_table(data / "dev" / "wav.scp"))[:-1]
+    (tmp_path / "rows").write_text("".join(f"{row}\n" for row in rows))
+    subset_data_dir(data / "dev", tmp_path / "rows", tmp_path / "data" / "dev")
+    (tmp_path / "data" / "train-100").symlink_to(data / "train-100")
+    stage2 = ["--stage", "2", "--init-from", str(tmp_path / "init" / "stage1" / "checkpoints" / ckpt.AVERAGED),
+              "stage2.freeze=[speaker_encoder]", "train.epochs=2"]
+    one = subprocess.run(train_command(config, tmp_path / "data", tmp_path / "one", *stage2),
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
+                "tsekit"]
+    two = subprocess.run([*torchrun, *train_command(config, tmp_path / "data", tmp_path / "two", *stage2,
+                                                    "data.batch_size=2")[1:]],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("trained:") == 1  # only rank 0 reports and writes
+    for name in ("train/loss", "valid/loss"):
+        expected = logged(tmp_path / "one" / "stage2", name)
+        assert len(set(expected)) == len(expected) > 1  # it trains: the losses move
+        assert logged(tmp_path / "two" / "stage2", name) == pytest.approx(expected, rel=1e-3), name
 
 
 def test_best_checkpoints_follow_the_chosen_valid_metric(data, tmp_path):

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages tsekit needs: the TTS voices and sox for the mini
-# corpus (tsekit prepare mini-libri2mix), libsndfile for soundfile.
+# corpus (tsekit prepare mini-libri2mix), libsndfile for soundfile; with
+# --slurm also Slurm and munge, for the tests that start a real one-node
+# Slurm cluster on localhost (tests/test_slurm.py).
 #
-#   tools/system_packages.sh           install what is missing (as root, or through sudo)
-#   tools/system_packages.sh --check   exit 1 naming what is missing; installs nothing
+#   tools/system_packages.sh [--slurm]           install what is missing (as root, or through sudo)
+#   tools/system_packages.sh [--slurm] --check   exit 1 naming what is missing; installs nothing
 set -euo pipefail
 
 packages=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng sox libsndfile1)
+slurm_packages=(slurmctld slurmd slurm-client munge)
 
-usage() { sed -n '2,7s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,9s/^# \{0,1\}//p' "$0"; }
+
+check=false
+given=""
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=true ;;
+    --slurm) packages+=("${slurm_packages[@]}"); given=" --slurm" ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown option: $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for package in "${packages[@]}"; do
@@ -17,19 +31,14 @@ for package in "${packages[@]}"; do
   [ "$status" = "install ok installed" ] || missing+=("$package")
 done
 
-case "${1:-}" in
-  --check)
-    if [ ${#missing[@]} -gt 0 ]; then
-      echo "missing Debian packages: ${missing[*]} (install them with: sudo $0)" >&2
-      exit 1
-    fi
-    echo "all system packages installed: ${packages[*]}"
-    exit 0
-    ;;
-  -h|--help) usage; exit 0 ;;
-  "") ;;
-  *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
-esac
+if "$check"; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing Debian packages: ${missing[*]} (install them with: sudo $0$given)" >&2
+    exit 1
+  fi
+  echo "all system packages installed: ${packages[*]}"
+  exit 0
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "all system packages installed: ${packages[*]}"

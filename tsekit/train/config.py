@@ -105,6 +105,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8  # Adam's denominator floor
     grad_clip: float = 5.0  # max gradient norm; 0 = no clipping
 
 

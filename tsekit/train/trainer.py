@@ -10,6 +10,14 @@ optimizer, scheduler, grad scaler, torch RNG, epoch and the number of batches
 done in that epoch; each epoch's sample order depends only on (seed, epoch)
 and each example's randomness on (seed, epoch, index), so the resumed run
 sees exactly the batches the uninterrupted one would have.
+
+Under torchrun, each of the W processes takes batches of ``data.batch_size``
+from its shard of the epoch (``EpochSampler``), DDP averages the gradients,
+and only rank 0 writes checkpoints and logs; validation runs on every row,
+sharded, with the sums reduced across ranks. W processes with batch B/W
+therefore train like one process with batch B, up to floating-point
+rounding, except in BatchNorm layers (the SpEx+ speaker encoder's), which
+normalise a training batch with the statistics of each process's part of it.
 """
 
 from __future__ import annotations
@@ -53,16 +61,23 @@ class Distributed:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """This rank's indices of one epoch, in an order fixed by (seed, epoch), from batch ``start`` on."""
+    """This rank's indices of one epoch, in an order fixed by (seed, epoch), from batch ``start`` on.
+
+    Training (``shuffle``) shards are equal, as DDP steps in lockstep: the last
+    ``size % world`` indices of the order are left out of that epoch. With
+    rank r taking every world-th index, the ranks' k-th batches of size B/world
+    together hold the k-th batch of size B of one process: the same examples.
+    Validation shards keep every index (ranks may get one more or less).
+    """
 
     def __init__(self, size: int, seed: int, epoch: int, shuffle: bool, rank: int, world: int,
                  batch_size: int, start_batch: int = 0):
         if shuffle:
             generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
             order = torch.randperm(size, generator=generator).tolist()
+            order = order[: size - size % world]
         else:
             order = list(range(size))
-        order = order[: size - size % world] if world > 1 else order  # equal shards: DDP steps in lockstep
         self.indices = order[rank::world][start_batch * batch_size:]
 
     def __iter__(self):
@@ -75,7 +90,7 @@ class EpochSampler(torch.utils.data.Sampler):
 def make_optimizer(cfg, parameters) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     return kinds[cfg.optim.name](parameters, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                 betas=tuple(cfg.optim.betas))
+                                 betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
 
 
 def make_scheduler(cfg, optimizer, steps_per_epoch: int):
@@ -275,17 +290,19 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
             step += 1
             batches_done += 1
             if step % cfg.train.log_interval == 0:
-                log.add("train/loss", loss.item(), step)
-                for label, value in parts.items():
-                    log.add(f"train/{label}", value, step)
+                # the mean over ranks: the loss of the whole batch, as one process with it would log
+                logged = dict(zip(["loss", *parts], dist.sum(loss.item(), *parts.values()), strict=True))
+                for label, value in logged.items():
+                    log.add(f"train/{label}", value / dist.world, step)
                 log.add("train/lr", optimizer.param_groups[0]["lr"], step)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{logged['loss'] / dist.world:.3f}")
             if cfg.train.save_interval and step % cfg.train.save_interval == 0 and dist.main:
                 ckpt.save_checkpoint(folder / ckpt.LATEST, snapshot())
             elif cfg.train.save_interval and step % cfg.train.save_interval == 0:
                 snapshot()  # the other ranks join all_gather_object
         bar.close()
-        valid = validate(wrapped, valid_set, cfg, dist, compute_loss, collate)
+        # the bare model: DDP's forward would sync buffers, a collective that uneven shards would hang
+        valid = validate(model, valid_set, cfg, dist, compute_loss, collate)
         valid_loss = valid[cfg.train.valid_metric]  # what plateau and the best-N selection follow
         if scheduler is not None and not per_step:
             scheduler.step(valid_loss)
