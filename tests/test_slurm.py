@@ -11,19 +11,24 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from corpus_trees import make_libri2mix_tree
 from recipe_runs import recipe_copy, run_recipe
-from slurm_cluster import LocalSlurm, missing_programs
+from slurm_cluster import LocalSlurm, free_ports, missing_programs
 
+from tsekit.corpora.librimix import prepare_libri2mix
+from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_table, write_table
 
 pytestmark = pytest.mark.slurm
 
-SLURM_PL = str(Path(__file__).resolve().parents[1] / "utils" / "slurm.pl")
+UTILS = Path(__file__).resolve().parents[1] / "utils"
+SLURM_PL = str(UTILS / "slurm.pl")
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +159,31 @@ def test_mini_recipe_stages_6_7_on_slurm_equal_the_local_runner(cluster, tmp_pat
     after = {p.name: p.stat().st_mtime_ns for p in (decode / "wav").glob("*.wav")}
     assert len(after) == len(enroll) and all(after[name] == mtime for name, mtime in finished.items())
     assert cluster.wait_empty()
+
+
+def test_multinode_launcher_trains_with_torchrun_under_srun(cluster, tmp_path):
+    make_libri2mix_tree(tmp_path / "Libri2Mix", rates=(8000,), splits=("train-100", "dev"), per_split=16)
+    prepare_libri2mix(tmp_path / "Libri2Mix", tmp_path / "data", sample_rate=8000, splits=("train-100", "dev"))
+    for split in ("train-100", "dev"):
+        enroll_data_dir(tmp_path / "data" / split)
+    config = {"model": {"name": "spex_plus", "params": {
+        "num_filters": 8, "channels": 8, "hidden_channels": 16, "num_blocks": 1, "num_stacks": 1,
+        "embed_dim": 8, "speaker_hidden": 8, "speaker_blocks": 1}},
+        "data": {"sample_rate": 8000, "chunk_seconds": 0.3, "batch_size": 2, "num_workers": 0},
+        "train": {"epochs": 1, "log_interval": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "train.sbatch").write_text(f"""#!/usr/bin/env bash
+#SBATCH --nodes=1 --ntasks-per-node=1 --cpus-per-task=2 --output={tmp_path}/train.out
+srun {UTILS}/slurm_torchrun.sh 2 train --config c.yaml --train-data data/train-100 --valid-data data/dev \\
+  --exp-dir exp --device cpu
+""")
+    env = {**cluster.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "TSEKIT_RDZV_PORT": str(free_ports(1)[0])}
+    proc = subprocess.run(["sbatch", "--wait", "train.sbatch"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    output = (tmp_path / "train.out").read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert output.count("trained:") == 1  # rank 0 alone reports
+    # 32 rows in batches of 2: 16 steps for one process, 8 when two processes share each step
+    steps = {int(line.split("\t")[0]) for line in (tmp_path / "exp/stage1/log/scalars.tsv").read_text().splitlines()}
+    assert max(steps) == 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -100,6 +101,16 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp
     assert "resumed from" in resumed.stdout
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_write_that_dies_half_way_leaves_the_previous_one(tmp_path):
+    path = tmp_path / "checkpoints" / ckpt.LATEST
+    path.parent.mkdir()
+    ckpt.save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 1})
+    with pytest.raises((AttributeError, pickle.PicklingError)):  # torch.save fails part-way: a lambda
+        ckpt.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "step": 2, "bad": lambda: None})
+    assert ckpt.load_checkpoint(path)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == [ckpt.LATEST]  # no temporary file left behind
 
 
 def test_corrupt_checkpoint_and_unknown_key_give_one_line_errors(data, tmp_path):
