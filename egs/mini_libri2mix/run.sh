@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a small Libri2Mix-layout corpus synthesized with Debian TTS voices
 # (stage 0), then the Libri2Mix stages on it. Runs in minutes on 2 CPU cores.
-#   ./run.sh [--size small] [--stage 0] [--stop-stage 8] [--system spex_plus]
+#   ./run.sh [--size demo] [--stage 0] [--stop-stage 8] [--system spex_plus]
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh
@@ -11,7 +11,7 @@ stage=0
 system=zspex
 nj=2
 ngpu=0
-size=small                      # tiny | small | medium | number of training mixtures
+size=demo                       # tiny | small | demo | medium | number of training mixtures
 corpus_dir=downloads/mini       # where stage 0 writes Libri2Mix/ and LibriSpeech/
 mixture=mix_both                # mix_clean | mix_both (noisy) | mix_single
 train_set=train-100

@@ -9,8 +9,8 @@ import click
 @click.argument("out", type=click.Path(file_okay=False, path_type=str))
 @click.option(
     "--size", default="small", show_default=True,
-    help="tiny (tests, seconds), small (demo, ~30 s on 2 CPUs), medium (~2.5 min), "
-    "or a number of training mixtures.",
+    help="tiny (tests, seconds), small (~30 s on 2 CPUs), demo (the demo recipe's, ~1 min), "
+    "medium (~2.5 min), or a number of training mixtures.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files (bit for bit).")
 @click.option(

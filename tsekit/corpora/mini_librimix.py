@@ -80,6 +80,8 @@ class CorpusSize:
 PRESETS = {
     "tiny": CorpusSize(train_mixtures=4, train_speakers=3, eval_mixtures=3, eval_speakers=3),
     "small": CorpusSize(train_mixtures=150, train_speakers=8, eval_mixtures=30, eval_speakers=4),
+    # the demo's: enough training speakers for the extractor to generalise to unseen ones
+    "demo": CorpusSize(train_mixtures=400, train_speakers=22, eval_mixtures=40, eval_speakers=6),
     "medium": CorpusSize(train_mixtures=1000, train_speakers=20, eval_mixtures=150, eval_speakers=8),
 }
 
