@@ -86,7 +86,7 @@ def test_defaults_are_what_a_speech_researcher_expects(tmp_path):
     assert (d.dynamic_mixing, d.dm_sir_range, d.dm_noise, d.dm_snr_range) == (False, (-5.0, 5.0), False, (0.0, 20.0))
     assert (d.batch_size, d.valid_batch_size, d.num_workers) == (8, 1, 2)
     o = cfg.optim
-    assert (o.name, o.lr, o.weight_decay, o.betas, o.grad_clip) == ("adam", 1e-3, 0.0, (0.9, 0.999), 5.0)
+    assert (o.name, o.lr, o.weight_decay, o.betas, o.eps, o.grad_clip) == ("adam", 1e-3, 0.0, (0.9, 0.999), 1e-8, 5.0)
     s = cfg.scheduler
     assert (s.name, s.factor, s.patience, s.decay) == ("plateau", 0.5, 2, "cosine")
     t = cfg.train
@@ -206,7 +206,7 @@ def test_config_from_dict_validates_too():
 # ------------------------------------------------------------------------------------------------ errors
 
 TOP_KEYS = "model, data, loss, optim, scheduler, train, stage2"
-OPTIM_KEYS = "name, lr, weight_decay, betas, grad_clip"
+OPTIM_KEYS = "name, lr, weight_decay, betas, eps, grad_clip"
 
 
 @pytest.mark.parametrize("extra, expected", [

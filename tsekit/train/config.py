@@ -456,6 +456,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _require(math.isfinite(optim.lr) and optim.lr > 0, "optim.lr", "> 0", optim.lr)
     _require(optim.weight_decay >= 0, "optim.weight_decay", ">= 0", optim.weight_decay)
     _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", "two values in [0, 1)", list(optim.betas))
+    _require(math.isfinite(optim.eps) and optim.eps > 0, "optim.eps", "> 0", optim.eps)
     _require(optim.grad_clip >= 0, "optim.grad_clip", ">= 0 (0 = off)", optim.grad_clip)
 
     _require(0 < sched.factor < 1, "scheduler.factor", "in (0, 1)", sched.factor)
