@@ -122,7 +122,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert out.read_text() == format_config(cfg)
     # every key is written out: the saved file alone describes the experiment
     saved = yaml.safe_load(out.read_text())
-    assert list(saved) == ["model", "data", "loss", "optim", "scheduler", "train", "stage2"]
+    assert list(saved) == ["model", "data", "loss", "optim", "scheduler", "train", "stage2", "distill"]
     assert saved["train"]["max_steps_per_epoch"] is None and saved["optim"]["betas"] == [0.9, 0.999]
 
 
@@ -227,7 +227,7 @@ OPTIM_KEYS = "name, lr, weight_decay, betas, eps, grad_clip"
     ("optim: {name: sgd}", "optim.name: expected one of adam, adamw, got 'sgd'"),
     ("stage2: {freeze: encoder}", "stage2.freeze: expected a list of str, got str 'encoder'"),
     ("loss: [{output: estimate}]", "missing key 'loss.0.name'"),
-    ("loss: [{name: l1}]", "loss.0.name: unknown loss 'l1'; valid losses: si_sdr, snr, speaker_ce"),
+    ("loss: [{name: l1}]", "loss.0.name: unknown loss 'l1'; valid losses: distill, si_sdr, snr, speaker_ce"),
     ("loss: []", "loss: needs at least one term"),
     ("loss: [{name: si_sdr}, {name: si_sdr, weight: 2}]", "loss.1: a second 'si_sdr@estimate' term"),
     ("loss: [{name: si_sdr, weight: -1}]", "loss.0.weight: must be >= 0, got -1.0"),
@@ -289,7 +289,7 @@ def test_unknown_model_lists_the_registered_ones(tmp_path):
     ("loss.first.weight=1", "loss.first: loss is a list of 4 items"),
     ("optim.lr.value=1", "optim.lr.value: optim.lr is a single value (float), it has no keys"),
     ("model.name=no_such_model", "model.name: unknown model 'no_such_model'"),
-    ("loss.0.name=l1", "loss.0.name: unknown loss 'l1'; valid losses: si_sdr, snr, speaker_ce"),
+    ("loss.0.name=l1", "loss.0.name: unknown loss 'l1'; valid losses: distill, si_sdr, snr, speaker_ce"),
 ])
 def test_override_errors_name_the_override_and_the_key(tmp_path, override, expected):
     message = load_error(write(tmp_path), ["train.epochs=2", override, "train.seed=3"])

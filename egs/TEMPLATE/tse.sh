@@ -31,6 +31,11 @@ describe_data_dir() {
 }
 
 all_sets="$train_set $valid_set $test_sets"
+conf=conf/$system.yaml
+# a system enrolled by noisy positive/negative clips gets them built in stage 2
+if [ -f "$conf" ] && tsekit train --config "$conf" --print-needs | grep -qw enroll_pos; then
+  posneg=true
+fi
 
 if run_stage 1; then
   log "stage 1: data preparation ($corpus from $corpus_root)"
@@ -62,8 +67,6 @@ if run_stage 2; then
   done
 fi
 
-conf=conf/$system.yaml
-
 if run_stage 3; then
   if [ -f "$conf" ] && ! tsekit train --config "$conf" --print-needs | grep -qw tokens; then
     log "stage 3: $system needs no codec tokens; skipped"
@@ -83,6 +86,22 @@ if run_stage 4; then
   if [ ! -f "$conf" ]; then
     log "no $conf; this recipe's systems: $(cd conf && ls -- *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')"
     exit 1
+  fi
+  # a system distilled from a teacher (distill.teacher: exp/<teacher>) trains the teacher first, with
+  # conf/<teacher>.yaml, unless it is trained already or the config points elsewhere
+  teacher=$(tsekit train --config "$conf" --print-config | awk '/^distill:/{d=1; next} /^[^ ]/{d=0}
+    d && $1 == "teacher:" && $2 != "null" {print $2}')
+  if [ -n "$teacher" ] && [ ! -f "$teacher/stage1/checkpoints/averaged.pt" ] && [ ! -f "$teacher" ]; then
+    teacher_conf=conf/$(basename "$teacher").yaml
+    if [ ! -f "$teacher_conf" ]; then
+      log "$conf distils from $teacher, which is not trained, and there is no $teacher_conf to train it"
+      exit 1
+    fi
+    log "stage 4: training the distillation teacher $teacher ($teacher_conf); log: $teacher/log/train_stage1.log"
+    # shellcheck disable=SC2086
+    $train_cmd --gpu "$ngpu" "$teacher/log/train_stage1.log" $launch --config "$teacher_conf" \
+      --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "$teacher" --device "$device"
+    grep -E "valid loss|already trained" "$teacher/log/train_stage1.log" | tail -3
   fi
   log "stage 4: training $system (stage 1); log: exp/$system/log/train_stage1.log"
   # shellcheck disable=SC2086

@@ -56,16 +56,24 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, data, out
 @click.command()
 @_common
 @click.option("--mix", "mixture", required=True, type=click.Path(dir_okay=False), help="Mixture audio file.")
-@click.option("--enroll", required=True, type=click.Path(dir_okay=False), help="Enrollment of the target speaker.")
+@click.option("--enroll", type=click.Path(dir_okay=False), help="Enrollment of the target speaker.")
+@click.option("--enroll-pos", type=click.Path(dir_okay=False),
+              help="Positive enrollment (the target among others), for the pos/neg systems.")
+@click.option("--enroll-neg", type=click.Path(dir_okay=False),
+              help="Negative enrollment (the others without the target), for the pos/neg systems.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output wav (16-bit).")
-def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, mixture, enroll, out) -> None:
+def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, mixture, enroll, enroll_pos, enroll_neg,
+            out) -> None:
     """Extract the enrolled speaker from one mixture file.
 
     \b
     tsekit extract --exp-dir exp/zspex --mix mixture.wav --enroll enroll.wav -o target.wav
+    tsekit extract --exp-dir exp/tfgridnet_posneg --mix mixture.wav --enroll-pos pos.wav --enroll-neg neg.wav \\
+                   -o target.wav
     """
     from tsekit.infer.extract import extract_file
 
-    path = extract_file(exp_dir, mixture, enroll, out, device=device, checkpoint=checkpoint,
-                        chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+    given = {"enroll": enroll, "enroll_pos": enroll_pos, "enroll_neg": enroll_neg}
+    path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
+                        checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
     click.echo(f"wrote {path}", err=True)

@@ -2,15 +2,18 @@
 
 An item is a dict: ``utt`` (str), ``mixture`` (T,), ``length`` (valid samples
 of ``mixture``; the rest is zero padding), and what the model ``needs``:
-``target`` (T,), ``enroll`` (Te,), ``speaker`` (int64 scalar). Only the tables
-those need are read (wav.scp always; spk1.scp for the target; enroll.scp, or
-spk2enroll + spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments; utt2spk
-for the speaker; noise1.scp for dynamic mixing with noise), so a data dir
-needs no more files than the model uses.
+``target`` (T,), ``enroll`` (Te,), ``speaker`` (int64 scalar), ``enroll_pos``,
+``enroll_neg``, ``enroll_clean`` (whole clips). Only the tables those need are
+read (wav.scp always; spk1.scp for the target; enroll.scp, or spk2enroll +
+spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments; utt2spk for the
+speaker; noise1.scp for dynamic mixing with noise; enroll_pos.scp,
+enroll_neg.scp, and enroll.scp for the clean enrollment behind the positive
+clip), so a data dir needs no more files than the model uses.
 
 Training (``train=True``) takes a random chunk of ``chunk_seconds`` (the same
 span of mixture and target; shorter rows are zero-padded), optionally a random
-``enroll_seconds`` crop of the enrollment, and may build a fresh mixture
+``enroll_seconds`` crop of the enrollment (and of the positive and negative clips, the clean
+enrollment sharing the positive's crop), and may build a fresh mixture
 (dynamic mixing: the row's target source plus the target source of a row of
 another speaker at a random SIR, plus optionally a random row's noise at a
 random SNR to the speech). Validation (``train=False``) gives whole rows as
@@ -46,15 +49,19 @@ from tsekit.data.enroll import utt2uniq_of, valid_candidates
 from tsekit.data.mixing import gain_for_ratio, loop_to_length, place
 from tsekit.data.table import read_list_table, read_table, sorted_keys
 
-SUPPORTED_NEEDS = ("enroll", "speaker", "target")
+# clips for systems enrolled by noisy positive/negative clips (tsekit enroll --posneg), cropped like ``enroll``;
+# enroll_clean is the clean enrollment the positive clip was made from (same length, same crop), a distillation
+# target
+CLIP_NEEDS = {"enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp", "enroll_clean": "enroll.scp"}
+SUPPORTED_NEEDS = ("enroll", "speaker", "target", *CLIP_NEEDS)
 ENROLL_MODES = ("fixed", "sampled")
 UNKNOWN_SPEAKER = -100  # torch.nn.CrossEntropyLoss ignores this target by default
 
 # One uniform draw per slot, always all of them and in this order, so turning
 # an option on or off never changes the other choices of an item.
 (CHUNK, ENROLL_ROW, ENROLL_CROP, INTERFERER_ROW, INTERFERER_CROP, INTERFERER_PLACE, SIR,
- NOISE_ROW, NOISE_CROP, SNR) = range(10)
-NUM_DRAWS = 10
+ NOISE_ROW, NOISE_CROP, SNR, POS_CROP, NEG_CROP) = range(12)
+NUM_DRAWS = 12
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,10 @@ class Example:
     noise_row: str = ""  # dynamic mixing with noise: the row whose noise1.scp audio is added
     noise_start: int = 0
     snr_db: float = 0.0
+    pos_start: int = 0  # the span of the positive clip (and of the clean enrollment inside it)
+    pos_frames: int = 0
+    neg_start: int = 0
+    neg_frames: int = 0
 
 
 def pick(u: float, count: int) -> int:
@@ -219,6 +230,7 @@ class TSEDataset(torch.utils.data.Dataset):
             names.add("utt2spk")
         if "enroll" in self.needs and not sampled:
             names.add("enroll.scp")
+        names.update(CLIP_NEEDS[need] for need in self.needs & set(CLIP_NEEDS))
         if self.dm_noise:
             names.add("noise1.scp")
         return sorted(names)
@@ -296,6 +308,12 @@ class TSEDataset(torch.utils.data.Dataset):
             enroll_start, enroll_frames = span(u[ENROLL_CROP], reader.length(entry, where), self.enroll_crop)
             choices.update(enroll_entry=entry, enroll_row=row, enroll_start=enroll_start,
                            enroll_frames=enroll_frames)
+        for need, slot in (("enroll_pos", POS_CROP), ("enroll_neg", NEG_CROP)):
+            if need in self.needs or (need == "enroll_pos" and "enroll_clean" in self.needs):
+                name = CLIP_NEEDS[need]
+                total_clip = reader.length(self.tables[name][utt], self._where(name, utt))
+                prefix = need.removeprefix("enroll_")
+                choices[f"{prefix}_start"], choices[f"{prefix}_frames"] = span(u[slot], total_clip, self.enroll_crop)
         if self.dynamic_mixing:
             choices.update(self._mixing_choices(u, utt, frames, reader))
         return Example(**choices)
@@ -359,6 +377,14 @@ class TSEDataset(torch.utils.data.Dataset):
         if "speaker" in self.needs:
             index_of = self.speaker_index.get(self.tables["utt2spk"][utt], UNKNOWN_SPEAKER)
             item["speaker"] = torch.tensor(index_of, dtype=torch.int64)
+        for need in sorted(self.needs & set(CLIP_NEEDS)):
+            start, frames = ((example.neg_start, example.neg_frames) if need == "enroll_neg" else
+                             (example.pos_start, example.pos_frames))  # the clean enrollment: the positive's span
+            item[need] = _tensor(self._read(reader, CLIP_NEEDS[need], utt, start, frames))
+        if "enroll_clean" in item and "enroll_pos" in item and len(item["enroll_clean"]) != len(item["enroll_pos"]):
+            raise TsekitError(f"{self._where('enroll_pos.scp', utt)}: {len(item['enroll_pos'])} samples, but the "
+                              f"clean enrollment it was made from has {len(item['enroll_clean'])} "
+                              "(rebuild it with tsekit enroll --posneg)")
         return item
 
 
@@ -370,7 +396,8 @@ def _pad_stack(signals: list[torch.Tensor]) -> torch.Tensor:
 
 
 def collate(items: list[dict]) -> dict:
-    """Batch items: signals zero-padded to the longest, ``lengths``/``enroll_lengths`` (int64), ``utts``."""
+    """Batch items: signals zero-padded to the longest, ``lengths``/``enroll_lengths``/``enroll_pos_lengths``/
+    ``enroll_neg_lengths`` (int64), ``utts``."""
     batch: dict = {
         "mixture": _pad_stack([item["mixture"] for item in items]),
         "lengths": torch.tensor([item.get("length", len(item["mixture"])) for item in items], dtype=torch.int64),
@@ -383,6 +410,11 @@ def collate(items: list[dict]) -> dict:
         batch["enroll_lengths"] = torch.tensor([len(item["enroll"]) for item in items], dtype=torch.int64)
     if "speaker" in items[0]:
         batch["speaker"] = torch.stack([torch.as_tensor(item["speaker"], dtype=torch.int64) for item in items])
+    for need in CLIP_NEEDS:
+        if need in items[0]:
+            batch[need] = _pad_stack([item[need] for item in items])
+            if need != "enroll_clean":  # as long as enroll_pos: its lengths are enroll_pos_lengths
+                batch[f"{need}_lengths"] = torch.tensor([len(item[need]) for item in items], dtype=torch.int64)
     return batch
 
 

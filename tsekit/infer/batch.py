@@ -64,8 +64,12 @@ def wav_path(out: Path, utt: str) -> Path:
     return out / "wav" / f"{utt}.wav"
 
 
-def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], dict[str, str] | None]:
-    """(utt -> mixture, utt -> enrollment or None when the model needs none), every row checked."""
+# the enrollment inputs a model may need, by batch key, and the data-dir files that hold them
+ENROLLMENT_FILES = {"enroll": "enroll.scp", "enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp"}
+
+
+def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """(utt -> mixture, batch key -> utt -> enrollment for each enrollment the model needs), every row checked."""
     if not data_dir.is_dir():
         raise TsekitError(f"{data_dir}: data directory not found")
     mixtures = read_table(data_dir / "wav.scp")
@@ -74,28 +78,28 @@ def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], 
     for utt in mixtures:
         if "/" in utt:
             raise TsekitError(f"{data_dir / 'wav.scp'}: utterance id {utt!r} contains '/'; cannot be a file name")
-    enroll = None
-    if "enroll" in needs:
-        if not (data_dir / "enroll.scp").is_file():
-            raise TsekitError(f"{data_dir / 'enroll.scp'}: file not found (run `tsekit enroll {data_dir}` first)")
-        enroll = read_table(data_dir / "enroll.scp")
-        missing = [u for u in mixtures if u not in enroll]
+    enrollments = {}
+    for key in sorted(needs & set(ENROLLMENT_FILES)):
+        path = data_dir / ENROLLMENT_FILES[key]
+        if not path.is_file():
+            posneg = " --posneg" if key != "enroll" else ""
+            raise TsekitError(f"{path}: file not found (run `tsekit enroll {data_dir}{posneg}` first)")
+        enrollments[key] = read_table(path)
+        missing = [u for u in mixtures if u not in enrollments[key]]
         if missing:
-            raise TsekitError(f"{data_dir / 'enroll.scp'}: no enrollment for {len(missing)} of {len(mixtures)} "
+            raise TsekitError(f"{path}: no enrollment for {len(missing)} of {len(mixtures)} "
                               f"utterances (e.g. {sorted_keys(missing)[0]})")
-    return mixtures, enroll
+    return mixtures, enrollments
 
 
-def check_rates(tables: dict[str, dict[str, str] | None], utts: list[str], rate: int, data_dir: Path) -> None:
+def check_rates(tables: dict[str, dict[str, str]], utts: list[str], rate: int, data_dir: Path) -> None:
     """Fail before any work when audio of this job is not at the model's rate (reads headers only).
 
-    ``tables``: scp file name -> its table (None: not used by the model).
+    ``tables``: scp file name -> its table.
     """
     from tsekit.data.audio import audio_info
 
     for name, table in tables.items():
-        if table is None:
-            continue
         for utt in utts:
             file_rate, _ = audio_info(table[utt], f"{data_dir / name}: {utt}")
             if file_rate != rate:
@@ -156,7 +160,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     utts = sorted_keys(mixtures)
     mine = shard(utts, job, nj) if job is not None else utts
     todo = [u for u in mine if not wav_path(out, u).is_file()]
-    check_rates({"wav.scp": mixtures, "enroll.scp": enrolls}, todo, rate, data_dir)
+    check_rates({"wav.scp": mixtures, **{ENROLLMENT_FILES[k]: v for k, v in enrolls.items()}}, todo, rate, data_dir)
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
     previous_threads = set_threads(nj, job)
@@ -167,7 +171,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     try:
         for utt in todo:
             mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
-            enroll = load_mono(enrolls[utt], f"{data_dir / 'enroll.scp'}: {utt}", rate) if enrolls else mixture[:0]
+            enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
+                      for k, table in enrolls.items()} or {"enroll": mixture[:0]}
             estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds)
             write_audio(wav_path(out, utt), estimate, rate)
             audio_seconds += len(mixture) / rate

@@ -155,9 +155,10 @@ def _fade_weights(starts: list[int], chunk: int) -> list[np.ndarray]:
     return weights
 
 
-def _run(model: TSEModel, mixtures: torch.Tensor, enroll: torch.Tensor) -> np.ndarray:
+def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.Tensor]) -> np.ndarray:
     """Model outputs (B, T) as float64 numpy, cut or zero-padded to the input length."""
-    estimate = model.extract(mixtures, enroll.expand(mixtures.shape[0], -1))
+    batch = mixtures.shape[0]
+    estimate = model.extract_enrolled(mixtures, {k: v.expand(batch, -1) for k, v in enrollments.items()})
     length = mixtures.shape[-1]
     if estimate.shape[-1] < length:
         estimate = torch.nn.functional.pad(estimate, (0, length - estimate.shape[-1]))
@@ -165,23 +166,27 @@ def _run(model: TSEModel, mixtures: torch.Tensor, enroll: torch.Tensor) -> np.nd
 
 
 @torch.no_grad()
-def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray, sample_rate: int,
-                     chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
+def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | dict[str, np.ndarray],
+                     sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                      device: str | torch.device | None = None) -> np.ndarray:
     """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
 
+    ``enroll`` is one enrollment, or the model's enrollment signals by batch key
+    (``{"enroll_pos": ..., "enroll_neg": ...}`` for the pos/neg systems).
     ``chunk_seconds`` None or 0 runs the whole input at once; else inputs
     longer than it go through overlapping chunks (module docstring).
     ``device`` defaults to the model's.
     """
     mixture = np.asarray(mixture, dtype=np.float32)
-    enroll = np.asarray(enroll, dtype=np.float32)
-    if mixture.ndim != 1 or enroll.ndim != 1:
-        raise TsekitError(f"expected mono audio, got mixture {mixture.shape} and enrollment {enroll.shape}")
+    enrollments = {k: np.asarray(v, dtype=np.float32)
+                   for k, v in (enroll if isinstance(enroll, dict) else {"enroll": enroll}).items()}
+    if mixture.ndim != 1 or any(v.ndim != 1 for v in enrollments.values()):
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in enrollments.items())
+        raise TsekitError(f"expected mono audio, got mixture {mixture.shape} and {shapes}")
     if device is None:
         device = next(model.parameters()).device
     mix = torch.from_numpy(mixture).to(device)
-    enroll_t = torch.from_numpy(enroll).to(device).unsqueeze(0)
+    enroll_t = {k: torch.from_numpy(v).to(device).unsqueeze(0) for k, v in enrollments.items()}
     length = len(mixture)
     chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
     if chunk <= 0 or length <= chunk:
@@ -213,21 +218,29 @@ def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
     return samples
 
 
-def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str, out: str | os.PathLike,
+def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[str, str], out: str | os.PathLike,
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0) -> Path:
-    """``tsekit extract``: one mixture file + one enrollment file -> ``out`` (16-bit wav, atomic).
+    """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
 
-    ``chunk_seconds`` None takes the config's default; 0 never chunks (as ``tsekit infer``).
+    ``enroll`` is one enrollment file, or files by batch key (``enroll_pos``, ``enroll_neg``); they must be
+    the enrollments the model needs. ``chunk_seconds`` None takes the config's default; 0 never chunks (as
+    ``tsekit infer``).
     """
     from tsekit.data.audio import write_audio
 
     model, cfg = load_experiment(exp_dir, checkpoint, device)
+    enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
+    wanted = sorted(model.needs & {"enroll", "enroll_pos", "enroll_neg"})
+    if sorted(enroll) != wanted:
+        options = " and ".join("--" + k.replace("_", "-") for k in wanted)
+        raise TsekitError(f"model {cfg.model.name} is enrolled with {options or 'no enrollment'}; "
+                          f"given: {' '.join('--' + k.replace('_', '-') for k in sorted(enroll)) or 'none'}")
     rate = cfg.data.sample_rate
     mixture_samples = load_mono(mixture, "--mix", rate)
-    enroll_samples = load_mono(enroll, "--enroll", rate)
+    enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
-    estimate = extract_waveform(model, mixture_samples, enroll_samples, rate, chunk_seconds, overlap_seconds)
+    estimate = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds)
     write_audio(out, estimate, rate)
     return Path(out)

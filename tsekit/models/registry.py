@@ -8,6 +8,8 @@ behind `extract`, so inference and scoring never branch on the system.
 Batch keys (tensors, batch first):
   mixture (B, T)   target (B, T)   enroll (B, Te)   enroll_lengths (B,)   lengths (B,)
   speaker (B,) int64: index of the target speaker in the training speaker list (for speaker CE)
+  enroll_pos (B, Tp), enroll_neg (B, Tn) [+ _lengths]: noisy positive/negative enrollments
+  enroll_clean (B, Tp): the clean enrollment inside enroll_pos (a distillation input)
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ class TSEModel(torch.nn.Module, abc.ABC):
         batch = {"mixture": mixture, "enroll": enroll,
                  "enroll_lengths": torch.full((enroll.shape[0],), enroll.shape[-1], dtype=torch.long)}
         return self.forward(batch)["estimate"]
+
+    def extract_enrolled(self, mixture: torch.Tensor, enrollments: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Target speech (B, T) from mixtures and the enrollment signals the model needs, by batch key.
+
+        What inference calls: a system enrolled otherwise than by one ``enroll`` clip (the pos/neg systems)
+        overrides it, so inference never branches on the system.
+        """
+        return self.extract(mixture, enrollments["enroll"])
 
 
 def model_params(name: str) -> dict[str, inspect.Parameter]:

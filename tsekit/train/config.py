@@ -139,6 +139,20 @@ class Stage2Config:
     enabled: bool = False  # the system trains a second stage (recipe stage 5)
     init_from: str | None = None  # stage-1 checkpoint to start from
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that stay fixed
+    loss: list[LossTerm] | None = None  # stage 2's loss; null = the top-level loss
+
+
+@dataclass
+class DistillConfig:
+    """Stage-1 distillation towards a frozen teacher (tfgridnet_posneg): the teacher's targets join the batch.
+
+    The teacher is a trained experiment (its root, a stage folder or a checkpoint file); its
+    ``distillation_targets(batch)`` adds the batch keys a ``distill`` loss term compares the student's output
+    with, and the student's ``distill_needs`` are read from the data besides its ``needs``.
+    """
+
+    teacher: str | None = None  # null: no distillation
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that stay fixed while distilling
 
 
 @dataclass
@@ -150,6 +164,7 @@ class ExperimentConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -423,6 +438,23 @@ def _check_model_params(cfg: ExperimentConfig) -> None:
     cfg.model.params = params
 
 
+def _check_loss(terms: list[LossTerm], key: str, known: dict) -> list[str]:
+    """The labels of a loss list, checked: known names, weights >= 0, no label twice."""
+    if not terms:
+        raise _Problem(key, f"{key}: needs at least one term")
+    labels: list[str] = []
+    for i, term in enumerate(terms):
+        if term.name not in known:
+            raise _Problem(f"{key}.{i}.name", f"{key}.{i}.name: unknown loss {term.name!r};"
+                                              f" valid losses: {', '.join(sorted(known))}")
+        _require(math.isfinite(term.weight) and term.weight >= 0, f"{key}.{i}.weight", ">= 0", term.weight)
+        if term.label in labels:
+            raise _Problem(f"{key}.{i}", f"{key}.{i}: a second {term.label!r} term; "
+                                         "terms need different names, outputs or targets")
+        labels.append(term.label)
+    return labels
+
+
 def _check_values(cfg: ExperimentConfig) -> None:
     """Ranges and cross-field rules that the types alone do not express."""
     from tsekit.train.losses import LOSSES
@@ -440,18 +472,9 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _require(data.valid_batch_size >= 1, "data.valid_batch_size", ">= 1", data.valid_batch_size)
     _require(data.num_workers >= 0, "data.num_workers", ">= 0", data.num_workers)
 
-    if not cfg.loss:
-        raise _Problem("loss", "loss: needs at least one term")
-    labels: list[str] = []
-    for i, term in enumerate(cfg.loss):
-        if term.name not in LOSSES:
-            raise _Problem(f"loss.{i}.name", f"loss.{i}.name: unknown loss {term.name!r};"
-                                             f" valid losses: {', '.join(sorted(LOSSES))}")
-        _require(math.isfinite(term.weight) and term.weight >= 0, f"loss.{i}.weight", ">= 0", term.weight)
-        if term.label in labels:
-            raise _Problem(f"loss.{i}", f"loss.{i}: a second {term.label!r} term; "
-                                        "terms need different names, outputs or targets")
-        labels.append(term.label)
+    labels = _check_loss(cfg.loss, "loss", LOSSES)
+    if cfg.stage2.loss is not None:
+        labels += _check_loss(cfg.stage2.loss, "stage2.loss", LOSSES)
 
     _require(math.isfinite(optim.lr) and optim.lr > 0, "optim.lr", "> 0", optim.lr)
     _require(optim.weight_decay >= 0, "optim.weight_decay", ">= 0", optim.weight_decay)

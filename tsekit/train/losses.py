@@ -158,3 +158,22 @@ def speaker_cross_entropy(outputs: dict, batch: dict, term: LossTerm) -> torch.T
                           "training speakers")
     known = speaker >= 0
     return F.cross_entropy(logits, speaker.clamp_min(0), reduction="none") * known
+
+
+@register_loss("distill")
+def feature_distillation(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
+    """Mean squared error between a feature map (B, C, frames, F) and a teacher's, over valid frames.
+
+    The teacher's map is ``batch[term.target]`` and its valid frame counts ``batch[term.target + "_frames"]``
+    (both put in the batch by the trainer from the teacher's ``distillation_targets``).
+    """
+    student = _get(outputs, term.output, "model output").float()
+    teacher = _get(batch, term.target, "batch key").float().to(student.device)
+    frames = _get(batch, f"{term.target}_frames", "batch key").to(student.device)
+    if teacher.shape != student.shape or student.dim() != 4:
+        raise TsekitError(f"loss {term.label}: the student's {tuple(student.shape)} and the teacher's "
+                          f"{tuple(teacher.shape)} feature maps differ (the teacher needs the student's STFT "
+                          "and embedding sizes)")
+    valid = (torch.arange(student.shape[2], device=student.device)[None, :] < frames[:, None]).float()
+    squared = (student - teacher).pow(2).mean(dim=(1, 3))  # (B, frames)
+    return (squared * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)

@@ -157,16 +157,30 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _init_from(model: torch.nn.Module, path: str, freeze: list[str]) -> str:
+def _init_from(model: torch.nn.Module, path: str) -> str:
     state = ckpt.load_checkpoint(path)["model"]
     missing, unexpected = model.load_state_dict(state, strict=False)
+    return f"initialised from {path} ({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+
+
+def _freeze(model: torch.nn.Module, prefixes: list[str]) -> str:
     frozen = 0
     for name, parameter in model.named_parameters():
-        if any(name.startswith(prefix) for prefix in freeze):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
             parameter.requires_grad_(False)
             frozen += parameter.numel()
-    return (f"initialised from {path} ({len(missing)} missing, {len(unexpected)} unexpected tensors); "
-            f"{frozen} parameters frozen")
+    return f"{frozen} parameters frozen ({', '.join(prefixes)})"
+
+
+def _load_teacher(where: str, device: torch.device) -> torch.nn.Module:
+    """The frozen distillation teacher: an experiment root, a stage folder or a checkpoint file."""
+    from tsekit.infer.extract import load_experiment
+
+    teacher, teacher_cfg = load_experiment(where, where if Path(where).is_file() else None, device)
+    if not hasattr(teacher, "distillation_targets"):
+        raise TsekitError(f"distill.teacher {where}: model {teacher_cfg.model.name} cannot be a distillation "
+                          "teacher (it has no distillation_targets)")
+    return teacher.requires_grad_(False).eval()
 
 
 def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp_dir: str | os.PathLike,
@@ -193,15 +207,30 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
     messages = []
     frozen_prefixes: list[str] = []
     if stage > 1 and cfg.stage2.init_from:
-        messages.append(_init_from(model, cfg.stage2.init_from, cfg.stage2.freeze))
+        messages.append(_init_from(model, cfg.stage2.init_from))
         frozen_prefixes = [p.rstrip(".") for p in cfg.stage2.freeze]
+    teacher, needs = None, model.needs
+    if stage == 1 and cfg.distill.teacher:
+        teacher = _load_teacher(cfg.distill.teacher, dist.device)
+        needs = needs | getattr(model, "distill_needs", frozenset())
+        frozen_prefixes = [p.rstrip(".") for p in cfg.distill.freeze]
+        messages.append(f"distilling towards {cfg.distill.teacher}")
+    if frozen_prefixes:
+        messages.append(_freeze(model, frozen_prefixes))
+    terms = cfg.stage2.loss if stage > 1 and cfg.stage2.loss else cfg.loss
+
+    def batch_loss(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        if teacher is not None:
+            batch = {**batch, **teacher.distillation_targets(batch)}
+        return compute_loss(net(batch), batch, terms)
+
     data = cfg.data
-    train_set = TSEDataset(train_data, model.needs, data.sample_rate, train=True, chunk_seconds=data.chunk_seconds,
+    train_set = TSEDataset(train_data, needs, data.sample_rate, train=True, chunk_seconds=data.chunk_seconds,
                            enroll=data.enroll, enroll_seconds=data.enroll_seconds,
                            dynamic_mixing=data.dynamic_mixing, dm_sir_range=tuple(data.dm_sir_range),
                            dm_noise=data.dm_noise, dm_snr_range=tuple(data.dm_snr_range), speakers=speakers,
                            seed=cfg.train.seed)
-    valid_set = TSEDataset(valid_data, model.needs, data.sample_rate, train=False, chunk_seconds=None,
+    valid_set = TSEDataset(valid_data, needs, data.sample_rate, train=False, chunk_seconds=None,
                            enroll="fixed", speakers=speakers, seed=cfg.train.seed)
     steps_per_epoch = len(train_set) // (data.batch_size * dist.world)
     if cfg.train.max_steps_per_epoch:
@@ -270,7 +299,7 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
                 break
             batch = _to_device(batch, dist.device)
             with torch.autocast(dist.device.type, enabled=amp):
-                loss, parts = compute_loss(wrapped(batch), batch, cfg.loss)
+                loss, parts = batch_loss(wrapped, batch)
             optimizer.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 scaler.scale(loss).backward()
@@ -302,7 +331,7 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
                 snapshot()  # the other ranks join all_gather_object
         bar.close()
         # the bare model: DDP's forward would sync buffers, a collective that uneven shards would hang
-        valid = validate(model, valid_set, cfg, dist, compute_loss, collate)
+        valid = validate(model, valid_set, cfg, dist, batch_loss, [t.label for t in terms], collate)
         valid_loss = valid[cfg.train.valid_metric]  # what plateau and the best-N selection follow
         if scheduler is not None and not per_step:
             scheduler.step(valid_loss)
@@ -330,17 +359,17 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
 
 
 @torch.no_grad()
-def validate(model, dataset, cfg, dist: Distributed, compute_loss, collate) -> dict[str, float]:
+def validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[str], collate) -> dict[str, float]:
     """Mean total loss ("loss") and mean of every loss term over the validation set, across ranks."""
     model.eval()
     sampler = EpochSampler(len(dataset), 0, 0, False, dist.rank, dist.world, 1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.valid_batch_size, sampler=sampler,
                                          num_workers=cfg.data.num_workers, collate_fn=collate)
-    sums: dict[str, float] = {"loss": 0.0, **{term.label: 0.0 for term in cfg.loss}}
+    sums: dict[str, float] = {"loss": 0.0, **{label: 0.0 for label in labels}}
     count = 0
     for batch in loader:
         batch = _to_device(batch, dist.device)
-        loss, parts = compute_loss(model(batch), batch, cfg.loss)
+        loss, parts = batch_loss(model, batch)
         size = batch["mixture"].shape[0]
         for label, value in {"loss": loss.item(), **parts}.items():
             sums[label] += value * size
