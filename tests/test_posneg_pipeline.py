@@ -36,7 +36,7 @@ def student(name: str, teacher: Path) -> dict:
             "data": {"sample_rate": RATE, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
             "loss": [{"name": "distill", "output": "cue", "target": "teacher_features"}],
             "distill": {"teacher": str(teacher), "freeze": ["extractor"]},
-            "stage2": {"enabled": True, "freeze": ["enroll_encoder", "head"], "loss": [{"name": "snr"}]},
+            "stage2": {"enabled": True, "freeze": ["enroll_encoder", "head"], "loss": [{"name": "snr"}], "epochs": 3},
             "optim": {"lr": 0.01},
             "train": {"epochs": 2, "log_interval": 1}}
 
@@ -123,6 +123,7 @@ def test_teacher_distillation_then_frozen_extractor_training_then_inference(data
     assert cue_path and all(torch.equal(start[k], trained[k]) for k in cue_path)
     assert any(not torch.equal(start[k], trained[k]) for k in extractor)
     assert losses(stage2, "train/snr@estimate") and not losses(stage2, "train/distill@cue:teacher_features")
+    assert len(losses(stage2, "valid/loss")) == 3  # stage2.epochs
 
     summary = infer_data_dir(tmp_path / "exp", data / "dev", tmp_path / "out")
     rows = read_table(data / "dev" / "wav.scp")

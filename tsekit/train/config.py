@@ -140,6 +140,7 @@ class Stage2Config:
     init_from: str | None = None  # stage-1 checkpoint to start from
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that stay fixed
     loss: list[LossTerm] | None = None  # stage 2's loss; null = the top-level loss
+    epochs: int | None = None  # stage 2's train.epochs; null = the same
 
 
 @dataclass
@@ -492,6 +493,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
                  sched.min_lr)
 
     _require(train.epochs >= 1, "train.epochs", ">= 1", train.epochs)
+    _require(cfg.stage2.epochs is None or cfg.stage2.epochs >= 1, "stage2.epochs", ">= 1 or null", cfg.stage2.epochs)
     _require(train.keep_best >= 1, "train.keep_best", ">= 1", train.keep_best)
     _require(train.max_nonfinite >= 0, "train.max_nonfinite", ">= 0", train.max_nonfinite)
     _require(train.log_interval >= 1, "train.log_interval", ">= 1", train.log_interval)

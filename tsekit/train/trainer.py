@@ -22,6 +22,7 @@ normalise a training batch with the statistics of each process's part of it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -193,6 +194,8 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
     from tsekit.train.config import config_to_dict, save_config
     from tsekit.train.losses import compute_loss
 
+    if stage > 1 and cfg.stage2.epochs:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=cfg.stage2.epochs))
     dist = Distributed(device)
     train_data, valid_data = Path(train_data), Path(valid_data)
     stage_dir = Path(exp_dir) / f"stage{stage}"
