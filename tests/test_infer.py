@@ -38,13 +38,7 @@ TINY = {
 ONE_LSB = 1.5 / 32768  # 16-bit files: runs with other thread counts may round a sample the other way
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these tiny models gain nothing from more, and lose much when the cores are busy."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

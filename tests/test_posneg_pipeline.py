@@ -41,12 +41,7 @@ def student(name: str, teacher: Path) -> dict:
             "train": {"epochs": 2, "log_interval": 1}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,7 @@ def distillation_loss(outputs: dict, teacher: torch.nn.Module, batch: dict) -> t
     return feature_distillation(outputs, {**batch, **teacher.distillation_targets(batch)}, DISTILL).mean()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(name: str, seed: int = 0, **params) -> torch.nn.Module:
