@@ -3,7 +3,7 @@
 An item is a dict: ``utt`` (str), ``mixture`` (T,), ``length`` (valid samples
 of ``mixture``; the rest is zero padding), and what the model ``needs``:
 ``target`` (T,), ``enroll`` (Te,), ``speaker`` (int64 scalar), ``enroll_pos``,
-``enroll_neg``, ``enroll_clean`` (whole clips). Only the tables those need are
+``enroll_neg``, ``enroll_clean`` (clips). Only the tables those need are
 read (wav.scp always; spk1.scp for the target; enroll.scp, or spk2enroll +
 spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments; utt2spk for the
 speaker; noise1.scp for dynamic mixing with noise; enroll_pos.scp,

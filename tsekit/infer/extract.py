@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from tsekit import TsekitError
+from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.train import checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
 
     model, cfg = load_experiment(exp_dir, checkpoint, device)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
-    wanted = sorted(model.needs & {"enroll", "enroll_pos", "enroll_neg"})
+    wanted = sorted(model.needs & set(ENROLLMENT_FILES))
     if sorted(enroll) != wanted:
         options = " and ".join("--" + k.replace("_", "-") for k in wanted)
         raise TsekitError(f"model {cfg.model.name} is enrolled with {options or 'no enrollment'}; "
