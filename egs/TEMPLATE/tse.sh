@@ -97,10 +97,19 @@ if run_stage 4; then
       log "$conf distils from $teacher, which is not trained, and there is no $teacher_conf to train it"
       exit 1
     fi
+    # the teacher classifies the training speakers, so it is validated on held-out utterances of those speakers
+    # (the speakers of $valid_set are unknown to it and would give it a zero loss)
+    teacher_train=data/${train_set}_teacher_train
+    teacher_valid=data/${train_set}_teacher_valid
+    if [ -f "$teacher_train/wav.scp" ] && [ -f "$teacher_valid/wav.scp" ]; then
+      log "$teacher_train and $teacher_valid exist; skipping the hold-out split (remove them to split again)"
+    else
+      tsekit data holdout "data/$train_set" --train-out "$teacher_train" --heldout-out "$teacher_valid" --seed "$seed"
+    fi
     log "stage 4: training the distillation teacher $teacher ($teacher_conf); log: $teacher/log/train_stage1.log"
     # shellcheck disable=SC2086
     $train_cmd --gpu "$ngpu" "$teacher/log/train_stage1.log" $launch --config "$teacher_conf" \
-      --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "$teacher" --device "$device"
+      --train-data "$teacher_train" --valid-data "$teacher_valid" --exp-dir "$teacher" --device "$device"
     grep -E "valid loss|already trained" "$teacher/log/train_stage1.log" | tail -3
   fi
   log "stage 4: training $system (stage 1); log: exp/$system/log/train_stage1.log"

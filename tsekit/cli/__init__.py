@@ -55,7 +55,7 @@ class LazyGroup(click.Group):
 COMMAND_HELP = {
     "prepare": "Corpus on disk -> Kaldi data dirs (stage 1); synthesize the mini corpus.",
     "enroll": "Enrollment lists: enroll.scp, spk2enroll, noisy pos/neg enrollments (stage 2).",
-    "data": "Validate, split and subset Kaldi data dirs.",
+    "data": "Validate, split, subset and hold out parts of Kaldi data dirs.",
     "score": "Metrics of estimates against references: SI-SDR(i), PESQ, STOI, DNSMOS, WER, ... (stage 7).",
     "train": "Train a system from an experiment config (stages 4-5).",
     "infer": "Extract the target speaker of every row of a data dir with a trained experiment (stage 6).",

@@ -1,4 +1,4 @@
-"""tsekit data validate | split | subset."""
+"""tsekit data validate | split | subset | holdout."""
 
 import sys
 
@@ -7,7 +7,7 @@ import click
 
 @click.group()
 def data() -> None:
-    """Validate, split and subset Kaldi data dirs."""
+    """Validate, split, subset and hold out parts of Kaldi data dirs."""
 
 
 @data.command()
@@ -55,3 +55,27 @@ def subset(data_dir: str, utt_list: str, out: str) -> None:
 
     subset_data_dir(data_dir, utt_list, out)
     click.echo(f"wrote {out} ({len(read_table(f'{out}/wav.scp'))} rows)")
+
+
+@data.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--train-out", required=True, type=click.Path(file_okay=False),
+              help="Data dir of the rows whose target is not held out.")
+@click.option("--heldout-out", required=True, type=click.Path(file_okay=False),
+              help="Data dir of the rows whose target source utterance is held out.")
+@click.option("--per-speaker", default=2, show_default=True, type=int,
+              help="Source utterances held out per speaker (at least 2 when DATA_DIR has enroll.scp).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the held-out draw and the enrollments.")
+def holdout(data_dir: str, train_out: str, heldout_out: str, per_speaker: int, seed: int) -> None:
+    """Split DATA_DIR by source utterance into --train-out and --heldout-out.
+
+    Per speaker, --per-speaker of its source utterances (utt2uniq) are held
+    out: rows with such a target go to --heldout-out, all others to
+    --train-out, so a speaker classifier is validated on unseen utterances of
+    its training speakers. Enrollment lists are drawn anew within each part;
+    pos/neg clips are not carried. A rerun with the same options rewrites
+    nothing.
+    """
+    from tsekit.data.holdout import holdout_data_dir
+
+    click.echo(holdout_data_dir(data_dir, train_out, heldout_out, per_speaker=per_speaker, seed=seed).summary())
