@@ -305,7 +305,8 @@ def read_records(data: Path) -> dict[str, dict[str, str]]:
 
 
 def cut(source: np.ndarray, offset: int, length: int) -> np.ndarray:
-    if offset >= 0:
+    """A recorded segment: a long source cut at offset; a short one placed after -offset zeros (0 too)."""
+    if len(source) >= length:
         return source[offset : offset + length]
     out = np.zeros(length)
     out[-offset : -offset + len(source)] = source
@@ -440,5 +441,247 @@ def test_prepared_libri2mix_gets_valid_lists(tmp_path):
     utt2uniq, wav = read_table(data / "utt2uniq"), read_table(data / "wav.scp")
     for utt, chosen in read_table(data / "utt2enroll").items():
         assert utt2uniq[chosen] != utt2uniq[utt] and wav[chosen] != wav[utt]
+    result = runner.invoke(cli, ["data", "validate", str(data)])
+    assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- pos/neg: several interferers, noise
+
+
+def floats(field: str) -> list[float]:
+    return [float(x) for x in field.split(",")]
+
+
+def ints(field: str) -> list[int]:
+    return [int(x) for x in field.split(",")]
+
+
+def tile(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """The documented noise segment: sample i is noise[(offset + i) % len(noise)]."""
+    return noise[(offset + np.arange(length)) % len(noise)]
+
+
+def power(samples: np.ndarray) -> float:
+    return float(np.sum(samples**2))
+
+
+def speech_parts(record: dict[str, str], spk1: dict[str, str], length: int) -> tuple[list, list]:
+    """(interferer parts of the positive, parts of the negative), each segment times its recorded gain."""
+    def parts(rows: str, offsets: str, gains: str) -> list[np.ndarray]:
+        return [gain * cut(read_audio(spk1[row]), offset, length)
+                for row, offset, gain in zip(rows.split(","), ints(offsets), floats(gains), strict=True)]
+
+    return (parts(record["interferer"], record["interferer_offset"], record["interferer_gain"]),
+            parts(record["negative"], record["negative_offset"], record["negative_gain"]))
+
+
+def write_noise(path: Path, seconds: float, seed: int, channels: int = 1, rate: int = RATE) -> np.ndarray:
+    """A noise file (channel 1 differs from channel 0); returns channel 0 as written (16-bit)."""
+    rng = np.random.default_rng(seed)
+    samples = (0.1 * rng.standard_normal((int(rate * seconds), channels))).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples if channels > 1 else samples[:, 0], rate, subtype="PCM_16")
+    return sf.read(path, dtype="float64", always_2d=True)[0][:, 0]
+
+
+def check_noisy_clips(data: Path, noises: dict[str, np.ndarray]) -> list[float]:
+    """Every clip is scale * (speech + noise) as recorded, at the recorded SNR; returns the SNRs."""
+    records = read_records(data)
+    pos, neg = read_table(data / "enroll_pos.scp"), read_table(data / "enroll_neg.scp")
+    enroll, spk1 = read_table(data / "enroll.scp"), read_table(data / "spk1.scp")
+    snrs = []
+    for utt, record in records.items():
+        target = read_audio(enroll[utt])
+        n, scale = len(target), float(record["scale"])
+        interferers, negatives = speech_parts(record, spk1, n)
+        speech = scale * (target + sum(interferers))
+        positive, negative = read_audio(pos[utt]), read_audio(neg[utt])
+        noise = noises[record["noise"]]
+        positive_noise = scale * float(record["noise_gain"]) * tile(noise, int(record["noise_offset"]), n)
+        negative_noise = scale * float(record["negative_noise_gain"]) * tile(
+            noise, int(record["negative_noise_offset"]), n
+        )
+        np.testing.assert_allclose(positive, speech + positive_noise, atol=2e-4)
+        np.testing.assert_allclose(negative, scale * sum(negatives) + negative_noise, atol=2e-4)
+        residual = positive - speech  # measured: what the clip holds beyond the speech
+        assert corr(residual, positive_noise) > 0.999
+        snr = 10 * np.log10(power(speech) / power(residual))
+        assert snr == pytest.approx(float(record["snr_db"]), abs=0.05)
+        # the negative's noise is as loud as the positive's: one scene, with and without the target
+        assert power(negative - scale * sum(negatives)) == pytest.approx(power(residual), rel=0.01)
+        snrs.append(float(record["snr_db"]))
+    return snrs
+
+
+def test_posneg_two_interferers_hold_what_the_record_says(corpus):
+    _, data = corpus
+    result = invoke(data, "--posneg", "--seed", "3", "--interferers", "2")
+    assert result.exit_code == 0, result.output
+    assert "14 rows written" in result.output and "2 interferers" in result.output
+    records = read_records(data)
+    assert list(next(iter(records.values()))) == [  # no noise: the columns of the 1-interferer record
+        "utt", "enroll", "interferer", "interferer_offset", "negative", "negative_offset",
+        "sir_db", "interferer_gain", "negative_gain", "scale",
+    ]
+    pos, neg = read_table(data / "enroll_pos.scp"), read_table(data / "enroll_neg.scp")
+    enroll, spk1 = read_table(data / "enroll.scp"), read_table(data / "spk1.scp")
+    utt2spk, wav, utt2uniq = (read_table(data / f) for f in ("utt2spk", "wav.scp", "utt2uniq"))
+    sirs = []
+    for utt, record in records.items():
+        rows, negative_rows = record["interferer"].split(","), record["negative"].split(",")
+        assert len(rows) == len(negative_rows) == len(floats(record["sir_db"])) == 2
+        speakers = [utt2spk[r] for r in rows]
+        mixture_speakers = {utt2spk[u] for u in wav if wav[u] == wav[utt]}
+        # 4 speakers, 2 in the mixture: the two interferers are exactly the two others
+        assert len(set(speakers)) == 2 and set(speakers) == set(SPEAKERS) - mixture_speakers
+        assert [utt2spk[r] for r in negative_rows] == speakers
+        assert all(utt2uniq[a] != utt2uniq[b] for a, b in zip(rows, negative_rows, strict=True))
+        target = read_audio(enroll[utt])
+        scale = float(record["scale"])
+        interferers, negatives = speech_parts(record, spk1, len(target))
+        positive, negative = read_audio(pos[utt]), read_audio(neg[utt])
+        np.testing.assert_allclose(positive, scale * (target + sum(interferers)), atol=2e-4)
+        np.testing.assert_allclose(negative, scale * sum(negatives), atol=2e-4)
+        for part, negative_part, sir in zip(interferers, negatives, floats(record["sir_db"]), strict=True):
+            # each interferer at its own SIR; its negative utterance at the same level
+            assert 10 * np.log10(power(target) / power(part)) == pytest.approx(sir, abs=0.01)
+            assert power(negative_part) == pytest.approx(power(part), rel=1e-3)
+            assert corr(positive, part) > 0.2 and abs(corr(negative, part)) < 0.1
+            sirs.append(sir)
+        assert abs(corr(negative, target)) < 0.1
+        assert max(np.abs(positive).max(), np.abs(negative).max()) <= 0.9 + 1e-4
+    assert all(-5 <= s <= 5 for s in sirs) and max(sirs) - min(sirs) > 1
+
+
+def test_posneg_noise_from_noise1_scp(corpus):
+    split, data = corpus
+    # the fixture's corpus is clean: give every mixture its own noise file, as Libri2Mix mix_both does;
+    # short files (tiled under a clip) and long ones, stereo (channel 0 counts)
+    noises, noise1 = {}, {}
+    for number, utts in enumerate(MIXTURES):
+        path = split / "noise" / f"{'_'.join(utts)}.wav"
+        noises[str(path)] = write_noise(path, 0.25 if number % 2 else 1.2, seed=number, channels=2)
+        for index, utt in enumerate(utts, 1):
+            noise1[f"{speaker_of(utt)}-{'_'.join(utts)}-s{index}"] = str(path)
+    write_table(data / "noise1.scp", noise1)
+    result = invoke(data, "--posneg", "--posneg-noise", "scp", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert "noise from 7 files at SNR uniform in [0, 10] dB" in result.output
+    records = read_records(data)
+    wav = read_table(data / "wav.scp")
+    for utt, record in records.items():
+        own = {noise1[u] for u in wav if wav[u] == wav[utt]}
+        assert record["noise"] in noises and record["noise"] not in own  # never the mixture's own noise
+    snrs = check_noisy_clips(data, noises)
+    assert all(0 <= s <= 10 for s in snrs) and max(snrs) - min(snrs) > 1
+    assert len({r["noise"] for r in records.values()}) > 2  # drawn per row
+
+
+def test_posneg_noise_from_folder_with_two_interferers(corpus, tmp_path):
+    _, data = corpus
+    folder = tmp_path / "wham_noise" / "tr"
+    noises = {str(folder / "a.wav"): write_noise(folder / "a.wav", 0.3, seed=10),
+              str(folder / "sub" / "b.wav"): write_noise(folder / "sub" / "b.wav", 2.0, seed=11)}
+    (folder / "notes.txt").write_text("not audio\n")
+    result = invoke(data, "--posneg", "--interferers", "2", "--posneg-noise", folder,
+                    "--snr-min", "-3", "--snr-max", "3")
+    assert result.exit_code == 0, result.output
+    records = read_records(data)
+    assert {r["noise"] for r in records.values()} == set(noises)
+    assert all(len(r["interferer"].split(",")) == 2 for r in records.values())
+    snrs = check_noisy_clips(data, noises)
+    assert all(-3 <= s <= 3 for s in snrs)
+
+
+def test_posneg_rerun_with_same_options_is_noop_and_other_options_rebuild(corpus, tmp_path):
+    _, data = corpus
+    folder = tmp_path / "noise"
+    write_noise(folder / "n1.wav", 1.0, seed=1)
+    write_noise(folder / "n2.wav", 1.0, seed=2)
+    assert invoke(data, "--posneg").exit_code == 0
+    outputs = sorted((data / "enroll_posneg").rglob("*.wav")) + [
+        data / "enroll_pos.scp", data / "enroll_neg.scp", data / "enroll_posneg.tsv",
+        data / "enroll_posneg" / "progress.tsv",
+    ]
+    default = {p: p.read_bytes() for p in outputs}
+    first_interferers = {u: r["interferer"] for u, r in read_records(data).items()}
+    options = ["--posneg", "--interferers", "2", "--posneg-noise", folder]
+    result = invoke(data, *options)
+    assert result.exit_code == 0 and "14 rows written, 0 already done" in result.output
+    records = read_records(data)
+    assert {u: r["interferer"].split(",")[0] for u, r in records.items()} == first_interferers
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
+    result = invoke(data, *options)
+    assert result.exit_code == 0 and "0 rows written, 14 already done" in result.output
+    assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
+    result = invoke(data, *options, "--snr-min", "20", "--snr-max", "30")
+    assert result.exit_code == 0 and "14 rows written, 0 already done" in result.output
+    result = invoke(data, "--posneg", "--interferers", "2")  # noise dropped
+    assert result.exit_code == 0 and "14 rows written, 0 already done" in result.output
+    assert "noise" not in (data / "enroll_posneg.tsv").read_text().splitlines()[0]
+    result = invoke(data, "--posneg")  # back to the defaults: the very same files as the first run
+    assert result.exit_code == 0 and "14 rows written, 0 already done" in result.output
+    assert {p: p.read_bytes() for p in outputs} == default
+
+
+def test_posneg_three_interferers_take_a_mixture_speaker_when_no_other_is_left(corpus):
+    _, data = corpus
+    result = invoke(data, "--posneg", "--interferers", "3")
+    assert result.exit_code == 0, result.output
+    utt2spk = read_table(data / "utt2spk")
+    for utt, record in read_records(data).items():
+        speakers = [utt2spk[r] for r in record["interferer"].split(",")]
+        assert sorted(speakers) == sorted(set(SPEAKERS) - {utt2spk[utt]})
+
+
+def test_posneg_option_errors(corpus, tmp_path):
+    _, data = corpus
+    result = invoke(data, "--posneg", "--interferers", "0")
+    assert result.exit_code == 1 and "interferers: 0" in str(result.exception)
+    result = invoke(data, "--posneg", "--interferers", "4")  # 3 speakers besides each target
+    assert result.exit_code == 1 and str(data) in str(result.exception)
+    assert "too few for 4 posneg interferer" in str(result.exception)
+    result = invoke(data, "--posneg", "--posneg-noise", "scp")  # the fixture writes no noise1.scp
+    assert result.exit_code == 1
+    assert str(data) in str(result.exception) and "noise1.scp" in str(result.exception)
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "x.flac").write_bytes(b"")
+    result = invoke(data, "--posneg", "--posneg-noise", empty)
+    assert result.exit_code == 1 and f"{empty}: no .wav files" in str(result.exception)
+    wide = tmp_path / "wide"
+    write_noise(wide / "n.wav", 0.5, seed=0, rate=16000)
+    result = invoke(data, "--posneg", "--posneg-noise", wide)
+    message = str(result.exception)
+    assert result.exit_code == 1 and str(wide / "n.wav") in message and "16000 Hz" in message
+    assert "\n" not in message
+    result = invoke(data, "--posneg", "--posneg-noise", wide, "--snr-min", "5", "--snr-max", "0")
+    assert result.exit_code == 1 and "SNR range" in str(result.exception)
+    for args in (["--interferers", "2"], ["--posneg-noise", "scp"], ["--snr-min", "1"], ["--snr-max", "1"]):
+        result = invoke(data, *args)
+        assert result.exit_code == 2 and f"{args[0]} needs --posneg" in result.output
+    result = invoke(data, "--posneg", "--snr-max", "3")
+    assert result.exit_code == 2 and "--snr-max needs --posneg-noise" in result.output
+    assert not (data / "enroll.scp").exists() and not (data / "enroll_posneg").exists()
+
+
+def test_prepared_noisy_libri2mix_gets_posneg_noise_from_its_noise1_scp(tmp_path):
+    """tsekit prepare's noise1.scp (mix_both) feeds --posneg-noise scp; data validate accepts the result."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from corpus_trees import make_libri2mix_tree
+
+    make_libri2mix_tree(tmp_path / "Libri2Mix", rates=(RATE,), splits=("test",), per_split=30)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["prepare", "libri2mix", str(tmp_path / "Libri2Mix"), str(tmp_path / "data"),
+                                 "--splits", "test", "--mixture", "mix_both", "--sample-rate", str(RATE)])
+    assert result.exit_code == 0, result.output
+    data = tmp_path / "data" / "test"
+    noise1 = read_table(data / "noise1.scp")
+    result = invoke(data, "--posneg", "--interferers", "2", "--posneg-noise", "scp")
+    assert result.exit_code == 0, result.output
+    noises = {path: sf.read(path, dtype="float64", always_2d=True)[0][:, 0] for path in set(noise1.values())}
+    for utt, record in read_records(data).items():
+        assert record["noise"] != noise1[utt]
+    check_noisy_clips(data, noises)
     result = runner.invoke(cli, ["data", "validate", str(data)])
     assert result.exit_code == 0, result.output

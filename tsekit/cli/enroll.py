@@ -24,6 +24,22 @@ import click
 @click.option("--posneg", is_flag=True, help="Also build noisy positive/negative enrollments.")
 @click.option("--sir-min", default=-5.0, show_default=True, type=float, help="Lowest posneg SIR (dB).")
 @click.option("--sir-max", default=5.0, show_default=True, type=float, help="Highest posneg SIR (dB).")
+@click.option(
+    "--interferers",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Interferer speakers in each positive clip (1: target + 1 talker, 2: target + 2); needs --posneg.",
+)
+@click.option(
+    "--posneg-noise",
+    default=None,
+    metavar="scp|DIR",
+    help="Add noise to both posneg clips: 'scp' draws from DATA/noise1.scp (WHAM! noise of Libri2Mix "
+    "mix_both / WHAM! data dirs), DIR from every *.wav under it (e.g. wham_noise/tr); needs --posneg.",
+)
+@click.option("--snr-min", default=0.0, show_default=True, type=float, help="Lowest posneg noise SNR (dB).")
+@click.option("--snr-max", default=10.0, show_default=True, type=float, help="Highest posneg noise SNR (dB).")
 @click.pass_context
 def enroll(
     ctx: click.Context,
@@ -34,6 +50,10 @@ def enroll(
     posneg: bool,
     sir_min: float,
     sir_max: float,
+    interferers: int,
+    posneg_noise: str | None,
+    snr_min: float,
+    snr_max: float,
 ) -> None:
     """Write DATA/enroll.scp, DATA/utt2enroll and DATA/spk2enroll (stage 2).
 
@@ -41,13 +61,25 @@ def enroll(
     drawn per row from (seed, row): never the target utterance itself, never a
     source of the same mixture. With --from-map the enrollments of a published
     list are used. --posneg adds enroll_pos.scp / enroll_neg.scp: the
-    enrollment mixed with an interferer at a random SIR in [--sir-min,
-    --sir-max] dB, and that interferer alone (wavs under DATA/enroll_posneg/).
+    enrollment mixed with --interferers other speakers, each at its own random
+    SIR in [--sir-min, --sir-max] dB, and other utterances of those speakers
+    alone at the same levels (wavs under DATA/enroll_posneg/, what was used in
+    DATA/enroll_posneg.tsv). --posneg-noise adds a noise segment to both clips,
+    at a random SNR in [--snr-min, --snr-max] dB below the positive's speech.
     """
     from tsekit.data.enroll import enroll_data_dir
 
-    if from_map is None and ctx.get_parameter_source("map_format") is click.core.ParameterSource.COMMANDLINE:
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+    if from_map is None and given("map_format"):
         raise click.UsageError("--map-format needs --from-map FILE")
+    for name in ("interferers", "posneg_noise", "snr_min", "snr_max"):
+        if not posneg and given(name):
+            raise click.UsageError(f"--{name.replace('_', '-')} needs --posneg")
+    for name in ("snr_min", "snr_max"):
+        if posneg_noise is None and given(name):
+            raise click.UsageError(f"--{name.replace('_', '-')} needs --posneg-noise")
     click.echo(
         enroll_data_dir(
             data,
@@ -56,5 +88,8 @@ def enroll(
             map_format=map_format,
             posneg=posneg,
             sir_range=(sir_min, sir_max),
+            interferers=interferers,
+            posneg_noise=posneg_noise,
+            snr_range=(snr_min, snr_max),
         )
     )

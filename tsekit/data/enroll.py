@@ -299,19 +299,30 @@ def enroll_data_dir(
     map_format: str = "but",
     posneg: bool = False,
     sir_range: tuple[float, float] = (-5.0, 5.0),
+    interferers: int = 1,
+    posneg_noise: str | os.PathLike | None = None,
+    snr_range: tuple[float, float] = (0.0, 10.0),
 ) -> str:
     """Stage 2 on one data dir: enroll.scp, utt2enroll, spk2enroll (+ pos/neg clips); returns a summary.
 
-    Everything is checked before the first file is written, so an error
-    leaves the data dir as it was.
+    With ``posneg``: ``interferers`` speakers talk in each positive clip, at
+    SIRs from ``sir_range``; ``posneg_noise`` (``"scp"``: the data dir's
+    noise1.scp, else a folder of noise wavs) adds noise to both clips at SNRs
+    from ``snr_range`` (see :mod:`tsekit.data.posneg`). Everything is checked
+    before the first file is written, so an error leaves the data dir as it was.
     """
     from tsekit.data import posneg as posneg_module
 
     data_dir = Path(data_dir)
     tables = read_rows(data_dir)
     lists = make_enroll_lists(tables, data_dir, seed, from_map, map_format)
+    noise = None
     if posneg:
-        posneg_module.plan_posneg(tables, lists.enroll, seed, sir_range, data_dir)  # fails early
+        if posneg_noise is not None:
+            noise = posneg_module.noise_files(data_dir, posneg_noise)
+        posneg_module.plan_posneg(  # fails early
+            tables, lists.enroll, seed, sir_range, data_dir, interferers, noise, snr_range
+        )
     write_enroll_lists(data_dir, tables, lists)
     speakers = len(set(tables["utt2spk"].values()))
     source = f"{map_format} list {from_map}" if from_map else f"seed {seed}"
@@ -319,7 +330,8 @@ def enroll_data_dir(
              "-> enroll.scp, utt2enroll, spk2enroll"]
     lines += [f"note: {note}" for note in lists.notes]
     if posneg:
-        lines.append(posneg_module.make_posneg(data_dir, tables, lists.enroll, seed, sir_range))
+        lines.append(posneg_module.make_posneg(data_dir, tables, lists.enroll, seed, sir_range,
+                                               interferers, noise, snr_range))
     elif (data_dir / "enroll_posneg.tsv").is_file():
         with open(data_dir / "enroll_posneg.tsv", encoding="utf-8") as f:
             used = {fields[0]: fields[1] for fields in (line.rstrip("\n").split("\t") for line in f)}
