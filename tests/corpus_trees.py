@@ -1,4 +1,4 @@
-"""Tiny fake copies of Libri2Mix, WSJ0-2mix and WHAM! in their real on-disk layouts.
+"""Tiny fake copies of Libri2Mix, Libri3Mix, WSJ0-2mix and WHAM! in their real on-disk layouts.
 
 Every file is a real 16-bit wav (a few sines plus noise bursts, 0.3-0.6 s), and
 mixtures are the sums of their sources, cut (min) or padded (max) as the real
@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,19 @@ LIBRI_SPEAKERS = ("1272", "2035", "84", "6313", "3000", "174")
 LIBRI_WORDS = ("THE", "CAT", "SAT", "ON", "A", "MAT", "HELLO", "WORLD", "SPEECH", "GREEN")
 LIBRIMIX_MIXTURES = ("mix_clean", "mix_both", "mix_single")
 WHAM_MIXTURES = ("mix_both", "mix_clean", "mix_single")
-# the columns real LibriMix CSVs have (newest version)
-LIBRIMIX_COLUMNS = {
-    "mix_clean": ("mixture_ID", "mixture_path", "source_1_path", "source_2_path", "length"),
-    "mix_both": ("mixture_ID", "mixture_path", "source_1_path", "source_2_path", "noise_path", "length"),
-    "mix_single": ("mixture_ID", "mixture_path", "source_1_path", "noise_path", "length"),
-}
+
+
+def librimix_columns(num_sources: int) -> dict[str, tuple[str, ...]]:
+    """The columns real LibriMix CSVs have (newest version); mix_single is source 1 + noise."""
+    sources = tuple(f"source_{k}_path" for k in range(1, num_sources + 1))
+    return {
+        "mix_clean": ("mixture_ID", "mixture_path", *sources, "length"),
+        "mix_both": ("mixture_ID", "mixture_path", *sources, "noise_path", "length"),
+        "mix_single": ("mixture_ID", "mixture_path", "source_1_path", "noise_path", "length"),
+    }
+
+
+LIBRIMIX_COLUMNS = librimix_columns(2)
 GONE_ROOT = "/gone/storage/Libri2Mix"  # where the CSV paths point: never exists
 
 
@@ -39,9 +47,9 @@ class FakeMixture:
 
     split: str
     mixture_id: str
-    source_utts: tuple[str, str]
-    speakers: tuple[str, str]
-    texts: tuple[str, str] = ("", "")
+    source_utts: tuple[str, ...]
+    speakers: tuple[str, ...]
+    texts: tuple[str, ...] = ("", "")
 
 
 def speechlike(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,29 +79,30 @@ def _fit(signal: np.ndarray, frames: int) -> np.ndarray:
     return np.pad(signal, (0, frames - len(signal)))
 
 
-def _sources(rate: int, mode: str, seed: int) -> dict[str, np.ndarray]:
-    """s1, s2 and noise of one mixture, all of the mixture's length."""
+def _sources(rate: int, mode: str, seed: int, num_sources: int = 2) -> dict[str, np.ndarray]:
+    """s1, s2[, s3] and noise of one mixture, all of the mixture's length."""
     rng = np.random.default_rng(seed)
-    s1 = speechlike(rng.uniform(0.3, 0.6), rate, rng)
-    s2 = speechlike(rng.uniform(0.3, 0.6), rate, rng)
-    frames = min(len(s1), len(s2)) if mode == "min" else max(len(s1), len(s2))
+    speech = [speechlike(rng.uniform(0.3, 0.6), rate, rng) for _ in range(num_sources)]
+    frames = (min if mode == "min" else max)(len(s) for s in speech)
     noise = rng.normal(0, 0.01, frames).astype(np.float32)
-    return {"s1": _fit(s1, frames), "s2": _fit(s2, frames), "noise": noise}
+    return {**{f"s{k}": _fit(s, frames) for k, s in enumerate(speech, 1)}, "noise": noise}
 
 
 def _mixture_audio(sources: dict[str, np.ndarray], mixture: str) -> np.ndarray:
+    speech = sum(signal for name, signal in sources.items() if name != "noise")
     if mixture in ("mix", "mix_clean"):
-        return sources["s1"] + sources["s2"]
+        return speech
     if mixture == "mix_both":
-        return sources["s1"] + sources["s2"] + sources["noise"]
+        return speech + sources["noise"]
     return sources["s1"] + sources["noise"]  # mix_single
 
 
 def _write_mixture_files(split_dir: Path, name: str, rate: int, mode: str, seed: int,
-                         mixtures: Sequence[str], noise: bool) -> None:
-    sources = _sources(rate, mode, seed)
-    for sub in ("s1", "s2") + (("noise",) if noise else ()):
-        write_wav(split_dir / sub / name, sources[sub], rate)
+                         mixtures: Sequence[str], noise: bool, num_sources: int = 2) -> None:
+    sources = _sources(rate, mode, seed, num_sources)
+    for sub in sources:
+        if sub != "noise" or noise:
+            write_wav(split_dir / sub / name, sources[sub], rate)
     for mixture in mixtures:
         write_wav(split_dir / mixture / name, _mixture_audio(sources, mixture), rate)
 
@@ -145,16 +154,17 @@ def make_wham_tree(root: Path, **kwargs) -> list[FakeMixture]:
     return make_wsj_tree(root, mixture_dirs=WHAM_MIXTURES, noise=True, **kwargs)
 
 
-def libri_mixtures(splits: Sequence[str], per_split: int, seed: int = 0) -> list[FakeMixture]:
+def libri_mixtures(splits: Sequence[str], per_split: int, seed: int = 0, num_sources: int = 2) -> list[FakeMixture]:
+    """LibriMix mixtures of ``num_sources`` distinct speakers, ids ``<utt1>_<utt2>[_<utt3>]``."""
     rng = np.random.default_rng(seed)
     out = []
     for split_number, split in enumerate(splits):
         for index in range(per_split):
-            spk1, spk2 = rng.choice(LIBRI_SPEAKERS, size=2, replace=False)
-            utt1 = f"{spk1}-{1000 + split_number}-{index:04d}"
-            utt2 = f"{spk2}-{2000 + split_number}-{index + 10:04d}"
-            texts = tuple(" ".join(rng.choice(LIBRI_WORDS, size=4)) for _ in range(2))
-            out.append(FakeMixture(split, f"{utt1}_{utt2}", (utt1, utt2), (str(spk1), str(spk2)), texts))
+            speakers = tuple(str(s) for s in rng.choice(LIBRI_SPEAKERS, size=num_sources, replace=False))
+            utts = tuple(f"{spk}-{1000 * k + split_number}-{index + 10 * (k - 1):04d}"
+                         for k, spk in enumerate(speakers, 1))  # fmt: skip
+            texts = tuple(" ".join(rng.choice(LIBRI_WORDS, size=4)) for _ in range(num_sources))
+            out.append(FakeMixture(split, "_".join(utts), utts, speakers, texts))
     return out
 
 
@@ -178,17 +188,17 @@ def write_librimix_csv(
             values = {
                 "mixture_ID": mix.mixture_id,
                 "mixture_path": f"{listed_mode_dir}/{mix.split}/{mixture}/{mix.mixture_id}.wav",
-                "source_1_path": f"{listed_mode_dir}/{mix.split}/s1/{mix.mixture_id}.wav",
-                "source_2_path": f"{listed_mode_dir}/{mix.split}/s2/{mix.mixture_id}.wav",
+                **{f"source_{k}_path": f"{listed_mode_dir}/{mix.split}/s{k}/{mix.mixture_id}.wav" for k in (1, 2, 3)},
                 "noise_path": f"{listed_mode_dir}/{mix.split}/noise/{mix.mixture_id}.wav",
                 "length": str(lengths[mix.mixture_id]),
             }
             writer.writerow([values.get(c, "0.5") for c in columns])
 
 
-def make_libri2mix_tree(
+def make_librimix_tree(
     root: Path,
     *,
+    num_sources: int,
     rates: Sequence[int] = (16000,),
     modes: Sequence[str] = ("min",),
     splits: Sequence[str] = ("dev", "test"),
@@ -200,8 +210,8 @@ def make_libri2mix_tree(
 
     ``columns`` overrides the CSV columns per mixture type (other LibriMix versions).
     """
-    columns = {**LIBRIMIX_COLUMNS, **(columns or {})}
-    mixtures = libri_mixtures(splits, per_split)
+    columns = {**librimix_columns(num_sources), **(columns or {})}
+    mixtures = libri_mixtures(splits, per_split, num_sources=num_sources)
     for rate in rates:
         for mode in modes:
             mode_dir = root / f"wav{rate // 1000}k" / mode
@@ -209,7 +219,7 @@ def make_libri2mix_tree(
             for number, mix in enumerate(mixtures):
                 seed = 2000 * rate + 10 * number + (mode == "max")
                 _write_mixture_files(mode_dir / mix.split, f"{mix.mixture_id}.wav", rate, mode, seed,
-                                     mixtures=LIBRIMIX_MIXTURES, noise=True)
+                                     mixtures=LIBRIMIX_MIXTURES, noise=True, num_sources=num_sources)
                 source = mode_dir / mix.split / "s1" / f"{mix.mixture_id}.wav"
                 lengths[mix.mixture_id] = sf.info(str(source)).frames
             for split in splits:
@@ -218,6 +228,10 @@ def make_libri2mix_tree(
                     write_librimix_csv(mode_dir / "metadata" / f"mixture_{split}_{mixture}.csv", in_split,
                                        mixture, columns[mixture], lengths, spaces=spaces)
     return mixtures
+
+
+make_libri2mix_tree = partial(make_librimix_tree, num_sources=2)
+make_libri3mix_tree = partial(make_librimix_tree, num_sources=3)
 
 
 def write_librispeech_transcripts(folder: Path, mixtures: Sequence[FakeMixture]) -> None:

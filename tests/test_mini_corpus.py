@@ -1,4 +1,4 @@
-"""The mini corpus (tsekit prepare mini-libri2mix): layout, audio, speakers, determinism, resuming."""
+"""The mini corpus (tsekit prepare mini-libri2mix): layout, audio, speakers, determinism, resuming, 3 sources."""
 
 from __future__ import annotations
 
@@ -308,6 +308,133 @@ def test_prepare_libri2mix_reads_the_mini_corpus(corpus, tmp_path):
         assert set(tables["text"]) == set(tables["wav.scp"])
         assert set(tables["utt2spk"].values()) == speakers_of(corpus, split)
         assert "noise1.scp" in tables
+
+
+# ---------------------------------------------------------------------------------------------- 3 sources
+
+
+@pytest.fixture(scope="module")
+def corpus3(tmp_path_factory) -> Path:
+    """The tiny corpus with three speakers per mixture, through the command line."""
+    from click.testing import CliRunner
+
+    from tsekit.cli import cli
+
+    out = tmp_path_factory.mktemp("mini3") / "corpus"
+    result = CliRunner().invoke(cli, ["prepare", "mini-libri2mix", str(out), "--size", "tiny", "--jobs", "2",
+                                      "--num-sources", "3"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"tsekit prepare libri3mix {out / 'Libri3Mix'} DATA" in result.output
+    return out
+
+
+def test_three_sources_layout(corpus3):
+    assert sorted(p.name for p in corpus3.iterdir()) == [".mini_libri2mix", "Libri3Mix", "LibriSpeech", "Noise"]
+    root = corpus3 / "Libri3Mix" / "wav16k"
+    columns = {
+        "mix_clean": ["mixture_ID", "mixture_path", "source_1_path", "source_2_path", "source_3_path", "length"],
+        "mix_both": ["mixture_ID", "mixture_path", "source_1_path", "source_2_path", "source_3_path",
+                     "noise_path", "length"],
+        "mix_single": COLUMNS["mix_single"],  # source 1 + noise, as in Libri2Mix
+    }  # fmt: skip
+    for mode in ("min", "max"):
+        for split in SPLITS:
+            assert {p.name for p in (root / mode / split).iterdir()} == FOLDERS | {"s3"}
+            ids = None
+            for kind, expected in columns.items():
+                header, rows = read_csv(root / mode / "metadata" / f"mixture_{split}_{kind}.csv")
+                assert header == expected and rows
+                for row in rows:
+                    assert re.fullmatch(f"{UTT}_{UTT}_{UTT}", row["mixture_ID"])
+                    for column in expected[1:-1]:
+                        path = Path(row[column])
+                        assert path.is_file() and path.parent.parent == root / mode / split
+                        assert sf.info(path).frames == int(row["length"])
+                assert ids is None or [row["mixture_ID"] for row in rows] == ids
+                ids = [row["mixture_ID"] for row in rows]
+            for folder in FOLDERS | {"s3"}:
+                assert sorted(p.stem for p in (root / mode / split / folder).iterdir()) == sorted(ids)
+            header, _ = read_csv(root / mode / "metadata" / f"metrics_{split}_mix_both.csv")
+            assert header == ["mixture_ID", "source_1_SNR", "source_2_SNR", "source_3_SNR", "noise_SNR"]
+    header, rows = read_csv(corpus3 / "Libri3Mix" / "metadata" / "libri3mix_test-clean.csv")
+    assert header == ["mixture_ID", "source_1_path", "source_1_gain", "source_2_path", "source_2_gain",
+                      "source_3_path", "source_3_gain", "noise_path", "noise_gain"]  # fmt: skip
+    for row in rows:
+        for k in (1, 2, 3):
+            assert row[f"source_{k}_path"] == str(source_flac(corpus3, "test", row["mixture_ID"].split("_")[k - 1])
+                                                  .relative_to(corpus3 / "LibriSpeech"))  # fmt: skip
+
+
+def test_three_sources_sum_to_the_mixtures_and_are_distinct_speakers(corpus3):
+    for mode in ("min", "max"):
+        for split in SPLITS:
+            path = corpus3 / "Libri3Mix" / "wav16k" / mode / "metadata" / f"mixture_{split}_mix_both.csv"
+            for row in read_csv(path)[1]:
+                utts = row["mixture_ID"].split("_")
+                assert len({utt.split("-")[0] for utt in utts}) == 3
+                s1, s2, s3, noise = (int16(row[c]) for c in ("source_1_path", "source_2_path", "source_3_path",
+                                                             "noise_path"))  # fmt: skip
+                clean = int16(row["mixture_path"].replace("/mix_both/", "/mix_clean/"))
+                single = int16(row["mixture_path"].replace("/mix_both/", "/mix_single/"))
+                # libsndfile floors each file to 16 bits on its own (less than a step down): a mixture of
+                # n parts minus its parts lies in (-1, n) steps
+                assert np.max(np.abs(clean - s1 - s2 - s3)) <= 2
+                assert np.max(np.abs(int16(row["mixture_path"]) - s1 - s2 - s3 - noise)) <= 3
+                assert np.max(np.abs(single - s1 - noise)) <= 1
+                assert max(np.max(np.abs(x)) for x in (clean, s1, s2, s3)) <= 0.9 * 32768 + 2
+                lengths = [sf.info(source_flac(corpus3, split, utt)).frames for utt in utts]
+                assert len(s3) == int(row["length"]) == (min if mode == "min" else max)(lengths)
+
+
+def test_prepare_libri3mix_reads_the_three_source_corpus(corpus3, tmp_path):
+    from click.testing import CliRunner
+
+    from tsekit.cli import cli
+
+    data = tmp_path / "data"
+    result = CliRunner().invoke(cli, ["prepare", "libri3mix", str(corpus3 / "Libri3Mix"), str(data),
+                                      "--mixture", "mix_both", "--librispeech", str(corpus3 / "LibriSpeech")])
+    assert result.exit_code == 0, result.output
+    for split in SPLITS:
+        result = CliRunner().invoke(cli, ["data", "validate", str(data / split)])
+        assert result.exit_code == 0, result.output
+        wav = (data / split / "wav.scp").read_text().splitlines()
+        ids = [row["mixture_ID"] for row in read_csv(
+            corpus3 / "Libri3Mix/wav16k/min/metadata" / f"mixture_{split}_mix_both.csv")[1]]  # fmt: skip
+        assert len(wav) == 3 * len(ids)
+        assert {line.split()[0].rsplit("-", 1)[1] for line in wav} == {"s1", "s2", "s3"}
+        assert len((data / split / "text").read_text().splitlines()) == len(wav)
+
+
+def test_grouping_is_seeded_and_two_source_groups_unchanged():
+    size = corpus_size("tiny")
+
+    def groups(seed: int, num_sources: int) -> list[str]:
+        speakers = mini_librimix.plan_speakers(seed, size)["train-100"]
+        utts = mini_librimix.plan_utterances(seed, speakers, 2, Path("/unused"))
+        rng = np.random.default_rng([seed, 4, 0])
+        found = mini_librimix.group_utterances(rng, utts, size.train_mixtures, num_sources)
+        return ["_".join(u.id for u in group) for group in found]
+
+    # the tiny corpus's training mixtures as made before 3-source corpora existed: pairing must not change
+    assert groups(0, 2) == ["7137-12734-0000_3775-188879-0000", "7137-12734-0001_3177-93065-0000",
+                            "3775-188879-0001_3177-93065-0001", "3177-93065-0001_3775-188879-0000"]  # fmt: skip
+    three = groups(0, 3)
+    assert three == groups(0, 3) and three != groups(1, 3)
+    assert len(set(three)) == len(three) == size.train_mixtures
+    for mixture_id in three:
+        assert len({utt.split("-")[0] for utt in mixture_id.split("_")}) == 3
+    with pytest.raises(TsekitError, match="speakers"):
+        groups(0, 4)  # tiny has three training speakers
+
+
+def test_other_number_of_sources_is_not_resumed_into(corpus):
+    with pytest.raises(TsekitError, match="num-sources"):
+        make_mini_libri2mix(corpus, size="tiny", seed=0, jobs=1, num_sources=3)
+    with pytest.raises(TsekitError, match="2 or 3"):
+        make_mini_libri2mix(corpus, size="tiny", num_sources=4)
+    assert not (corpus / "Libri3Mix").exists()
+    assert corpus_size(2, num_sources=3).train_speakers == 3  # every mixture needs three speakers
 
 
 def test_missing_tts_tools_give_one_line_error(tmp_path):

@@ -1,4 +1,4 @@
-"""tsekit prepare libri2mix | wsj0-2mix | wham on tiny fake corpora in the real layouts."""
+"""tsekit prepare libri2mix | libri3mix | wsj0-2mix | wham on tiny fake corpora in the real layouts."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from corpus_trees import (  # noqa: E402
     LIBRIMIX_COLUMNS,
     FakeMixture,
     make_libri2mix_tree,
+    make_libri3mix_tree,
     make_wham_tree,
     make_wsj0_2mix_tree,
     write_librimix_csv,
@@ -341,7 +342,7 @@ def test_wham_missing_noise(tmp_path: Path) -> None:
 
 
 def test_missing_root(tmp_path: Path) -> None:
-    for command in ("libri2mix", "wsj0-2mix", "wham"):
+    for command in ("libri2mix", "libri3mix", "wsj0-2mix", "wham"):
         message = prepare_error(command, tmp_path / "nowhere", tmp_path / "data")
         assert str(tmp_path / "nowhere") in message
     message = prepare_error("wham", tmp_path, tmp_path / "data")
@@ -402,6 +403,87 @@ def test_libri2mix_noise_column_needed(tmp_path: Path) -> None:
     message = prepare_error("libri2mix", root, tmp_path / "data", "--splits", "dev", "--mixture", "mix_both")
     assert str(csv_path.absolute()) in message and "noise_path" in message
     assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------------------------------------- Libri3Mix
+
+
+def test_libri3mix_three_rows_per_mixture(tmp_path: Path) -> None:
+    root = tmp_path / "Libri3Mix"
+    truth = make_libri3mix_tree(root, splits=("dev", "test"), per_split=3)
+    assert all(len(m.source_utts) == len(set(m.speakers)) == 3 for m in truth)
+    write_librispeech_transcripts(tmp_path / "LibriSpeech", truth)
+    output = prepare("libri3mix", root, tmp_path / "data", "--splits", "dev,test",
+                     "--librispeech", tmp_path / "LibriSpeech")
+    for split in ("dev", "test"):
+        mixtures = [m for m in truth if m.split == split]
+        tables = check_data_dir(tmp_path / "data" / split, root, mixtures, 16000, "min", "mix_clean", (1, 2, 3))
+        expected = {f"{m.speakers[i]}-{m.mixture_id}-s{i + 1}": m.texts[i] for m in mixtures for i in range(3)}
+        assert tables["text"] == expected
+        check_validates(tmp_path / "data" / split)
+        assert split in output
+
+
+@pytest.mark.parametrize(
+    "mixture, sources, noise",
+    [("mix_both", (1, 2, 3), True), ("mix_single", (1,), True)],  # mix_single: source 1 + noise, as in Libri2Mix
+)
+def test_libri3mix_noisy_mixtures(tmp_path: Path, mixture: str, sources: tuple[int, ...], noise: bool) -> None:
+    root = tmp_path / "Libri3Mix"
+    truth = make_libri3mix_tree(root, rates=(8000,), modes=("max",), splits=("test",))
+    prepare("libri3mix", root, tmp_path / "data", "--mixture", mixture, "--splits", "test",
+            "--sample-rate", 8000, "--mode", "max")
+    check_data_dir(tmp_path / "data" / "test", root, truth, 8000, "max", mixture, sources, noise)
+    check_validates(tmp_path / "data" / "test")
+
+
+def test_libri3mix_csv_with_two_utterance_ids(tmp_path: Path) -> None:
+    root = tmp_path / "Libri3Mix"
+    truth = make_libri3mix_tree(root, splits=("dev",))
+    csv_path = root / "wav16k/min/metadata/mixture_dev_mix_clean.csv"
+    lines = csv_path.read_text().splitlines()
+    two = "_".join(truth[1].source_utts[:2])
+    lines[2] = lines[2].replace(truth[1].mixture_id, two, 1)
+    csv_path.write_text("\n".join(lines) + "\n")
+    message = prepare_error("libri3mix", root, tmp_path / "data", "--splits", "dev")
+    assert message.startswith(f"{csv_path.absolute()}:3: mixture ID {two!r} joins 2 utterance ids")
+    assert "Libri3Mix" in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_libri2mix_and_libri3mix_refuse_each_other(tmp_path: Path) -> None:
+    make_libri3mix_tree(tmp_path / "Libri3Mix", splits=("dev",))
+    make_libri2mix_tree(tmp_path / "Libri2Mix", splits=("dev",))
+    message = prepare_error("libri2mix", tmp_path / "Libri3Mix", tmp_path / "data", "--splits", "dev")
+    assert "mixture_dev_mix_clean.csv:2: " in message and "joins 3 utterance ids" in message
+    # a missing s3/ folder is named as such, not as its first missing file
+    message = prepare_error("libri3mix", tmp_path / "Libri2Mix", tmp_path / "data", "--splits", "dev")
+    assert message == f"{(tmp_path / 'Libri2Mix/wav16k/min/dev/s3').absolute()}: folder not found"
+    # mix_single needs no s3/, but the IDs still have to name three utterances
+    message = prepare_error("libri3mix", tmp_path / "Libri2Mix", tmp_path / "data", "--splits", "dev",
+                            "--mixture", "mix_single")
+    assert "mixture_dev_mix_single.csv:2: " in message and "joins 2 utterance ids" in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_librimix_ids_and_contents() -> None:
+    from tsekit.cli.prepare_corpora import libri2mix, libri3mix
+    from tsekit.corpora.common import MIXTURE_CONTENTS, mixture_contents
+    from tsekit.corpora.librimix import parse_librimix_id
+
+    three = "1272-128104-0000_2035-147961-0014_3000-15664-0001"
+    assert parse_librimix_id(three, 3) == three.split("_")
+    assert parse_librimix_id("1-2-3_4-5-6") == ["1-2-3", "4-5-6"]
+    for bad, num_sources in ((three, 2), ("1-2-3_4-5-6", 3), ("1-2-3_4-5_6-7-8", 3)):
+        with pytest.raises(ValueError, match="mixture ID"):
+            parse_librimix_id(bad, num_sources)
+    assert mixture_contents("mix_clean", 3) == ((1, 2, 3), False)
+    assert mixture_contents("mix_both", 3) == ((1, 2, 3), True)
+    assert mixture_contents("mix_single", 3) == ((1,), True)
+    # the two-speaker table WHAM! and Libri2Mix read is unchanged
+    assert MIXTURE_CONTENTS == {"mix_clean": ((1, 2), False), "mix_both": ((1, 2), True), "mix_single": ((1,), True)}
+    assert [p.name for p in libri3mix.params] == [p.name for p in libri2mix.params]
+    assert (libri2mix.name, libri3mix.name) == ("libri2mix", "libri3mix")
 
 
 def test_real_entry_point_errors(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 import click
 
-from tsekit.cli.prepare_corpora import libri2mix, wham, wsj0_2mix
+from tsekit.cli.prepare_corpora import libri2mix, libri3mix, wham, wsj0_2mix
 from tsekit.cli.prepare_mini import mini_libri2mix
 
 
@@ -15,5 +15,5 @@ def prepare() -> None:
     """
 
 
-for command in (libri2mix, wsj0_2mix, wham, mini_libri2mix):
+for command in (libri2mix, libri3mix, wsj0_2mix, wham, mini_libri2mix):
     prepare.add_command(command)

@@ -1,4 +1,4 @@
-"""tsekit prepare libri2mix | wsj0-2mix | wham: a corpus on disk -> Kaldi data dirs.
+"""tsekit prepare libri2mix | libri3mix | wsj0-2mix | wham: a corpus on disk -> Kaldi data dirs.
 
 Thin wrappers: the work (and every check) is in tsekit.corpora.*, imported
 inside each command so that `tsekit --help` does not load numpy/soundfile.
@@ -44,28 +44,40 @@ def parse_splits(text: str) -> list[str]:
     return splits
 
 
-@click.command("libri2mix")
-@ROOT
-@OUT
-@sample_rate_option(16000)
-@MODE
-@mixture_option("mix_clean")
-@splits_option("train-100,dev,test")
-@click.option(
-    "--librispeech", type=click.Path(file_okay=False, path_type=str), default=None,
-    help="LibriSpeech folder; its *.trans.txt transcripts fill `text`.",
-)
-def libri2mix(
-    root: str, out: str, sample_rate: str, mode: str, mixture: str, splits: str, librispeech: str | None
-) -> None:
-    """Libri2Mix (ROOT holds wav8k/ and wav16k/) -> OUT/<split>/, one row per (mixture, target)."""
-    from tsekit.corpora.librimix import prepare_libri2mix
+def librimix_command(num_sources: int) -> click.Command:
+    """`tsekit prepare libri<N>mix`: Libri2Mix and Libri3Mix share every option."""
 
-    summary = prepare_libri2mix(
-        root, out, sample_rate=int(sample_rate), mode=mode, mixture=mixture,
-        splits=parse_splits(splits), librispeech=librispeech,
+    @click.command(
+        f"libri{num_sources}mix",
+        help=f"Libri{num_sources}Mix (ROOT holds wav8k/ and wav16k/) -> OUT/<split>/, "
+        "one row per (mixture, target).",
     )
-    click.echo(summary)
+    @ROOT
+    @OUT
+    @sample_rate_option(16000)
+    @MODE
+    @mixture_option("mix_clean")
+    @splits_option("train-100,dev,test")
+    @click.option(
+        "--librispeech", type=click.Path(file_okay=False, path_type=str), default=None,
+        help="LibriSpeech folder; its *.trans.txt transcripts fill `text`.",
+    )
+    def command(
+        root: str, out: str, sample_rate: str, mode: str, mixture: str, splits: str, librispeech: str | None
+    ) -> None:
+        from tsekit.corpora.librimix import prepare_librimix
+
+        summary = prepare_librimix(
+            root, out, sample_rate=int(sample_rate), mode=mode, mixture=mixture,
+            splits=parse_splits(splits), librispeech=librispeech, num_sources=num_sources,
+        )
+        click.echo(summary)
+
+    return command
+
+
+libri2mix = librimix_command(2)
+libri3mix = librimix_command(3)
 
 
 @click.command("wsj0-2mix")

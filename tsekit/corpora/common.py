@@ -13,19 +13,25 @@ from tsekit.data.datadir import atomic_dir, write_tables
 
 Tables = dict[str, dict[str, str]]
 
-# LibriMix and WHAM! mixture folder -> (sources it contains, whether it holds noise)
-MIXTURE_CONTENTS = {
-    "mix_clean": ((1, 2), False),
-    "mix_both": ((1, 2), True),
-    "mix_single": ((1,), True),
+# LibriMix and WHAM! mixture folder -> (holds every source, else source 1 only; holds noise). mix_single is
+# source 1 + noise whatever the number of speakers (LibriMix's generation scripts), so Libri3Mix's is too.
+MIXTURE_FOLDERS = {
+    "mix_clean": (True, False),
+    "mix_both": (True, True),
+    "mix_single": (False, True),
 }
 
 
-def mixture_contents(mixture: str) -> tuple[tuple[int, ...], bool]:
-    """(sources, noise?) of a mixture folder name; TsekitError for an unknown one."""
-    if mixture not in MIXTURE_CONTENTS:
-        raise TsekitError(f"mixture must be one of {', '.join(MIXTURE_CONTENTS)}, got {mixture!r}")
-    return MIXTURE_CONTENTS[mixture]
+def mixture_contents(mixture: str, num_sources: int = 2) -> tuple[tuple[int, ...], bool]:
+    """(sources, noise?) of a mixture folder of a ``num_sources``-speaker corpus; TsekitError for an unknown one."""
+    if mixture not in MIXTURE_FOLDERS:
+        raise TsekitError(f"mixture must be one of {', '.join(MIXTURE_FOLDERS)}, got {mixture!r}")
+    every_source, noise = MIXTURE_FOLDERS[mixture]
+    return (tuple(range(1, num_sources + 1)) if every_source else (1,)), noise
+
+
+# the two-speaker corpora's (WHAM!, Libri2Mix) contents, as a table
+MIXTURE_CONTENTS = {mixture: mixture_contents(mixture) for mixture in MIXTURE_FOLDERS}
 
 
 @dataclass(frozen=True)

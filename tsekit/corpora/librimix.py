@@ -1,6 +1,6 @@
-"""Libri2Mix on disk -> one Kaldi data dir per split (train-100, train-360, dev, test).
+"""Libri2Mix and Libri3Mix on disk -> one Kaldi data dir per split (train-100, train-360, dev, test).
 
-Layout::
+Layout (Libri3Mix adds s3/ and ``source_3_path``; otherwise the two are alike)::
 
     ROOT/wav{8k,16k}/{min,max}/{train-100,train-360,dev,test}/{mix_clean,mix_both,mix_single,s1,s2,noise}/<id>.wav
     ROOT/wav{8k,16k}/{min,max}/metadata/mixture_<split>_<mixture>.csv
@@ -11,8 +11,9 @@ columns differs between LibriMix versions, so they are read by name). Their
 paths are absolute paths from generation time that rarely exist where the
 corpus lives now, so only their file names are kept and looked up under ROOT.
 A mixture ID such as ``1272-128104-0000_2035-147961-0014`` joins the
-LibriSpeech utterance ids of its sources; a speaker id is the text before the
-first ``-`` of an utterance id.
+LibriSpeech utterance ids of its sources (three of them in Libri3Mix); a
+speaker id is the text before the first ``-`` of an utterance id. Every source
+of a mixture is the target of one row, except in mix_single (source 1 + noise).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import csv
 import os
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from tsekit import TsekitError
@@ -28,13 +30,27 @@ from tsekit.corpora.common import Row, Tables, mixture_contents, require_dir, ro
 
 LIBRIMIX_SPLITS = ("train-100", "train-360", "dev", "test")
 MODES = ("min", "max")
+NUM_SOURCES = (2, 3)  # Libri2Mix, Libri3Mix
 
 
-def parse_librimix_id(mixture_id: str) -> list[str]:
-    """LibriSpeech utterance ids of the two sources of a Libri2Mix mixture ID."""
+def librimix_name(num_sources: int) -> str:
+    """``Libri2Mix`` or ``Libri3Mix``; TsekitError for a number of sources LibriMix does not make."""
+    if num_sources not in NUM_SOURCES:
+        raise TsekitError(f"LibriMix has {' or '.join(map(str, NUM_SOURCES))} sources, got {num_sources}")
+    return f"Libri{num_sources}Mix"
+
+
+def parse_librimix_id(mixture_id: str, num_sources: int = 2) -> list[str]:
+    """LibriSpeech utterance ids of the ``num_sources`` sources of a LibriMix mixture ID."""
     utts = mixture_id.split("_")
-    if len(utts) != 2 or not all(re.fullmatch(r"[^-\s]+-[^-\s]+-[^-\s]+", utt) for utt in utts):
-        raise ValueError(f"mixture ID {mixture_id!r} is not <spk-chapter-utt>_<spk-chapter-utt>")
+    form = "_".join(["<spk-chapter-utt>"] * num_sources)
+    if not all(re.fullmatch(r"[^-\s]+-[^-\s]+-[^-\s]+", utt) for utt in utts):
+        raise ValueError(f"mixture ID {mixture_id!r} is not {form}")
+    if len(utts) != num_sources:
+        raise ValueError(
+            f"mixture ID {mixture_id!r} joins {len(utts)} utterance ids, {librimix_name(num_sources)} "
+            f"mixtures have {num_sources} ({form})"
+        )
     return utts
 
 
@@ -104,8 +120,10 @@ def librimix_split_rows(
     split: str,
     mixture: str,
     transcripts: dict[str, str] | None = None,
+    num_sources: int = 2,
 ) -> list[Row]:
-    """Rows of one split: one per (mixture listed in its CSV, target source)."""
+    """Rows of one split of Libri<num_sources>Mix: one per (mixture listed in its CSV, target source)."""
+    librimix_name(num_sources)
     if sample_rate not in (8000, 16000):
         raise TsekitError(f"sample rate must be 8000 or 16000, got {sample_rate}")
     if mode not in MODES:
@@ -118,16 +136,18 @@ def librimix_split_rows(
     split_dir = require_dir(mode_dir / split, "split folder")
     csv_path = mode_dir / "metadata" / f"mixture_{split}_{mixture}.csv"
 
-    sources, noise = mixture_contents(mixture)
+    sources, noise = mixture_contents(mixture, num_sources)
     # CSV column -> folder of this split holding that file
     folders = {"mixture_path": mixture, **{f"source_{k}_path": f"s{k}" for k in sources}}
     if noise:
         folders["noise_path"] = "noise"
+    for sub in folders.values():  # a whole folder missing (s3/ of a Libri2Mix copy): say so, not its first file
+        require_dir(split_dir / sub, "folder")
     rows = []
     for lineno, entry in read_mixture_csv(csv_path, ["mixture_ID", *folders]):
         mixture_id = entry.get("mixture_ID", "")
         try:
-            utts = parse_librimix_id(mixture_id)
+            utts = parse_librimix_id(mixture_id, num_sources)
         except ValueError as err:
             raise TsekitError(f"{csv_path}:{lineno}: {err}") from None
         paths = {column: _local_path(split_dir, sub, entry.get(column, ""), csv_path, lineno)
@@ -156,7 +176,7 @@ def librimix_split_rows(
     return rows
 
 
-def prepare_libri2mix(
+def prepare_librimix(
     root: str | os.PathLike,
     out: str | os.PathLike,
     sample_rate: int = 16000,
@@ -164,15 +184,22 @@ def prepare_libri2mix(
     mixture: str = "mix_clean",
     splits: Sequence[str] = ("train-100", "dev", "test"),
     librispeech: str | os.PathLike | None = None,
+    *,
+    num_sources: int,
 ) -> str:
-    """Write ``out/<split>/`` for each split of Libri2Mix; returns the summary table.
+    """Write ``out/<split>/`` for each split of Libri<num_sources>Mix; returns the summary table.
 
     With ``librispeech`` (a LibriSpeech folder) the targets' transcripts fill
     ``text``. All splits are checked before any is written.
     """
+    name = librimix_name(num_sources).lower()
     transcripts = read_librispeech_transcripts(librispeech) if librispeech is not None else None
     tables: dict[str, Tables] = {}
     for split in splits:
-        rows = librimix_split_rows(root, sample_rate, mode, split, mixture, transcripts)
-        tables[split] = rows_to_tables(rows, sample_rate, desc=f"libri2mix {split}")
+        rows = librimix_split_rows(root, sample_rate, mode, split, mixture, transcripts, num_sources)
+        tables[split] = rows_to_tables(rows, sample_rate, desc=f"{name} {split}")
     return write_splits(out, tables)
+
+
+prepare_libri2mix = partial(prepare_librimix, num_sources=2)
+prepare_libri3mix = partial(prepare_librimix, num_sources=3)

@@ -1,9 +1,10 @@
-"""The mini corpus: a small Libri2Mix synthesized with Debian TTS voices.
+"""The mini corpus: a small Libri2Mix (or Libri3Mix) synthesized with Debian TTS voices.
 
 It lets every recipe stage run end to end on a laptop without downloading
 LibriSpeech or WHAM!. The files are laid out exactly like the real corpora, so
 ``tsekit prepare libri2mix OUT/Libri2Mix --librispeech OUT/LibriSpeech`` reads
-it like the real thing::
+it like the real thing (with ``num_sources=3``: ``libri3mix OUT/Libri3Mix``,
+which also has s3/ and ``source_3_path``)::
 
     OUT/LibriSpeech/{train-clean-100,dev-clean,test-clean}/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac
                     .../<spk>-<chapter>.trans.txt, SPEAKERS.TXT
@@ -25,16 +26,19 @@ How LibriMix is imitated:
     to the longer one; the mixture is the plain sum of the scaled parts.
   * Speakers: a speaker is a base voice (tts.BASE_VOICES) with a pitch shift
     and tempo change; dev and test speakers are disjoint from train and from
-    each other, as in LibriSpeech's clean splits.
+    each other, as in LibriSpeech's clean splits. The sources of a mixture are
+    utterances of distinct speakers.
 
-The same seed and size give the same files bit for bit. A killed run resumes:
-every file is written atomically and existing ones are kept; the CSVs and
-transcripts are written last. Bookkeeping lives in ``OUT/.mini_libri2mix/``.
+The same seed, size and number of sources give the same files bit for bit. A
+killed run resumes: every file is written atomically and existing ones are
+kept; the CSVs and transcripts are written last. Bookkeeping lives in
+``OUT/.mini_libri2mix/`` (one OUT holds one corpus: 2 or 3 sources, not both).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -48,6 +52,8 @@ import numpy as np
 import soundfile as sf
 
 from tsekit import TsekitError
+from tsekit.corpora.common import MIXTURE_FOLDERS, mixture_contents
+from tsekit.corpora.librimix import librimix_name
 from tsekit.corpora.sentences import make_sentence
 from tsekit.corpora.tts import BASE_VOICES, Speaker, require_tts, synthesize
 from tsekit.data.audio import write_audio
@@ -62,7 +68,7 @@ PITCH_SHIFTS = (0, -300, 300, -150, 150)  # cents; five speakers per base voice 
 BABBLE_SPEAKERS = 3
 # (Libri2Mix split, LibriSpeech split, WHAM! noise split)
 SPLITS = (("train-100", "train-clean-100", "tr"), ("dev", "dev-clean", "cv"), ("test", "test-clean", "tt"))
-MIXTURE_TYPES = ("mix_clean", "mix_both", "mix_single")
+MIXTURE_TYPES = tuple(MIXTURE_FOLDERS)
 MODES = ("min", "max")
 STATE_DIR = ".mini_libri2mix"
 
@@ -86,8 +92,11 @@ PRESETS = {
 }
 
 
-def corpus_size(size: str | int) -> CorpusSize:
-    """A preset name, or a number of training mixtures (speakers and dev/test scale with it)."""
+def corpus_size(size: str | int, num_sources: int = 2) -> CorpusSize:
+    """A preset name, or a number of training mixtures (speakers and dev/test scale with it).
+
+    Presets have at least three speakers per split, enough for 3-speaker mixtures too.
+    """
     if isinstance(size, str) and size in PRESETS:
         return PRESETS[size]
     try:
@@ -99,7 +108,7 @@ def corpus_size(size: str | int) -> CorpusSize:
     if train < 2:
         raise TsekitError(f"size must be at least 2 training mixtures, got {train}")
     # every speaker in at least two mixtures, so that each has an enrollment besides its target
-    train_speakers = min(max(3, math.ceil(train / 19)), 24, train)
+    train_speakers = min(max(3, math.ceil(train / 19)), 24, train * num_sources // 2)
     eval_speakers = min(max(3, train_speakers // 2), 8)
     return CorpusSize(train, train_speakers, max(eval_speakers, train // 5), eval_speakers)
 
@@ -120,8 +129,7 @@ class MixtureJob:
 
     id: str
     split: str
-    source_1: Path
-    source_2: Path
+    sources: tuple[Path, ...]  # flacs of source 1, 2[, 3]
     noise: Path  # raw noise at SOURCE_RATE, made by the worker if missing
     babble: tuple[Path, ...]
     seed: tuple[int, ...]
@@ -181,57 +189,77 @@ def plan_utterances(
     return out
 
 
-def pair_utterances(
-    rng: np.random.Generator, utterances: dict[str, list[Utterance]], n_mixtures: int
-) -> list[tuple[Utterance, Utterance]]:
-    """Pairs of utterances of different speakers, spreading use evenly over speakers and utterances."""
+def group_utterances(
+    rng: np.random.Generator, utterances: dict[str, list[Utterance]], n_mixtures: int, num_sources: int = 2
+) -> list[tuple[Utterance, ...]]:
+    """Groups of ``num_sources`` utterances of distinct speakers, spreading use evenly over speakers and utterances."""
     speakers = sorted(utterances)
+    if len(speakers) < num_sources:
+        raise TsekitError(f"{len(speakers)} speakers cannot make {num_sources}-speaker mixtures")
     speaker_use = {s: 0 for s in speakers}
     utt_use = {u.id: 0 for utts in utterances.values() for u in utts}
     pair_use: dict[tuple[str, str], int] = {}
-    seen: set[str] = set()
-    pairs = []
-    while len(pairs) < n_mixtures:
-        # least-used speaker first, then the least-used partner it was paired with least; random ties
+    seen: set[frozenset[str]] = set()
+    groups = []
+    while len(groups) < n_mixtures:
+        # least-used speaker first, then each next: least used and least often mixed with those chosen; random ties
         jitter = rng.uniform(0, 1.5, size=len(speakers))
         scores = [speaker_use[s] + jitter[k] for k, s in enumerate(speakers)]
-        first = speakers[int(np.argmin(scores))]
-        partner_scores = [
-            math.inf if s == first else scores[k] + pair_use.get(tuple(sorted((first, s))), 0)
-            for k, s in enumerate(speakers)
-        ]
-        second = speakers[int(np.argmin(partner_scores))]
-        pair = _least_used_pair(rng, utterances[first], utterances[second], utt_use, seen)
-        if pair is None:
+        chosen = [speakers[int(np.argmin(scores))]]
+        while len(chosen) < num_sources:
+            partner_scores = [
+                math.inf if s in chosen else scores[k] + sum(pair_use.get(_pair(c, s), 0) for c in chosen)
+                for k, s in enumerate(speakers)
+            ]
+            chosen.append(speakers[int(np.argmin(partner_scores))])
+        group = _least_used_group(rng, [utterances[s] for s in chosen], utt_use, seen)
+        if group is None:
             raise TsekitError("too few utterances per speaker for the number of mixtures")
-        a, b = pair if rng.random() < 0.5 else pair[::-1]
-        seen.add(f"{a.id}_{b.id}")
-        for s in (first, second):
+        group = _shuffled(rng, group)
+        seen.add(frozenset(u.id for u in group))
+        for s in chosen:
             speaker_use[s] += 1
-        for u in (a, b):
+        for u in group:
             utt_use[u.id] += 1
-        key = tuple(sorted((first, second)))
-        pair_use[key] = pair_use.get(key, 0) + 1
-        pairs.append((a, b))
-    return pairs
+        for k, a in enumerate(chosen):
+            for b in chosen[k + 1 :]:
+                pair_use[_pair(a, b)] = pair_use.get(_pair(a, b), 0) + 1
+        groups.append(group)
+    return groups
 
 
-def _least_used_pair(
-    rng: np.random.Generator, utts_a: list[Utterance], utts_b: list[Utterance],
-    use: dict[str, int], seen: set[str],
-) -> tuple[Utterance, Utterance] | None:  # fmt: skip
-    """The least-used (a, b) pair not mixed before; random among equally used ones."""
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+def _least_used_group(
+    rng: np.random.Generator, speaker_utts: list[list[Utterance]], use: dict[str, int], seen: set[frozenset[str]]
+) -> tuple[Utterance, ...] | None:
+    """The least-used group (one utterance per speaker) not mixed before; random among equally used ones."""
     def by_use(utts: list[Utterance]) -> list[Utterance]:
         jitter = rng.uniform(0, 0.5, size=len(utts))
         order = np.argsort([use[u.id] + jitter[k] for k, u in enumerate(utts)], kind="stable")
         return [utts[k] for k in order]
 
-    ordered_b = by_use(utts_b)
-    for a in by_use(utts_a):
-        for b in ordered_b:
-            if f"{a.id}_{b.id}" not in seen and f"{b.id}_{a.id}" not in seen:
-                return a, b
+    # ordered last speaker first: the jitter draws of the 2-source corpora, whose bytes must not change
+    ordered = [by_use(utts) for utts in reversed(speaker_utts)][::-1]
+    for group in itertools.product(*ordered):  # the first speaker's least used first
+        if frozenset(u.id for u in group) not in seen:
+            return group
     return None
+
+
+def _shuffled(rng: np.random.Generator, group: tuple[Utterance, ...]) -> tuple[Utterance, ...]:
+    """``group`` in random order (which speaker is source 1), one ``rng.random()`` per swap.
+
+    Fisher-Yates, written so that two utterances keep their order when the draw
+    is below 0.5, as the 2-source corpora were made.
+    """
+    out = list(group)
+    for i in range(len(out) - 1, 0, -1):
+        j = i - int(rng.random() * (i + 1))
+        out[i], out[j] = out[j], out[i]
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- workers
@@ -330,52 +358,61 @@ def _snr(signal: np.ndarray, rest: np.ndarray) -> float:
 
 
 def mix_one(job: MixtureJob) -> dict:
-    """Write s1, s2, noise and the three mixtures of one mixture ID in both modes.
+    """Write s1, s2[, s3], noise and the three mixtures of one mixture ID in both modes.
 
     Returns the gains, the length per mode and the SNRs per mode and mixture type.
     """
     from tsekit.corpora.tts import resample
 
+    speech_names = [f"s{k}" for k in range(1, len(job.sources) + 1)]
     if job.state.is_file():
         done = json.loads(job.state.read_text())
-        names = ("s1", "s2", "noise", *MIXTURE_TYPES)
+        names = (*speech_names, "noise", *MIXTURE_TYPES)
         outputs = [d / name / f"{job.id}.wav" for d in job.mode_dirs for name in names]
         if job.noise.is_file() and all(path.is_file() for path in outputs):
             return done
-    s1, s2 = _read(job.source_1), _read(job.source_2)
+    speech = [_read(path) for path in job.sources]
     if not job.noise.is_file():
         babble = [_read(path) for path in job.babble]
         noise_rng = np.random.default_rng([*job.seed, 0])
-        write_audio(job.noise, make_noise(noise_rng, max(len(s1), len(s2)), SOURCE_RATE, babble), SOURCE_RATE)
+        length = max(len(s) for s in speech)
+        write_audio(job.noise, make_noise(noise_rng, length, SOURCE_RATE, babble), SOURCE_RATE)
     noise = _read(job.noise)  # read back: a resumed run must mix the same quantized samples
     rng = np.random.default_rng([*job.seed, 1])  # separate from the noise's: resuming must not shift it
-    gains = [10 ** ((rng.uniform(*SPEECH_LOUDNESS) - loudness_db(s, SOURCE_RATE)) / 20) for s in (s1, s2)]
+    gains = [10 ** ((rng.uniform(*SPEECH_LOUDNESS) - loudness_db(s, SOURCE_RATE)) / 20) for s in speech]
     gains.append(10 ** ((rng.uniform(*NOISE_LOUDNESS) - loudness_db(noise, SOURCE_RATE)) / 20))
-    parts = _fit([s1 * gains[0], s2 * gains[1], noise * gains[2]], "max")
-    every_signal = (*parts, sum(parts), parts[0] + parts[1], parts[0] + parts[2])
+    parts = _fit([x * g for x, g in zip((*speech, noise), gains, strict=True)], "max")
+    every_signal = (*parts, *(sum(_parts_of(parts, kind)) for kind in MIXTURE_TYPES))
     peak = max(float(np.max(np.abs(x))) for x in every_signal)
     if peak > MAX_AMP:
         gains = [g * MAX_AMP / peak for g in gains]
     scaled = [
         resample((x * g).astype(np.float32), SOURCE_RATE, job.rate)
-        for x, g in zip((s1, s2, noise), gains, strict=True)
+        for x, g in zip((*speech, noise), gains, strict=True)
     ]
     result = {"id": job.id, "gains": gains, "length": {}, "snr": {}}
     for mode, mode_dir in zip(MODES, job.mode_dirs, strict=True):
-        a, b, n = _fit(scaled, mode)
-        mixtures = {"mix_clean": (a, b), "mix_both": (a, b, n), "mix_single": (a, n)}
-        files = {"s1": a, "s2": b, "noise": n, **{k: sum(v) for k, v in mixtures.items()}}
+        fitted = _fit(scaled, mode)
+        mixtures = {kind: _parts_of(fitted, kind) for kind in MIXTURE_TYPES}
+        files = {**dict(zip((*speech_names, "noise"), fitted, strict=True)),
+                 **{k: sum(v) for k, v in mixtures.items()}}  # fmt: skip
         for name, samples in files.items():
             path = mode_dir / name / f"{job.id}.wav"
             if not path.is_file():
                 write_audio(path, samples, job.rate)
-        result["length"][mode] = len(a)
+        result["length"][mode] = len(fitted[0])
         result["snr"][mode] = {
             kind: [_snr(p, sum(parts) - p) for p in parts] for kind, parts in mixtures.items()
         }
     with atomic_open(job.state) as f:
         json.dump(result, f)
     return result
+
+
+def _parts_of(signals: list[np.ndarray], kind: str) -> list[np.ndarray]:
+    """The signals (sources 1..n, then noise) a mixture type sums, in that order."""
+    sources, noise = mixture_contents(kind, len(signals) - 1)
+    return [signals[k - 1] for k in sources] + ([signals[-1]] if noise else [])
 
 
 def _run_all(function: Callable, jobs: Sequence, workers: int, desc: str) -> list:
@@ -410,16 +447,19 @@ def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> N
         writer.writerows(rows)
 
 
-def _check_state(out: Path, seed: int, size: CorpusSize) -> Path:
-    """Refuse to resume a corpus made with another seed or size (it would mix both)."""
+def _check_state(out: Path, seed: int, size: CorpusSize, num_sources: int) -> Path:
+    """Refuse to resume a corpus made with another seed, size or number of sources (it would mix both)."""
     state = out / STATE_DIR
     config = {"seed": seed, **asdict(size)}
+    if num_sources != 2:  # 2-source corpora were made before the option: their config stays as it was
+        config["num_sources"] = num_sources
     path = state / "config.json"
     if path.is_file():
         old = json.loads(path.read_text())
         if old != config:
             raise TsekitError(
-                f"{path}: {out} was made with {old}, not {config}; use another OUT or the same --seed/--size"
+                f"{path}: {out} was made with {old}, not {config}; "
+                "use another OUT or the same --seed/--size/--num-sources"
             )
     else:
         with atomic_open(path) as f:
@@ -444,30 +484,35 @@ def make_mini_libri2mix(
     seed: int = 0,
     sample_rate: int = 16000,
     jobs: int | None = None,
+    num_sources: int = 2,
 ) -> str:
-    """Synthesize the mini corpus under ``out`` (see module docstring); returns a summary."""
+    """Synthesize the mini corpus under ``out`` (see module docstring); returns a summary.
+
+    ``num_sources`` 3 writes OUT/Libri3Mix/ (mixtures of three speakers) instead of OUT/Libri2Mix/.
+    """
     if sample_rate not in (8000, 16000):
         raise TsekitError(f"sample rate must be 8000 or 16000, got {sample_rate}")
+    name = librimix_name(num_sources)
     require_tts()
-    corpus = corpus_size(size)
+    corpus = corpus_size(size, num_sources)
     out = Path(out).absolute()
     workers = jobs or len(os.sched_getaffinity(0))
-    state = _check_state(out, seed, corpus)
+    state = _check_state(out, seed, corpus, num_sources)
     for stale in out.rglob(".*.tmp"):  # temp files of a killed run (atomic writes never finished)
         stale.unlink()
     speakers = plan_speakers(seed, corpus)
 
     # 1. plan every utterance and mixture (cheap, all from the seed)
     split_utts: dict[str, dict[str, list[Utterance]]] = {}
-    split_pairs: dict[str, list[tuple[Utterance, Utterance]]] = {}
+    split_groups: dict[str, list[tuple[Utterance, ...]]] = {}
     for index, (split, librispeech_split, _) in enumerate(SPLITS):
         n_mix = corpus.train_mixtures if split == "train-100" else corpus.eval_mixtures
         n_spk = len(speakers[split])
-        per_speaker = max(2, math.ceil(n_mix / n_spk))  # each utterance in about two mixtures
+        per_speaker = max(2, math.ceil(n_mix * num_sources / (2 * n_spk)))  # each utterance in about two mixtures
         folder = out / "LibriSpeech" / librispeech_split
         split_utts[split] = plan_utterances(seed, speakers[split], per_speaker, folder)
-        pair_rng = np.random.default_rng([seed, 4, index])
-        split_pairs[split] = pair_utterances(pair_rng, split_utts[split], n_mix)
+        group_rng = np.random.default_rng([seed, 4, index])
+        split_groups[split] = group_utterances(group_rng, split_utts[split], n_mix, num_sources)
     babble = plan_utterances(seed, speakers["babble"], 6, out / "Noise" / "babble_speech", nested=False)
     all_utts = [u for utts in split_utts.values() for us in utts.values() for u in us]
     all_utts += [u for us in babble.values() for u in us]
@@ -478,13 +523,13 @@ def make_mini_libri2mix(
 
     # 3. mixtures
     babble_paths = tuple(u.path for us in babble.values() for u in us)
-    rate_dir = out / "Libri2Mix" / f"wav{sample_rate // 1000}k"
+    rate_dir = out / name / f"wav{sample_rate // 1000}k"
     mix_jobs = []
     for index, (split, _, noise_split) in enumerate(SPLITS):
-        for k, (a, b) in enumerate(split_pairs[split]):
-            mixture_id = f"{a.id}_{b.id}"
+        for k, group in enumerate(split_groups[split]):
+            mixture_id = "_".join(u.id for u in group)
             mix_jobs.append(MixtureJob(
-                id=mixture_id, split=split, source_1=a.path, source_2=b.path,
+                id=mixture_id, split=split, sources=tuple(u.path for u in group),
                 noise=out / "Noise" / noise_split / f"{mixture_id}.wav", babble=babble_paths,
                 seed=(seed, 5, index, k), mode_dirs=tuple(rate_dir / mode / split for mode in MODES),
                 rate=sample_rate, state=state / "mixtures" / rate_dir.name / split / f"{mixture_id}.json",
@@ -495,7 +540,7 @@ def make_mini_libri2mix(
     _write_librispeech_texts([u for utts in split_utts.values() for us in utts.values() for u in us], records)
     _write_speakers_txt(out / "LibriSpeech" / "SPEAKERS.TXT", split_utts, records)
     _write_metadata(out, rate_dir, mix_jobs, results)
-    return _summary(out, rate_dir, speakers, split_pairs, results, mix_jobs)
+    return _summary(out, rate_dir, speakers, results, mix_jobs)
 
 
 def _write_speakers_txt(path: Path, split_utts: dict, records: dict[str, dict]) -> None:
@@ -513,40 +558,42 @@ def _write_speakers_txt(path: Path, split_utts: dict, records: dict[str, dict]) 
 
 def _write_metadata(out: Path, rate_dir: Path, mix_jobs: list[MixtureJob], results: list[dict]) -> None:
     librispeech, noise_root = out / "LibriSpeech", out / "Noise"
+    name = rate_dir.parent.name  # Libri2Mix or Libri3Mix
+    num_sources = len(mix_jobs[0].sources)
     for split, librispeech_split, _ in SPLITS:
         rows = [(j, r) for j, r in zip(mix_jobs, results, strict=True) if j.split == split]
+        source_columns = [c for k in range(1, num_sources + 1) for c in (f"source_{k}_path", f"source_{k}_gain")]
         _write_csv(
-            out / "Libri2Mix" / "metadata" / f"libri2mix_{librispeech_split}.csv",
-            ["mixture_ID", "source_1_path", "source_1_gain", "source_2_path", "source_2_gain",
-             "noise_path", "noise_gain"],
-            [(j.id, j.source_1.relative_to(librispeech), r["gains"][0], j.source_2.relative_to(librispeech),
-              r["gains"][1], j.noise.relative_to(noise_root), r["gains"][2]) for j, r in rows],
+            out / name / "metadata" / f"{name.lower()}_{librispeech_split}.csv",
+            ["mixture_ID", *source_columns, "noise_path", "noise_gain"],
+            [(j.id, *(x for path, gain in zip(j.sources, r["gains"][:-1], strict=True)
+                      for x in (path.relative_to(librispeech), gain)),
+              j.noise.relative_to(noise_root), r["gains"][-1]) for j, r in rows],
         )  # fmt: skip
         for mode in MODES:
             split_dir = rate_dir / mode / split
             metadata = rate_dir / mode / "metadata"
             for kind in MIXTURE_TYPES:
-                parts = ["s1", "s2", "noise"] if kind == "mix_both" else ["s1", "s2"] if kind == "mix_clean" \
-                    else ["s1", "noise"]  # fmt: skip
-                columns = ["source_1_path", "source_2_path", "noise_path"]
-                columns = [c for c, p in zip(columns, ["s1", "s2", "noise"], strict=True) if p in parts]
+                sources, noise = mixture_contents(kind, num_sources)
+                parts = [f"s{k}" for k in sources] + (["noise"] if noise else [])
+                columns = [f"source_{k}_path" for k in sources] + (["noise_path"] if noise else [])
                 _write_csv(
                     metadata / f"mixture_{split}_{kind}.csv",
                     ["mixture_ID", "mixture_path", *columns, "length"],
                     [(j.id, split_dir / kind / f"{j.id}.wav", *(split_dir / p / f"{j.id}.wav" for p in parts),
                       r["length"][mode]) for j, r in rows],
                 )  # fmt: skip
-                snr_columns = [f"source_{k}_SNR" for k in (1, 2) if f"s{k}" in parts]
+                snr_columns = [f"source_{k}_SNR" for k in sources] + (["noise_SNR"] if noise else [])
                 _write_csv(
                     metadata / f"metrics_{split}_{kind}.csv",
-                    ["mixture_ID", *snr_columns, *(["noise_SNR"] if "noise" in parts else [])],
+                    ["mixture_ID", *snr_columns],
                     [(j.id, *r["snr"][mode][kind]) for j, r in rows],
                 )
 
 
-def _summary(out: Path, rate_dir: Path, speakers: dict, split_pairs: dict, results: list[dict],
-             mix_jobs: list[MixtureJob]) -> str:  # fmt: skip
+def _summary(out: Path, rate_dir: Path, speakers: dict, results: list[dict], mix_jobs: list[MixtureJob]) -> str:
     rate = int(rate_dir.name[3:-1]) * 1000
+    name = rate_dir.parent.name  # Libri2Mix or Libri3Mix
     lines = [f"{'split':<10} {'speakers':>8} {'mixtures':>8} {'hours(min)':>10} {'hours(max)':>10}"]
     for split, _, _ in SPLITS:
         rows = [r for j, r in zip(mix_jobs, results, strict=True) if j.split == split]
@@ -555,5 +602,5 @@ def _summary(out: Path, rate_dir: Path, speakers: dict, split_pairs: dict, resul
         lines.append(f"{counts} {hours['min']:>10.3f} {hours['max']:>10.3f}")
     lines.append(f"written to {out}; read it with:")
     options = ("" if rate == 16000 else f" --sample-rate {rate}") + f" --librispeech {out / 'LibriSpeech'}"
-    lines.append(f"  tsekit prepare libri2mix {out / 'Libri2Mix'} DATA{options}")
+    lines.append(f"  tsekit prepare {name.lower()} {out / name} DATA{options}")
     return "\n".join(lines)
