@@ -5,7 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from corpus_trees import make_libri2mix_tree, make_wham_tree, make_wsj0_2mix_tree, write_librispeech_transcripts
+from corpus_trees import (
+    make_libri2mix_tree,
+    make_libri3mix_tree,
+    make_wham_tree,
+    make_wsj0_2mix_tree,
+    write_librispeech_transcripts,
+)
 from recipe_runs import recipe_copy, run_recipe
 
 from tsekit.data.table import read_table, write_table
@@ -63,6 +69,18 @@ def test_libri2mix_recipe(tmp_path):
     assert stopped.returncode == 3 and "needs 'tsekit report'" in stopped.stdout
 
 
+def test_libri2mix_recipe_on_libri3mix(tmp_path):
+    root = tmp_path / "Libri3Mix"
+    make_libri3mix_tree(root, splits=("train-100", "dev", "test"), per_split=20)
+    recipe = recipe_copy(tmp_path, "libri2mix")
+    check_stages_1_2(recipe, ("train-100", "dev", "test"), ["--librimix-root", str(root), "--num-speakers", "3"])
+    utt2spk = read_table(recipe / "data" / "test" / "utt2spk")
+    mixtures = read_table(recipe / "data" / "test" / "wav.scp")
+    assert len(utt2spk) == 3 * len(set(mixtures.values()))  # one row per source of each mixture
+    wrong = run_recipe(recipe, "--librimix-root", str(root), "--num-speakers", "4", "--stop-stage", "1")
+    assert wrong.returncode == 1 and "--num-speakers must be 2 or 3" in wrong.stderr
+
+
 def test_wsj0_2mix_recipe(tmp_path):
     make_wsj0_2mix_tree(tmp_path / "2speakers", per_split=30)
     recipe = recipe_copy(tmp_path, "wsj0_2mix")
@@ -77,6 +95,16 @@ def test_wham_recipe_with_posneg_enrollments(tmp_path):
         data = recipe / "data" / name
         assert set(read_table(data / "enroll_pos.scp")) == set(read_table(data / "wav.scp"))
         assert set(read_table(data / "noise1.scp")) == set(read_table(data / "wav.scp"))
+    # the paper's 3-speaker positives with WHAM! noise: stage 2 rebuilds the clips for the new options
+    proc = run_recipe(recipe, "--wham-root", str(tmp_path / "wham_mix"), "--posneg", "true", "--stage", "2",
+                      "--stop-stage", "2", "--posneg-interferers", "2", "--posneg-noise", "scp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("tr", "cv", "tt"):
+        header, *lines = (recipe / "data" / name / "enroll_posneg.tsv").read_text().splitlines()
+        columns = header.split("\t")
+        records = [dict(zip(columns, line.split("\t"), strict=True)) for line in lines]
+        assert len(records) == len(read_table(recipe / "data" / name / "wav.scp"))
+        assert all(len(r["interferer"].split(",")) == 2 and r["noise"] for r in records)
 
 
 def test_bad_corpus_root_fails_with_one_line(tmp_path):

@@ -4,7 +4,8 @@
 #   stage stop_stage system nj ngpu seed       recipe variables
 #   corpus corpus_root prepare_opts            stage 1: tsekit prepare $corpus $corpus_root data $prepare_opts
 #   train_set valid_set test_sets              Kaldi data dirs under data/
-#   enroll_opts posneg                         stage 2 options
+#   enroll_opts posneg posneg_interferers      stage 2 options
+#   posneg_noise
 #   asr_model score_metrics                    stage 7 options (egs/TEMPLATE/defaults.sh)
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
@@ -53,11 +54,15 @@ fi
 if run_stage 2; then
   log "stage 2: enrollment lists"
   for set in $all_sets; do
-    if [ -f "data/$set/enroll.scp" ] && { ! "$posneg" || [ -f "data/$set/enroll_neg.scp" ]; }; then
+    # pos/neg clips are always (re)checked: tsekit enroll rebuilds only the rows whose options changed
+    if [ -f "data/$set/enroll.scp" ] && ! "$posneg"; then
       log "data/$set/enroll.scp exists; skipping"
     else
       opts="--seed $seed"
-      "$posneg" && opts="$opts --posneg"
+      if "$posneg"; then
+        opts="$opts --posneg --interferers $posneg_interferers"
+        [ -n "$posneg_noise" ] && opts="$opts --posneg-noise $posneg_noise"
+      fi
       # shellcheck disable=SC2086
       tsekit enroll "data/$set" $opts $enroll_opts
     fi

@@ -33,7 +33,7 @@ import numpy as np
 
 from tsekit import TsekitError
 from tsekit.data.audio import entry_path, is_ark, is_pipe
-from tsekit.data.table import invert_utt2spk, read_table, sorted_keys, write_table
+from tsekit.data.table import invert_utt2spk, read_table, sorted_keys, write_table_if_changed
 
 Tables = Mapping[str, Mapping[str, str]]
 
@@ -271,11 +271,11 @@ def make_enroll_lists(
 
 
 def write_enroll_lists(data_dir: str | os.PathLike, tables: Tables, lists: EnrollLists) -> None:
-    """Write spk2enroll, utt2enroll and enroll.scp (each atomically; enroll.scp last)."""
+    """Write spk2enroll, utt2enroll and enroll.scp (each atomically, enroll.scp last; unchanged ones are kept)."""
     data_dir = Path(data_dir)
-    write_table(data_dir / "spk2enroll", speaker_candidates(tables))
-    write_table(data_dir / "utt2enroll", lists.utt2enroll)
-    write_table(data_dir / "enroll.scp", lists.enroll)
+    write_table_if_changed(data_dir / "spk2enroll", speaker_candidates(tables))
+    write_table_if_changed(data_dir / "utt2enroll", lists.utt2enroll)
+    write_table_if_changed(data_dir / "enroll.scp", lists.enroll)
 
 
 def read_rows(data_dir: str | os.PathLike) -> dict[str, dict[str, str]]:

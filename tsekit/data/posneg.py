@@ -64,7 +64,7 @@ import numpy as np
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info, is_pipe, load_audio, write_audio
 from tsekit.data.enroll import Tables, row_rng, speaker_candidates, utt2uniq_of
-from tsekit.data.table import atomic_open, read_table, sorted_keys, write_table
+from tsekit.data.table import atomic_open, read_table, sorted_keys, write_table_if_changed
 
 DEFAULT_SIR_RANGE = (-5.0, 5.0)
 DEFAULT_SNR_RANGE = (0.0, 10.0)
@@ -386,13 +386,6 @@ def _drop_torn_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)
 
 
-def _write_if_changed(path: Path, table: Mapping[str, str]) -> bool:
-    if path.is_file() and read_table(path) == dict(table):
-        return False
-    write_table(path, table)
-    return True
-
-
 def _write_text_if_changed(path: Path, text: str) -> bool:
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
@@ -457,7 +450,7 @@ def make_posneg(
     scps = {"enroll_pos.scp": 0, "enroll_neg.scp": 1}
     for name, which in scps.items():
         table = {utt: str(clip_paths(data_dir, utt)[which]) for utt in plans}
-        changed = _write_if_changed(data_dir / name, table) or changed
+        changed = write_table_if_changed(data_dir / name, table) or changed
     if todo or changed:
         # keep only the current records so the file does not grow over reruns
         _write_text_if_changed(progress_path, "\n".join(lines[1:]) + "\n")

@@ -72,16 +72,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator:
         raise
 
 
+def format_table(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> str:
+    """A table's file text, sorted by key; list values are joined by spaces (spk2utt style)."""
+    lines = []
+    for key in sorted_keys(table):
+        value = table[key]
+        if not isinstance(value, str):
+            value = " ".join(value)
+        if not key or any(c.isspace() for c in key):
+            raise TsekitError(f"{path}: key {key!r} is empty or contains whitespace")
+        lines.append(f"{key} {value}\n")
+    return "".join(lines)
+
+
 def write_table(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> None:
-    """Write a table sorted by key; list values are joined by spaces (spk2utt style)."""
+    """Write a table sorted by key (atomically); list values are joined by spaces (spk2utt style)."""
+    text = format_table(path, table)
     with atomic_open(path) as f:
-        for key in sorted_keys(table):
-            value = table[key]
-            if not isinstance(value, str):
-                value = " ".join(value)
-            if not key or any(c.isspace() for c in key):
-                raise TsekitError(f"{path}: key {key!r} is empty or contains whitespace")
-            f.write(f"{key} {value}\n")
+        f.write(text)
+
+
+def write_table_if_changed(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> bool:
+    """`write_table` unless the file already holds exactly this table (reruns keep mtimes); True if written."""
+    if Path(path).is_file() and Path(path).read_text(encoding="utf-8") == format_table(path, table):
+        return False
+    write_table(path, table)
+    return True
 
 
 def invert_utt2spk(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
