@@ -146,6 +146,14 @@ def test_stage2_starts_from_stage1_and_freezes(data, tmp_path):
     frozen = [k for k in before if k.startswith("speaker_encoder") and before[k].is_floating_point()]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if not k.startswith("speaker_encoder"))
+    # a stage-1 checkpoint of another model size: one line naming it, nothing trained
+    wider = write_config(tmp_path / "wider.yaml", train={"epochs": 1},
+                         model={"params": {**TINY["model"]["params"], "embed_dim": 24}})
+    proc = subprocess.run(train_command(wider, data, tmp_path / "exp_wider", "--stage", "2", "--init-from",
+                                        str(stage1)), capture_output=True, text=True)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{stage1}: weights do not fit model spex_plus as configured (size mismatch" in proc.stderr
+    assert not (tmp_path / "exp_wider" / "stage2" / "checkpoints").exists()
 
 
 def test_two_process_torchrun_trains(data, tmp_path):

@@ -116,12 +116,7 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     else:
         raise TsekitError(f"{path}: holds no config and there is no {path.parent.parent / 'config.yaml'}")
     model = build_model(cfg.model.name, cfg.model.params)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise TsekitError(f"{path}: weights do not fit model {cfg.model.name} "
-                          f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    ckpt.load_weights(model, state["model"], path)
     return model.to(device).eval(), cfg
 
 

@@ -42,6 +42,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def load_weights(model: torch.nn.Module, weights: dict, path: str | os.PathLike, strict: bool = True):
+    """``model.load_state_dict`` with a one-line error naming the checkpoint when shapes or names do not fit."""
+    try:
+        return model.load_state_dict(weights, strict=strict)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).strip().splitlines()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise TsekitError(f"{path}: weights do not fit model {getattr(model, 'registry_name', type(model).__name__)} "
+                          f"as configured ({detail})") from None
+
+
 def read_best(folder: Path) -> list[tuple[float, str]]:
     path = folder / BEST_LIST
     if not path.is_file():

@@ -160,7 +160,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def _init_from(model: torch.nn.Module, path: str) -> str:
     state = ckpt.load_checkpoint(path)["model"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = ckpt.load_weights(model, state, path, strict=False)
     return f"initialised from {path} ({len(missing)} missing, {len(unexpected)} unexpected tensors)"
 
 
@@ -252,7 +252,7 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
     epoch, batches_done, step, nonfinite = 0, 0, 0, 0
     if resume and (folder / ckpt.LATEST).is_file():
         state = ckpt.load_checkpoint(folder / ckpt.LATEST, map_location=dist.device)
-        model.load_state_dict(state["model"])
+        ckpt.load_weights(model, state["model"], folder / ckpt.LATEST)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
