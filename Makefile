@@ -1,12 +1,12 @@
 # make install   .venv with torch pinned, tsekit and all extras
 # make test      the test suite (installs first)
-# make demo      mini corpus + egs/mini_libri2mix/run.sh as far as the built stages reach
+# make demo      mini corpus + egs/mini_libri2mix/run.sh as far as the built stages reach; ends with the report's path
 SHELL := /bin/bash
 VENV ?= .venv
-EXTRAS ?= asr,codec,metrics,test
+EXTRAS ?= asr,codec,metrics,report,test
 PYTEST_ARGS ?=
 # the last recipe stage this version of tsekit implements
-DEMO_STOP_STAGE ?= 7
+DEMO_STOP_STAGE ?= 8
 
 .PHONY: install test test-all demo lint clean
 
@@ -28,6 +28,9 @@ lint: install
 demo: install
 	bash tools/system_packages.sh
 	cd egs/mini_libri2mix && PATH=$(CURDIR)/$(VENV)/bin:$$PATH ./run.sh --stop-stage $(DEMO_STOP_STAGE)
+	@# stage 8 wrote one page per test set; say where, last
+	@for page in $(CURDIR)/egs/mini_libri2mix/exp/report/*/index.html; do \
+	  if [ -f "$$page" ]; then echo "demo report (open it in a browser): $$page"; fi; done
 
 clean:
 	rm -rf $(VENV) egs/*/data egs/*/dump egs/*/exp egs/mini_libri2mix/downloads

@@ -225,7 +225,8 @@ def test_cli_error_is_one_line_with_nonzero_exit(tmp_path):
 
 @pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["prepare", "--help"], ["enroll", "--help"],
                                   ["score", "--help"], ["train", "--help"], ["infer", "--help"], ["extract", "--help"],
-                                  ["prepare", "libri2mix", "--help"], ["data", "validate", "--help"]])
+                                  ["report", "--help"], ["prepare", "libri2mix", "--help"],
+                                  ["data", "validate", "--help"]])
 def test_help_is_fast_and_imports_no_heavy_module(args):
     tsekit = Path(sys.executable).parent / "tsekit"
     probe = ("import sys; sys.argv = ['tsekit'] + sys.argv[1:]\nfrom tsekit.cli import main\n"

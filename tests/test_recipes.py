@@ -46,7 +46,12 @@ def test_libri2mix_recipe(tmp_path):
     check_stages_1_2(recipe, ("train-100", "dev", "test"),
                      ["--librimix-root", str(root), "--librispeech-root", str(tmp_path / "LibriSpeech")])
     assert (recipe / "data" / "test" / "text").is_file()
-    # stage 7 on estimates from elsewhere (stage 6 is not built yet): 2 jobs through utils/run.pl, then merge
+    root_option = ["--librimix-root", str(root)]
+    # stage 8 with nothing scored yet: says so and writes nothing
+    nothing = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    assert nothing.returncode == 0 and "no system is scored on data/test" in nothing.stdout
+    assert not (recipe / "exp" / "report").exists()
+    # stage 7 on estimates from elsewhere: 2 jobs through utils/run.pl, then merge
     data, decode = recipe / "data" / "test", recipe / "exp" / "mysys" / "decode_test"
     estimates = {}
     for utt, path in read_table(data / "spk1.scp").items():
@@ -56,7 +61,6 @@ def test_libri2mix_recipe(tmp_path):
                  rate)
         estimates[utt] = str(decode / "wav" / f"{utt}.wav")
     write_table(decode / "wav.scp", estimates)
-    root_option = ["--librimix-root", str(root)]
     proc = run_recipe(recipe, *root_option, "--stage", "7", "--stop-stage", "7", "--system", "mysys", "--nj", "2",
                       "--score-metrics", "si_sdr,si_sdri,stoi")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -65,8 +69,14 @@ def test_libri2mix_recipe(tmp_path):
     header, *rows = (scores / "scores.tsv").read_text().splitlines()
     assert header.split("\t") == ["utt", "si_sdr", "si_sdri", "stoi"] and len(rows) == len(estimates)
     assert "| si_sdr |" in (scores / "RESULTS.md").read_text() and "| si_sdr |" in proc.stdout
-    stopped = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
-    assert stopped.returncode == 3 and "needs 'tsekit report'" in stopped.stdout
+    # stage 8: the report of every scored system, its path on the last line
+    reported = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    assert reported.returncode == 0, reported.stdout + reported.stderr
+    page = (recipe / "exp" / "report" / "test" / "index.html").resolve()
+    assert reported.stdout.splitlines()[-2].endswith(f"report of data/test: {page}")
+    text = page.read_text()
+    assert text.count("<audio") == 12 * 4  # 12 utterances: mixture, enrollment, mysys, reference
+    assert "<td>mysys</td>" in text and "tsekit score --ref data/test/spk1.scp" in text
 
 
 def test_libri2mix_recipe_on_libri3mix(tmp_path):

@@ -2,23 +2,26 @@
 # Debian/Ubuntu packages tsekit needs: the TTS voices and sox for the mini
 # corpus (tsekit prepare mini-libri2mix), libsndfile for soundfile; with
 # --slurm also Slurm and munge, for the tests that start a real one-node
-# Slurm cluster on localhost (tests/test_slurm.py).
+# Slurm cluster on localhost (tests/test_slurm.py); with --browser Chromium,
+# which tests/test_report.py opens the results page in (headless).
 #
-#   tools/system_packages.sh [--slurm]           install what is missing (as root, or through sudo)
-#   tools/system_packages.sh [--slurm] --check   exit 1 naming what is missing; installs nothing
+#   tools/system_packages.sh [--slurm] [--browser]           install what is missing (as root, or through sudo)
+#   tools/system_packages.sh [--slurm] [--browser] --check   exit 1 naming what is missing; installs nothing
 set -euo pipefail
 
 packages=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng sox libsndfile1)
 slurm_packages=(slurmctld slurmd slurm-client munge)
+browser_packages=(chromium)
 
-usage() { sed -n '2,9s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
 
 check=false
 given=""
 for arg in "$@"; do
   case "$arg" in
     --check) check=true ;;
-    --slurm) packages+=("${slurm_packages[@]}"); given=" --slurm" ;;
+    --slurm) packages+=("${slurm_packages[@]}"); given="$given --slurm" ;;
+    --browser) packages+=("${browser_packages[@]}"); given="$given --browser" ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $arg" >&2; usage >&2; exit 2 ;;
   esac

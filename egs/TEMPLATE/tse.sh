@@ -166,7 +166,21 @@ if run_stage 7; then
 fi
 
 if run_stage 8; then
-  require_command report "results report" 8
+  # one page per test set, over every system scored on it (not only $system), so a rerun compares them all
+  for set in $test_sets; do
+    exps=""
+    for scores in exp/*/decode_"$set"/scores/scores.tsv; do
+      [ -f "$scores" ] && exps="$exps --exp ${scores%/decode_"$set"/scores/scores.tsv}"
+    done
+    if [ -z "$exps" ]; then
+      log "stage 8: no system is scored on data/$set (no exp/*/decode_$set/scores/scores.tsv); no report for it"
+      continue
+    fi
+    log "stage 8: results report of data/$set for${exps//--exp /}"
+    # shellcheck disable=SC2086  # exps holds one --exp option per system
+    tsekit report --data "data/$set" $exps --out "exp/report/$set"
+    log "report of data/$set: $PWD/exp/report/$set/index.html"
+  done
 fi
 
 log "done: stages $stage to $stop_stage"

@@ -23,6 +23,7 @@ COMMANDS = {
     "train": "train:train",
     "infer": "infer:infer",
     "extract": "infer:extract",
+    "report": "report:report",
 }
 
 
@@ -60,6 +61,7 @@ COMMAND_HELP = {
     "train": "Train a system from an experiment config (stages 4-5).",
     "infer": "Extract the target speaker of every row of a data dir with a trained experiment (stage 6).",
     "extract": "Extract the enrolled speaker from one mixture file with a trained experiment.",
+    "report": "Results page to listen to and look at: scores, plots, audio, spectrograms, commands (stage 8).",
 }
 
 

@@ -30,11 +30,38 @@ def _write_tsv(path: Path, columns: list[str], rows: dict[str, dict]) -> None:
             f.write("\t".join([utt, *(_number(rows[utt].get(c, math.nan)) for c in columns)]) + "\n")
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """(mean, std, count) over the finite values; NaN (a metric that could not be computed) is left out."""
     finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if finite.size == 0:
         return math.nan, math.nan, 0
     return float(finite.mean()), float(finite.std()), int(finite.size)
+
+
+def acceptance(improvements: list[float], threshold: float = ACCEPTANCE_THRESHOLD) -> tuple[int, int]:
+    """(accepted, total): utterances whose SI-SDRi exceeds ``threshold``; the rest are likely target confusions."""
+    return sum(1 for v in improvements if v > threshold), len(improvements)
+
+
+def read_scores(path: str | os.PathLike) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """(metric columns, utt -> metric -> value) of a scores.tsv or mixture.tsv that merge_scores wrote."""
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: file not found")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t")[0] != "utt":
+        raise TsekitError(f"{path}: not a scores table (the header must start with 'utt')")
+    columns = lines[0].split("\t")[1:]
+    rows = {}
+    for lineno, line in enumerate(lines[1:], 2):
+        fields = line.split("\t")
+        if len(fields) != len(columns) + 1:
+            raise TsekitError(f"{path}:{lineno}: {len(fields)} fields, the header has {len(columns) + 1}")
+        try:
+            rows[fields[0]] = {c: float(v) for c, v in zip(columns, fields[1:], strict=True)}
+        except ValueError as err:
+            raise TsekitError(f"{path}:{lineno}: {err}") from None
+    return columns, rows
 
 
 def merge_scores(out: str | os.PathLike, threshold: float = ACCEPTANCE_THRESHOLD) -> str:
@@ -95,13 +122,13 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
     for metric in metrics:
         scale = 100.0 if metric in PERCENT else 1.0
         unit = " (%)" if metric in PERCENT else ""
-        mean, std, n = _mean_std([r["scores"].get(metric) for r in records.values()])
+        mean, std, n = mean_std([r["scores"].get(metric) for r in records.values()])
         row = f"| {metric}{unit} | {scale * mean:.2f} ± {scale * std:.2f} |"
         if has_mix:
             if metric in IMPROVEMENTS:
                 row += " | |"
             else:
-                mix_mean, mix_std, _ = _mean_std([r["mixture"].get(metric) for r in records.values()])
+                mix_mean, mix_std, _ = mean_std([r["mixture"].get(metric) for r in records.values()])
                 row += f" {scale * mix_mean:.2f} ± {scale * mix_std:.2f} | {scale * (mean - mix_mean):+.2f} |"
         lines.append(row + f" {n} |")
     lines.append("")
@@ -114,9 +141,9 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
         lines.append("")
     if "si_sdri" in metrics:
         improvements = {u: r["scores"]["si_sdri"] for u, r in records.items()}
-        accepted = sum(1 for v in improvements.values() if v > threshold)
+        accepted, total = acceptance(list(improvements.values()), threshold)
         lines.append(f"Acceptance rate (SI-SDRi > {threshold:g} dB; the rest are likely target confusions): "
-                     f"{100.0 * accepted / len(records):.1f}% ({accepted}/{len(records)}).")
+                     f"{100.0 * accepted / total:.1f}% ({accepted}/{total}).")
         worst = sorted(improvements, key=lambda u: improvements[u])[:WORST_SHOWN]
         lines += ["", f"Worst {len(worst)} utterances by SI-SDRi:", ""]
         lines += [f"- `{u}`: {improvements[u]:.2f} dB" for u in worst]
