@@ -242,6 +242,19 @@ def test_distillation_training_reduces_mse(name):
     assert last < 0.7 * first.item(), (first.item(), last.item())
 
 
+@pytest.mark.parametrize("name", ["tfgridnet_posneg", "tfgridnet_posneg_early"])
+def test_distillation_skips_the_extractor(name):
+    model, batch = tiny(name), make_batch()
+    full = model(batch)
+    calls = []
+    model.extractor.register_forward_hook(lambda *_: calls.append(1))
+    model.wanted_outputs = frozenset({"cue"})  # what the trainer sets for a distill-only loss list
+    cue_only = model(batch)
+    assert set(cue_only) == {"cue"} and not calls and torch.equal(cue_only["cue"], full["cue"])
+    model.wanted_outputs = frozenset({"estimate"})
+    assert torch.equal(model(batch)["estimate"], full["estimate"]) and calls
+
+
 @pytest.mark.parametrize(("name", "term"), [("tfgridnet_posneg", SNR), ("tfgridnet_posneg_early", SI_SDR)])
 def test_extraction_training_reduces_signal_loss(name, term):
     model, batch = tiny(name), make_batch()

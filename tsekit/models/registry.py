@@ -46,6 +46,9 @@ class TSEModel(torch.nn.Module, abc.ABC):
     registry_name: ClassVar[str] = ""
     # inputs the dataset must provide besides mixture (always there)
     needs: ClassVar[frozenset[str]] = frozenset({"target", "enroll"})
+    # the outputs the training losses read, set by the trainer (None: all); a model may skip computing the others,
+    # e.g. the pos/neg systems do not run their frozen extractor while distilling
+    wanted_outputs: frozenset[str] | None = None
 
     @abc.abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

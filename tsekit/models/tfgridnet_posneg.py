@@ -38,7 +38,8 @@ Training in two stages (the paper's):
      ``distill_needs`` = {"enroll_clean"}.
   2. extraction: ``enroll_encoder`` and ``head`` frozen (stage2.freeze by those prefixes), the ``extractor``
      learns from SNR (paper model) or SI-SDR (early variant) on ``estimate`` (``stage2.loss``).
-The forward pass always computes both ``cue`` and ``estimate``; the configured loss picks what trains.
+The forward pass computes both ``cue`` and ``estimate`` (only the ``cue`` when the trainer's ``wanted_outputs`` leaves
+out the estimate, as in stage 1); the configured loss picks what trains.
 
 Published sizes (the defaults; the authors' released monaural configuration): 16 kHz, n_fft 128 (8 ms), hop 64,
 D = 64, H = 64, 4 heads, E = 8, extractor of 3 blocks with unfold kernel/stride 1 (per-bin LSTMs), encoder of 3
@@ -240,6 +241,8 @@ class PosNegSystem(TSEModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cue, cue_frames = self.posneg_cue(batch["enroll_pos"], lengths_of(batch, "enroll_pos"),
                                           batch["enroll_neg"], lengths_of(batch, "enroll_neg"))
+        if self.wanted_outputs is not None and "estimate" not in self.wanted_outputs:
+            return {"cue": cue}  # distillation: the extractor's forward pass would be wasted work
         mixture = as_channels(batch["mixture"], self.channels, "mixture")
         estimate = self.extractor(mixture, cue, cue_frames, batch.get("lengths"))
         return {"estimate": estimate, "cue": cue}

@@ -221,6 +221,7 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
     if frozen_prefixes:
         messages.append(_freeze(model, frozen_prefixes))
     terms = cfg.stage2.loss if stage > 1 and cfg.stage2.loss else cfg.loss
+    model.wanted_outputs = frozenset(term.output for term in terms)
 
     def batch_loss(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         if teacher is not None:
