@@ -46,6 +46,18 @@ def read_data_dir(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     return {name: read_table(path / name) for name in PER_UTT_FILES if (path / name).is_file()}
 
 
+def replace_dir(new: Path, out: Path) -> None:
+    """Put the finished directory ``new`` (on out's file system) at ``out``, replacing what was there."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out)
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary name; it replaces ``out`` only on success."""
@@ -54,14 +66,7 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.datadir import PER_UTT_FILES
+from tsekit.data.datadir import PER_UTT_FILES, replace_dir
 from tsekit.data.table import read_table, sorted_keys, write_table
 
 ENROLL_LISTS = ("enroll.scp", "utt2enroll", "spk2enroll")  # drawn anew within each part
@@ -160,14 +160,7 @@ def _install(new: Path, out: Path) -> bool:
     """Put the finished folder ``new`` at ``out`` unless ``out`` already has the same files; True if replaced."""
     if _same_files(new, out):
         return False
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(new, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, out)
+    replace_dir(new, out)
     return True
 
 
