@@ -92,7 +92,8 @@ def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str
     return Path(out)
 
 
-def _subset_tables(tables: Mapping[str, Mapping[str, str]], utts: list[str]) -> dict[str, dict[str, str]]:
+def subset_tables(tables: Mapping[str, Mapping[str, str]], utts: list[str]) -> dict[str, dict[str, str]]:
+    """Each table cut to the rows ``utts``."""
     return {name: {u: table[u] for u in utts} for name, table in tables.items()}
 
 
@@ -108,7 +109,7 @@ def subset_data_dir(path: str | os.PathLike, utt_list: str | os.PathLike, out: s
         raise TsekitError(f"{utt_list}: {len(unknown)} utterances are not in {path} (e.g. {unknown[:3]})")
     if not wanted:
         raise TsekitError(f"{utt_list}: empty utterance list")
-    subset = _subset_tables(tables, sorted_keys(set(wanted)))
+    subset = subset_tables(tables, sorted_keys(set(wanted)))
     with atomic_dir(out) as tmp:
         write_tables(tmp, subset)
         _copy_spk2enroll(Path(path), tmp, subset)
@@ -146,7 +147,7 @@ def split_data_dir(path: str | os.PathLike, num_parts: int) -> list[Path]:
             size = base + (1 if index < extra else 0)
             part = tmp / str(index + 1)
             part.mkdir()
-            subset = _subset_tables(tables, utts[start : start + size])
+            subset = subset_tables(tables, utts[start : start + size])
             write_tables(part, subset)
             _copy_spk2enroll(path, part, subset)
             start += size

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.datadir import PER_UTT_FILES, replace_dir
+from tsekit.data.datadir import PER_UTT_FILES, replace_dir, subset_tables
 from tsekit.data.table import read_table, sorted_keys, write_table
 
 ENROLL_LISTS = ("enroll.scp", "utt2enroll", "spk2enroll")  # drawn anew within each part
@@ -223,8 +223,7 @@ def holdout_data_dir(
             out.parent.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
             staged.append((folder, out))
-            part_rows = {name: {u: table[u] for u in utts} for name, table in rows.items()}
-            _write_part(folder, part_rows, speaker_tables, enroll, spk2enroll, seed, out)
+            _write_part(folder, subset_tables(rows, utts), speaker_tables, enroll, spk2enroll, seed, out)
         replaced = [_install(folder, out) for folder, out in staged]
     finally:
         for folder, _ in staged:

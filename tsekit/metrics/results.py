@@ -30,6 +30,11 @@ def _write_tsv(path: Path, columns: list[str], rows: dict[str, dict]) -> None:
             f.write("\t".join([utt, *(_number(rows[utt].get(c, math.nan)) for c in columns)]) + "\n")
 
 
+def display_scale(metric: str) -> float:
+    """Factor a metric is shown with: error rates in %, everything else as it is."""
+    return 100.0 if metric in PERCENT else 1.0
+
+
 def mean_std(values: list[float]) -> tuple[float, float, int]:
     """(mean, std, count) over the finite values; NaN (a metric that could not be computed) is left out."""
     finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
@@ -120,7 +125,7 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
     header = "| metric | estimate (mean ± std) |" + (" mixture (mean ± std) | improvement |" if has_mix else "")
     lines += [header + " n |", "|---|---|" + ("---|---|" if has_mix else "") + "---|"]
     for metric in metrics:
-        scale = 100.0 if metric in PERCENT else 1.0
+        scale = display_scale(metric)
         unit = " (%)" if metric in PERCENT else ""
         mean, std, n = mean_std([r["scores"].get(metric) for r in records.values()])
         row = f"| {metric}{unit} | {scale * mean:.2f} ± {scale * std:.2f} |"

@@ -125,11 +125,6 @@ class Summary:
     threshold: float
 
 
-def scale(metric: str) -> float:
-    """Factor a metric is shown with (error rates in %), as RESULTS.md shows it."""
-    return 100.0 if metric in PERCENT else 1.0
-
-
 def summarize(systems: list[System], utts: list[str], threshold: float = ACCEPTANCE_THRESHOLD) -> Summary:
     """Mean ± std per system and metric over ``utts``, as RESULTS.md computes them; the best value per column marked.
 

@@ -21,7 +21,7 @@ from tsekit.data.audio import entry_path, is_ark, is_pipe, load_audio, write_aud
 from tsekit.data.datadir import atomic_dir
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer.batch import ENROLLMENT_FILES
-from tsekit.metrics.results import ACCEPTANCE_THRESHOLD
+from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, display_scale
 from tsekit.metrics.scorer import IMPROVEMENTS
 from tsekit.report import figures
 from tsekit.report.experiments import (
@@ -31,7 +31,6 @@ from tsekit.report.experiments import (
     System,
     load_system,
     ranking_metric,
-    scale,
     select_utterances,
     summarize,
 )
@@ -74,7 +73,7 @@ def _url(path: str) -> str:
 
 
 def _number(value: float, metric: str) -> str:
-    return "–" if value is None or math.isnan(value) else f"{scale(metric) * value:.2f}"
+    return "–" if value is None or math.isnan(value) else f"{display_scale(metric) * value:.2f}"
 
 
 def _publish_audio(entry: str, what: str, dest: Path, link: bool) -> tuple[np.ndarray, int, Path]:
@@ -98,7 +97,7 @@ def _publish_audio(entry: str, what: str, dest: Path, link: bool) -> tuple[np.nd
 
 
 def _summary_html(summary: Summary, systems: list[System], n: int) -> str:
-    head = "".join(f"<th>{_e(m)}{' (%)' if scale(m) != 1 else ''} {'↓' if m in LOWER_IS_BETTER else '↑'}</th>"
+    head = "".join(f"<th>{_e(m)}{' (%)' if display_scale(m) != 1 else ''} {'↓' if m in LOWER_IS_BETTER else '↑'}</th>"
                    for m in summary.metrics)
     accept = bool(summary.acceptance)
     if accept:
@@ -110,7 +109,7 @@ def _summary_html(summary: Summary, systems: list[System], n: int) -> str:
             return "<td>–</td>"
         text = f"{_number(item.mean, metric)} ± {_number(item.std, metric)}"
         if item.improvement is not None:
-            text += f"<br><small class='gain'>{scale(metric) * item.improvement:+.2f}</small>"
+            text += f"<br><small class='gain'>{display_scale(metric) * item.improvement:+.2f}</small>"
         return f"<td class='best'>★ {text}</td>" if item.best else f"<td>{text}</td>"
 
     mixture = "".join("<td>–</td>" if m in IMPROVEMENTS or m not in summary.mixture
