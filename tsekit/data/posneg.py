@@ -64,7 +64,7 @@ import numpy as np
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info, is_pipe, load_audio, write_audio
 from tsekit.data.enroll import Tables, row_rng, speaker_candidates, utt2uniq_of
-from tsekit.data.table import atomic_open, read_table, sorted_keys, write_table_if_changed
+from tsekit.data.table import read_table, sorted_keys, write_table_if_changed, write_text_if_changed
 
 DEFAULT_SIR_RANGE = (-5.0, 5.0)
 DEFAULT_SNR_RANGE = (0.0, 10.0)
@@ -386,14 +386,6 @@ def _drop_torn_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)
 
 
-def _write_text_if_changed(path: Path, text: str) -> bool:
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    with atomic_open(path) as f:
-        f.write(text)
-    return True
-
-
 def _is_done(record: dict[str, str] | None, plan: Plan, data_dir: Path) -> bool:
     """A row is done when its record was made from this plan (same options) and both clips exist."""
     if record is None or set(record) != set(record_columns(plan.noise is not None)):
@@ -446,14 +438,14 @@ def make_posneg(
                 progress.flush()
                 records[plan.utt] = record
     lines = ["\t".join(columns)] + ["\t".join(records[u][c] for c in columns) for u in sorted_keys(records)]
-    changed = _write_text_if_changed(data_dir / "enroll_posneg.tsv", "\n".join(lines) + "\n")
+    changed = write_text_if_changed(data_dir / "enroll_posneg.tsv", "\n".join(lines) + "\n")
     scps = {"enroll_pos.scp": 0, "enroll_neg.scp": 1}
     for name, which in scps.items():
         table = {utt: str(clip_paths(data_dir, utt)[which]) for utt in plans}
         changed = write_table_if_changed(data_dir / name, table) or changed
     if todo or changed:
         # keep only the current records so the file does not grow over reruns
-        _write_text_if_changed(progress_path, "\n".join(lines[1:]) + "\n")
+        write_text_if_changed(progress_path, "\n".join(lines[1:]) + "\n")
     low, high = sir_range
     what = f"SIR uniform in [{low:g}, {high:g}] dB"
     if interferers > 1:

@@ -92,12 +92,18 @@ def write_table(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]
         f.write(text)
 
 
-def write_table_if_changed(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> bool:
-    """`write_table` unless the file already holds exactly this table (reruns keep mtimes); True if written."""
-    if Path(path).is_file() and Path(path).read_text(encoding="utf-8") == format_table(path, table):
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` atomically unless the file already holds exactly it (reruns keep mtimes); True if written."""
+    if Path(path).is_file() and Path(path).read_text(encoding="utf-8") == text:
         return False
-    write_table(path, table)
+    with atomic_open(path) as f:
+        f.write(text)
     return True
+
+
+def write_table_if_changed(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> bool:
+    """`write_table` unless the file already holds exactly this table; True if written."""
+    return write_text_if_changed(path, format_table(path, table))
 
 
 def invert_utt2spk(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
