@@ -64,18 +64,12 @@ def cue_report(student, teacher, data: Path) -> None:
         print(f"{name:34s} {float((value - target).pow(2).mean()):14.3f} {d_prime}")
 
 
-def si_sdr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    reference = reference - reference.mean(-1, keepdim=True)
-    estimate = estimate - estimate.mean(-1, keepdim=True)
-    scale = (estimate * reference).sum(-1, keepdim=True) / reference.pow(2).sum(-1, keepdim=True).clamp_min(1e-8)
-    projection = scale * reference
-    return 10 * torch.log10(projection.pow(2).sum(-1).clamp_min(1e-8) / (estimate - projection).pow(2).sum(-1)
-                            .clamp_min(1e-8))
-
-
 def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps: int, oracle: bool) -> list[str]:
     """Dev SI-SDRi after every 200 steps of extractor training on the student's or the oracle cue."""
     from tsekit.data.dataset import TSEDataset, collate
+    from tsekit.metrics.sdr import si_sdr
+    from tsekit.train.config import LossTerm
+    from tsekit.train.losses import compute_loss
     from tsekit.train.trainer import make_optimizer, make_scheduler
 
     def cue(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +85,9 @@ def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps
         with torch.no_grad():
             for index in range(len(dev)):
                 batch = collate([dev[index]])
-                estimate = model.extractor(batch["mixture"].unsqueeze(1), *cue(batch))
-                gains.append(float(si_sdr(estimate, batch["target"]) - si_sdr(batch["mixture"], batch["target"])))
+                estimate = model.extractor(batch["mixture"].unsqueeze(1), *cue(batch))[0].numpy()
+                mixture, target = batch["mixture"][0].numpy(), batch["target"][0].numpy()
+                gains.append(si_sdr(estimate, target) - si_sdr(mixture, target))
         model.extractor.train()
         return sum(gains) / len(gains)
 
@@ -112,7 +107,7 @@ def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps
     while step < steps:
         for batch in loader:
             estimate = model.extractor(batch["mixture"].unsqueeze(1), *cue(batch))
-            loss = -si_sdr(estimate, batch["target"]).mean()
+            loss, _ = compute_loss({"estimate": estimate}, batch, [LossTerm("si_sdr")])
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.extractor.parameters(), cfg.optim.grad_clip or float("inf"))
