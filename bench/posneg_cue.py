@@ -4,7 +4,7 @@
         [--teacher egs/mini_libri2mix/exp/tfgridnet_speaker] [--data egs/mini_libri2mix/data/dev] \\
         [--train-data egs/mini_libri2mix/data/train-100] [--extractor-steps 400]
 
-(a) On 1.5 s crops of every other row of --data (the enrollment crops the mini configs train on), four maps of
+(a) On crops of every other row of --data (the experiment's data.chunk_seconds / enroll_seconds), four maps of
     the positive enrollment: the student's cue (stage-1 checkpoint of --exp), the teacher's map of the NOISY
     positive, a zero map, and the teacher's map of the clean positive (the distillation target). For each: the
     distillation MSE against the target, and how well the map tells speakers apart once averaged over time: d' =
@@ -40,11 +40,12 @@ def separability(maps: torch.Tensor, speakers: list[str]) -> float:
     return float((cosine[same & other].mean() - cosine[~same].mean()) / cosine[other].std())
 
 
-def cue_report(student, teacher, data: Path) -> None:
+def cue_report(student, teacher, cfg, data: Path) -> None:
     from tsekit.data.dataset import TSEDataset, collate
     from tsekit.data.table import read_table
 
-    dataset = TSEDataset(data, NEEDS, 16000, train=True, chunk_seconds=1.0, enroll_seconds=1.5)
+    dataset = TSEDataset(data, NEEDS, cfg.data.sample_rate, train=True, chunk_seconds=cfg.data.chunk_seconds,
+                         enroll_seconds=cfg.data.enroll_seconds)
     batch = collate([dataset[i] for i in range(0, len(dataset), 2)])
     utt2spk = read_table(data / "utt2spk")
     speakers = [utt2spk[utt] for utt in batch["utts"]]
@@ -64,8 +65,8 @@ def cue_report(student, teacher, data: Path) -> None:
         print(f"{name:34s} {float((value - target).pow(2).mean()):14.3f} {d_prime}")
 
 
-def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps: int, oracle: bool) -> list[str]:
-    """Dev SI-SDRi after every 200 steps of extractor training on the student's or the oracle cue."""
+def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps: int, oracle: bool) -> None:
+    """Print the dev SI-SDRi every 200 steps of extractor training on the student's or the oracle cue."""
     from tsekit.data.dataset import TSEDataset, collate
     from tsekit.metrics.sdr import si_sdr
     from tsekit.train.config import LossTerm
@@ -103,7 +104,7 @@ def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps
     loader = torch.utils.data.DataLoader(train_set, batch_size=data.batch_size, shuffle=True, num_workers=1,
                                          collate_fn=collate, drop_last=True)
     model.extractor.train()
-    lines, step, started = [], 0, time.perf_counter()
+    step, started = 0, time.perf_counter()
     while step < steps:
         for batch in loader:
             estimate = model.extractor(batch["mixture"].unsqueeze(1), *cue(batch))
@@ -116,12 +117,10 @@ def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps
                 scheduler.step()
             step += 1
             if step % 200 == 0 or step == steps:
-                lines.append(f"step {step:5d}: dev SI-SDRi {dev_gain():+.2f} dB "
-                             f"({time.perf_counter() - started:.0f} s)")
-                print(("oracle cue   " if oracle else "student cue  ") + lines[-1], flush=True)
+                print(f"{'oracle' if oracle else 'student':7s} cue  step {step:5d}: dev SI-SDRi {dev_gain():+.2f} dB "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
             if step >= steps:
                 break
-    return lines
 
 
 def main() -> None:
@@ -138,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(2)
     teacher, _ = load_experiment(args.teacher)
     student, cfg = load_experiment(args.exp / "stage1")
-    cue_report(student, teacher, args.data)
+    cue_report(student, teacher, cfg, args.data)
     if args.extractor_steps > 0:
         print(f"(b) {args.extractor_steps} extractor steps from {args.exp / 'stage1'}, SI-SDR loss, "
               f"batch {cfg.data.batch_size} x {cfg.data.chunk_seconds} s")
