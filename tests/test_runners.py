@@ -421,7 +421,7 @@ def test_slurm_pl_task_that_died_without_marker_is_found_through_squeue(tmp_path
     lines = result.stderr.splitlines()
     assert lines[0] == "slurm.pl: 1 / 3 failed, log is in exp/log/infer.2.log"
     assert "task 2 of job 123" in lines[1] and "TIMEOUT" in lines[1] and "exp/log/q/infer.2.out" in lines[1]
-    assert calls("squeue")[0] == ["--noheader", "--array", "--jobs=123", "--format=%K"]
+    assert calls("squeue")[0] == ["--noheader", "--array", "--jobs=123", "--format=%K %T %r"]
     assert calls("sacct") == [
         ["--noheader", "--parsable2", "--allocations", "--jobs=123_2", "--format=State"]
     ]

@@ -92,6 +92,14 @@ def test_failed_task_fails_the_run_names_its_log_and_reruns_alone(cluster, tmp_p
     assert sorted((tmp_path / "ran.txt").read_text().split("\n")) == ["", "ran 1", "ran 2", "ran 3"]
 
 
+def test_job_the_partition_cannot_hold_fails_instead_of_waiting(cluster, tmp_path):
+    # more CPUs per task than the node has: Slurm queues it for ever (reason PartitionConfig)
+    proc = slurm_pl(cluster, tmp_path, "--num-threads", str(2 * (os.cpu_count() or 1)), "log/big.log", "true")
+    assert proc.returncode == 1
+    assert "cannot start: squeue says it is pending for PartitionConfig" in proc.stderr and "log/big.log" in proc.stderr
+    assert cluster.wait_empty(timeout=20), cluster.jobs()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_submitter_leaves_no_job_in_the_queue(cluster, tmp_path, stop):
     env = {**cluster.env, "SLURM_PL_POLL": "0.5"}
@@ -119,7 +127,7 @@ TINY_ZSPEX = {
 
 
 @pytest.mark.tts
-def test_mini_recipe_stages_6_7_on_slurm_equal_the_local_runner(cluster, tmp_path):
+def test_mini_recipe_stages_4_7_on_slurm_equal_the_local_runner(cluster, tmp_path):
     recipe = recipe_copy(tmp_path, "mini_libri2mix")
     (recipe / "conf").mkdir()
     (recipe / "conf" / "slurm.conf").symlink_to(Path(__file__).resolve().parents[1] / "egs/TEMPLATE/slurm.conf")
@@ -132,8 +140,13 @@ def test_mini_recipe_stages_6_7_on_slurm_equal_the_local_runner(cluster, tmp_pat
     shutil.move(decode, recipe / "local_decode")
 
     env = {**cluster.env, "TSEKIT_BACKEND": "slurm", "SLURM_PL_POLL": "0.5"}
-    on_slurm = run_recipe(recipe, *options, "--stage", "6", "--stop-stage", "7", env=env)
+    on_slurm = run_recipe(recipe, *options, "--stage", "4", "--stop-stage", "7", env=env)
     assert on_slurm.returncode == 0, on_slurm.stdout + on_slurm.stderr
+    # the training job (already trained: it only checks) ran on Slurm with the mini recipe's 2 cores, which this
+    # node has (the 4 every recipe used to ask for left it pending for ever)
+    train_log = (recipe / "exp" / "tiny" / "log" / "train_stage1.log").read_text()
+    assert "already trained" in train_log and "threads=2\n" in train_log
+    assert (recipe / "exp" / "tiny" / "log" / "q" / "train_stage1.sh").is_file()
     # both stages went through sbatch as 2-task arrays (slurm.pl's batch script and per-task output)
     for queue, name in ((decode / "log" / "q", "infer"), (decode / "scores" / "log" / "q", "score")):
         assert {p.name for p in queue.iterdir()} >= {f"{name}.sh", f"{name}.1.out", f"{name}.2.out"}

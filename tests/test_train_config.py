@@ -146,6 +146,26 @@ def test_cli_print_config_is_the_resolved_config(tmp_path):
     assert isinstance(bad.exception, TsekitError) and "unknown key 'optim.lrate'" in str(bad.exception)
 
 
+
+def test_cli_print_value_prints_one_setting_as_a_shell_reads_it(tmp_path):
+    from tsekit.cli import cli
+
+    path = write(tmp_path)
+
+    def value(key: str, *overrides: str) -> str:
+        result = CliRunner().invoke(cli, ["train", "--config", str(path), "--print-value", key, *overrides])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert value("distill.teacher") == "\n"  # null: empty, so `[ -n "$teacher" ]` is false
+    assert value("distill.teacher", "distill.teacher=exp/my teacher") == "exp/my teacher\n"
+    assert value("stage2.enabled", "stage2.enabled=true") == "true\n"
+    assert value("optim.lr", "optim.lr=5e-4") == "0.0005\n"
+    assert value("optim.betas") == "[0.9, 0.999]\n"
+    bad = CliRunner().invoke(cli, ["train", "--config", str(path), "--print-value", "distill.nope"])
+    assert isinstance(bad.exception, TsekitError) and "config has no distill.nope: distill has teacher" in str(
+        bad.exception)
+
 # ------------------------------------------------------------------------------------------------ overrides
 
 

@@ -16,9 +16,12 @@
 # SLURM_PL_POLL seconds, default 10, backing off to 3x that) it asks squeue
 # which tasks are still queued or running, so that a task that died without a
 # marker (time limit, out of memory, node failure) is reported instead of
-# waited for. Exit status 0 when every task succeeded, otherwise 1 with
-# "slurm.pl: F / N failed, log is in LOG..." on stderr. SIGINT/SIGTERM/SIGHUP
-# cancel the job (scancel JOBID) and exit with 128 + the signal number.
+# waited for, and a job the cluster will never start (pending, at two looks,
+# for a reason such as PartitionConfig: it asks for more CPUs, memory, nodes or
+# time than its partition has) is cancelled and reported. Exit status 0 when
+# every task succeeded, otherwise 1 with "slurm.pl: F / N failed, log is in
+# LOG..." on stderr. SIGINT/SIGTERM/SIGHUP cancel the job (scancel JOBID) and
+# exit with 128 + the signal number.
 #
 # Options:
 #   --max-jobs-run K     at most K tasks at once (--array=...%K)
@@ -55,6 +58,14 @@ use queue_common qw(parse_command_line command_string shell_quote substitute_job
 
 my $PROG = 'slurm.pl';
 my %SIGNAL_NUMBER = (HUP => 1, INT => 2, TERM => 15);
+# squeue reasons a job keeps until someone changes the cluster or the request:
+# with EnforcePartLimits=NO a job the partition cannot hold stays queued forever
+my %NEVER_STARTS = (
+  PartitionConfig => 'its request exceeds what the partition has (CPUs per task, memory, GPUs)',
+  PartitionNodeLimit => "it needs more nodes than the partition allows",
+  PartitionTimeLimit => "its time limit exceeds the partition's",
+  BadConstraints => 'no node satisfies its constraints',
+);
 my $BUILTIN_CONFIG = <<'END';
 command sbatch --export=ALL
 option mem=* --mem=$0
@@ -283,6 +294,7 @@ sub wait_for_tasks {
     unless $poll =~ /^(?:[0-9]+\.?[0-9]*|\.[0-9]+)$/ && $poll > 0;
   my @tasks = ($job->{first} .. $job->{last});
   my (%code, %missing, %dead);    # task -> exit code | times seen gone | sacct state
+  my $hopeless = 0;               # looks in a row that found a task pending for a reason in %NEVER_STARTS
   my $marker_pause = $poll < 1 ? $poll : 1;
   my $queue_pause = $poll;
   my $next_queue_check = time + $queue_pause;
@@ -301,6 +313,12 @@ sub wait_for_tasks {
         } elsif (++$missing{$task} >= 2) {    # gone at two looks: it died without a marker
           $dead{$task} = task_state($task);
         }
+      }
+      my $reason = $alive && (grep { exists $NEVER_STARTS{$_} } values %$alive)[0];
+      if ($reason) {
+        cancel_never_starting($reason) if ++$hopeless >= 2;
+      } else {
+        $hopeless = 0;
       }
       $queue_pause = $queue_pause * 1.5 > 3 * $poll ? 3 * $poll : $queue_pause * 1.5;
       $next_queue_check = time + $queue_pause;
@@ -331,15 +349,28 @@ sub read_markers {
   }
 }
 
-# Set of task ids squeue still lists (pending, running, completing), or undef
-# when squeue could not tell (then no task is judged).
+# Task ids squeue still lists (pending, running, completing), each mapped to
+# the reason it is pending, or to its state when it is not; undef when squeue
+# could not tell (then no task is judged).
 sub tasks_in_queue {
-  my $output = `squeue --noheader --array --jobs=$job_id --format=%K 2>&1`;
+  my $output = `squeue --noheader --array --jobs=$job_id --format='%K %T %r' 2>&1`;
   my $status = $?;
   return {} if $status != 0 && $output =~ /Invalid job id/i;    # the job has left the queue
   return undef if $status != 0;
-  my %alive = map { $_ => 1 } $output =~ /^\s*([0-9]+)\s*$/mg;
+  my %alive;
+  while ($output =~ /^\s*([0-9]+)(?:[ \t]+(\S+))?(?:[ \t]+(\S+))?\s*$/mg) {
+    my ($task, $state, $reason) = ($1, $2 // 'unknown', $3);
+    $alive{$task} = $state eq 'PENDING' && defined $reason ? $reason : $state;
+  }
   return \%alive;
+}
+
+sub cancel_never_starting {
+  my ($reason) = @_;
+  system('scancel', $job_id);
+  remove_markers();
+  fail("$PROG: job $job_id (log $log) cannot start: squeue says it is pending for $reason, $NEVER_STARTS{$reason};"
+    . " cancelled it. Ask for less (--num-threads, --mem, --gpu, --time) or another partition (conf/slurm.conf)\n");
 }
 
 # sacct's state of one task, asked once, when it looks dead.

@@ -15,8 +15,8 @@ case "$backend" in
     slurm_conf=""
     [ -f conf/slurm.conf ] && slurm_conf="--config conf/slurm.conf"
     export prep_cmd="utils/slurm.pl $slurm_conf --mem 4G"
-    # GPU stages add "--gpu $ngpu" where they call these
-    export train_cmd="utils/slurm.pl $slurm_conf --mem 16G --num-threads 4"
+    # GPU stages add "--gpu $ngpu" where they call these, training "--num-threads $train_threads"
+    export train_cmd="utils/slurm.pl $slurm_conf --mem 16G"
     export infer_cmd="utils/slurm.pl $slurm_conf --mem 8G"
     export score_cmd="utils/slurm.pl $slurm_conf --mem 8G --num-threads 2"
     ;;

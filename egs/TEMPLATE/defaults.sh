@@ -5,6 +5,7 @@ stop_stage=8          # last stage to run
 system=spex_plus      # experiment config conf/<system>.yaml; results in exp/<system>/
 nj=8                  # parallel jobs (inference, scoring)
 ngpu=1                # GPUs per training job
+train_threads=4       # CPU cores per training job (Slurm: --cpus-per-task)
 seed=0                # enrollment choice and pos/neg enrollments
 enroll_map=           # optional published enrollment list for the test sets
 posneg=false          # also build noisy positive/negative enrollments (set by systems that need them)

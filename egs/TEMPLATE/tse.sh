@@ -2,6 +2,7 @@
 # has set its corpus variables and parsed the options. See the stage table in
 # README.md. Variables it reads:
 #   stage stop_stage system nj ngpu seed       recipe variables
+#   train_threads                              (egs/TEMPLATE/defaults.sh)
 #   corpus corpus_root prepare_opts            stage 1: tsekit prepare $corpus $corpus_root data $prepare_opts
 #   train_set valid_set test_sets              Kaldi data dirs under data/
 #   enroll_opts posneg posneg_interferers      stage 2 options
@@ -94,8 +95,7 @@ if run_stage 4; then
   fi
   # a system distilled from a teacher (distill.teacher: exp/<teacher>) trains the teacher first, with
   # conf/<teacher>.yaml, unless it is trained already or the config points elsewhere
-  teacher=$(tsekit train --config "$conf" --print-config | awk '/^distill:/{d=1; next} /^[^ ]/{d=0}
-    d && $1 == "teacher:" && $2 != "null" {print $2}')
+  teacher=$(tsekit train --config "$conf" --print-value distill.teacher)
   if [ -n "$teacher" ] && [ ! -f "$teacher/stage1/checkpoints/averaged.pt" ] && [ ! -f "$teacher" ]; then
     teacher_conf=conf/$(basename "$teacher").yaml
     if [ ! -f "$teacher_conf" ]; then
@@ -113,23 +113,25 @@ if run_stage 4; then
     fi
     log "stage 4: training the distillation teacher $teacher ($teacher_conf); log: $teacher/log/train_stage1.log"
     # shellcheck disable=SC2086
-    $train_cmd --gpu "$ngpu" "$teacher/log/train_stage1.log" $launch --config "$teacher_conf" \
-      --train-data "$teacher_train" --valid-data "$teacher_valid" --exp-dir "$teacher" --device "$device"
+    $train_cmd --gpu "$ngpu" --num-threads "$train_threads" "$teacher/log/train_stage1.log" \
+      $launch --config "$teacher_conf" --train-data "$teacher_train" --valid-data "$teacher_valid" \
+      --exp-dir "$teacher" --device "$device"
     grep -E "valid loss|already trained" "$teacher/log/train_stage1.log" | tail -3
   fi
   log "stage 4: training $system (stage 1); log: exp/$system/log/train_stage1.log"
   # shellcheck disable=SC2086
-  $train_cmd --gpu "$ngpu" "exp/$system/log/train_stage1.log" $launch --config "$conf" \
-    --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "exp/$system" --device "$device"
+  $train_cmd --gpu "$ngpu" --num-threads "$train_threads" "exp/$system/log/train_stage1.log" \
+    $launch --config "$conf" --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "exp/$system" \
+    --device "$device"
   grep -E "valid loss|already trained" "exp/$system/log/train_stage1.log" | tail -3
 fi
 
 if run_stage 5; then
-  if tsekit train --config "$conf" --print-config | awk '/^stage2:/{s=1} s&&/enabled: true/{f=1} END{exit !f}'; then
+  if [ "$(tsekit train --config "$conf" --print-value stage2.enabled)" = true ]; then
     log "stage 5: training $system (stage 2); log: exp/$system/log/train_stage2.log"
     # shellcheck disable=SC2086
-    $train_cmd --gpu "$ngpu" "exp/$system/log/train_stage2.log" $launch --config "$conf" --stage 2 \
-      --init-from "exp/$system/stage1/checkpoints/averaged.pt" \
+    $train_cmd --gpu "$ngpu" --num-threads "$train_threads" "exp/$system/log/train_stage2.log" \
+      $launch --config "$conf" --stage 2 --init-from "exp/$system/stage1/checkpoints/averaged.pt" \
       --train-data "data/$train_set" --valid-data "data/$valid_set" --exp-dir "exp/$system" --device "$device"
     grep -E "valid loss|already trained" "exp/$system/log/train_stage2.log" | tail -3
   else

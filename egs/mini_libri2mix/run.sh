@@ -11,6 +11,7 @@ stage=0
 system=zspex
 nj=2
 ngpu=0
+train_threads=2                 # the demo's machine: 2 cores
 size=demo                       # tiny | small | demo | medium | number of training mixtures
 corpus_dir=downloads/mini       # where stage 0 writes Libri2Mix/ and LibriSpeech/
 mixture=mix_both                # mix_clean | mix_both (noisy) | mix_single

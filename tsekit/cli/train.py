@@ -19,9 +19,11 @@ import click
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--print-needs", is_flag=True,
               help="Print what the configured model needs from a data dir (e.g. enroll, tokens) and exit.")
+@click.option("--print-value", metavar="KEY", default=None,
+              help="Print one resolved setting (e.g. distill.teacher; empty for null) and exit.")
 @click.argument("overrides", nargs=-1)
 def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume, device, print_config,
-          print_needs, overrides) -> None:
+          print_needs, print_value, overrides) -> None:
     """Train a system; OVERRIDES are key.sub=value settings applied to the config.
 
     \b
@@ -30,7 +32,7 @@ def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume
     Under torchrun every process trains its share of each batch (DistributedDataParallel).
     """
     from tsekit import TsekitError
-    from tsekit.train.config import format_config, load_config
+    from tsekit.train.config import config_value, format_config, load_config
 
     overrides = list(overrides)
     if init_from:
@@ -38,6 +40,9 @@ def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume
     cfg = load_config(config_path, overrides)
     if print_config:
         click.echo(format_config(cfg), nl=False)
+        return
+    if print_value is not None:
+        click.echo(config_value(cfg, print_value))
         return
     if print_needs:
         from tsekit.models.registry import model_class

@@ -205,6 +205,26 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
     return _plain(dataclasses.asdict(cfg))
 
 
+def config_value(cfg: ExperimentConfig, key: str) -> str:
+    """One resolved setting by dotted key (``distill.teacher``), as ``--print-value`` prints it for the recipes.
+
+    Scalars as YAML writes them (``true``, ``0.004``), sections and lists in flow style on one line, null as the
+    empty string.
+    """
+    value: Any = config_to_dict(cfg)
+    for depth, part in enumerate(key.split(".")):
+        if not isinstance(value, dict) or part not in value:
+            where = ".".join(key.split(".")[:depth]) or "the config"
+            known = ", ".join(value) if isinstance(value, dict) else f"a {type(value).__name__}, not a section"
+            raise TsekitError(f"config has no {key}: {where} has {known}")
+        value = value[part]
+    if value is None:
+        return ""
+    # a bare scalar document ends with "...": the value is the first line
+    text = yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=True, width=float("inf"))
+    return text.splitlines()[0]
+
+
 class _Dumper(yaml.SafeDumper):
     """yaml.safe_dump's dumper, writing lists of scalars on one line (``betas: [0.9, 0.999]``)."""
 
