@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/infer_bench.py [--work DIR] [--device cpu|cuda] [--steps 20]
 
-(a) RTF (compute seconds / audio seconds, lower is faster) of every registered
-    system at its published size (16 kHz, as egs/libri2mix/conf) on a 4 s
-    mixture with a 4 s enrollment, best of 3, on the chosen device;
+(a) RTF (compute seconds / audio seconds, lower is faster) of every extraction
+    system at its published size (the model section of egs/libri2mix/conf/<system>.yaml)
+    on a 4 s mixture with 4 s enrollments (a clean one, or a positive and a negative one),
+    best of 3, on the chosen device;
 (b) training steps per second of the demo config (egs/mini_libri2mix/conf/zspex.yaml)
     on the mini corpus: the dataloader alone versus the full step (load, forward,
     backward, update), measured in the same run; their ratio says how much of a
@@ -23,19 +24,26 @@ REPO = Path(__file__).resolve().parent.parent
 RATE = 16000
 
 
-def real_time_factor(name: str, device: torch.device, seconds: float = 4.0, repeats: int = 3) -> tuple[float, int]:
+def real_time_factor(config: Path, device: torch.device, seconds: float = 4.0,
+                     repeats: int = 3) -> tuple[float, int]:
     from tsekit.models.registry import build_model
+    from tsekit.train.config import load_config
 
-    model = build_model(name, {"sample_rate": RATE}).to(device).eval()
-    mixture = torch.randn(1, int(seconds * RATE), device=device) * 0.1
-    enroll = torch.randn(1, int(seconds * RATE), device=device) * 0.1
-    model.extract(mixture, enroll)  # warm-up
+    cfg = load_config(config, [])
+    model = build_model(cfg.model.name, cfg.model.params).to(device).eval()
+
+    def signal() -> torch.Tensor:
+        return torch.randn(1, int(seconds * cfg.data.sample_rate), device=device) * 0.1
+
+    mixture = signal()
+    enrollments = {key: signal() for key in model.needs if key.startswith("enroll")}
+    model.extract_enrolled(mixture, enrollments)  # warm-up
     best = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model.extract(mixture, enroll)
+        model.extract_enrolled(mixture, enrollments)
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
@@ -95,15 +103,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     device = torch.device(args.device)
-    import tsekit.models  # noqa: F401  (registers the systems)
-    from tsekit.models.registry import MODELS
+    from tsekit.models.registry import model_class
+    from tsekit.train.config import load_config
 
-    print(f"(a) real-time factor on {device} ({torch.get_num_threads()} threads), 4 s mixture + 4 s enrollment, "
-          "16 kHz, published sizes; best of 3")
-    print(f"{'system':<12} {'parameters':>11} {'RTF':>7}")
-    for name in sorted(MODELS):
-        rtf, parameters = real_time_factor(name, device)
-        print(f"{name:<12} {parameters / 1e6:10.2f}M {rtf:7.3f}")
+    print(f"(a) real-time factor on {device} ({torch.get_num_threads()} threads), 4 s mixture + 4 s enrollments, "
+          "published sizes (egs/libri2mix/conf); best of 3")
+    print(f"{'system':<24} {'parameters':>11} {'RTF':>7}")
+    for config in sorted((REPO / "egs" / "libri2mix" / "conf").glob("*.yaml")):
+        if "target" not in model_class(load_config(config, []).model.name).needs:
+            continue  # not an extraction system (the pos/neg systems' distillation teacher)
+        rtf, parameters = real_time_factor(config, device)
+        print(f"{config.stem:<24} {parameters / 1e6:10.2f}M {rtf:7.3f}")
     loading, full = training_rates(args.work, args.steps, device)
     print(f"\n(b) training on the mini corpus, egs/mini_libri2mix/conf/zspex.yaml, {args.steps} steps")
     print(f"dataloader alone: {loading:7.2f} steps/s")
