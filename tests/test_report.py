@@ -51,7 +51,12 @@ def make_system(root: Path, name: str, model: str, noise: float, seed: int) -> P
         estimates[utt] = str(decode / "wav" / f"{utt}.wav")
     write_table(decode / "wav.scp", estimates)
     (exp / "stage1").mkdir(parents=True)
-    (exp / "stage1" / "config.yaml").write_text(f"model:\n  name: {model}\n  params: {{}}\n")
+    teacher = "distill:\n  teacher: exp/teacher\n" if model.startswith("tfgridnet_posneg") else ""
+    (exp / "stage1" / "config.yaml").write_text(f"model:\n  name: {model}\n  params: {{}}\n{teacher}")
+    if teacher:  # trained by stage 4 before the student, its log beside the student's
+        (root / "exp" / "teacher" / "log").mkdir(parents=True)
+        (root / "exp" / "teacher" / "log" / "train_stage1.log").write_text(
+            "# tsekit train --config conf/tfgridnet_speaker.yaml --exp-dir exp/teacher\n")
     (exp / "log").mkdir()
     (exp / "log" / "train_stage1.log").write_text(f"# tsekit train --config conf/{name}.yaml --exp-dir exp/{name}\n"
                                                   "# Started at some time\nepoch 1 valid loss 1.0\n")
@@ -126,6 +131,16 @@ def test_summary_matches_results_md_and_marks_the_best(corpus, report):
     assert "class='best'" not in posneg_row
     assert "HELLO WORLD NUMBER" in page and "tsekit infer --exp-dir exp/good" in page
     assert "model:\n  name: tfgridnet_posneg_early" in page  # the config, verbatim in a <pre>
+
+
+def test_page_lists_the_commands_that_made_each_system(corpus, report):
+    good, posneg = systems(corpus)
+    assert good.commands["teacher"] == [] and [c.command for c in posneg.commands["teacher"]] == [
+        "tsekit train --config conf/tfgridnet_speaker.yaml --exp-dir exp/teacher"]
+    page = report.read_text()
+    assert page.count("training of the distillation teacher") == 1  # the pos/neg system's only
+    assert "tsekit train --config conf/tfgridnet_speaker.yaml --exp-dir exp/teacher" in page
+    assert page.count("tsekit train --config conf/") == 3 and page.count("--job 2 --nj 2") == 2
 
 
 def test_selection_modes(corpus, tmp_path):

@@ -42,7 +42,8 @@ class System:
     mixture: dict[str, dict[str, float]]  # the mixture's values of the non-improvement metrics (may be empty)
     enrollments: tuple[str, ...]  # data-dir keys of the enrollments it extracts from (enroll, enroll_pos, ...)
     configs: dict[str, str] = field(default_factory=dict)  # stage folder name -> config.yaml text
-    commands: dict[str, list[Command]] = field(default_factory=dict)  # train / infer / score -> commands
+    # teacher (the distillation teacher's training, when the config names one) / train / infer / score -> commands
+    commands: dict[str, list[Command]] = field(default_factory=dict)
 
 
 def _log_commands(logs: list[Path]) -> list[Command]:
@@ -59,6 +60,24 @@ def _job_number(path: Path) -> tuple[int, str]:
     # infer.10.log after infer.9.log
     middle = path.name.split(".")[-2]
     return (int(middle), path.name) if middle.isdigit() else (0, path.name)
+
+
+def _teacher_logs(stage_configs: list[Path], exp_dir: Path) -> list[Path]:
+    """Training logs of the distillation teacher a stage config names (distill.teacher: an experiment dir).
+
+    A relative teacher path is relative to where training ran: the recipe folder, exp_dir's grandparent.
+    """
+    import yaml
+
+    for config in stage_configs:
+        try:
+            teacher = (yaml.safe_load(config.read_text(encoding="utf-8")).get("distill") or {}).get("teacher")
+        except (yaml.YAMLError, AttributeError):
+            continue  # _enrollments reports a config it cannot read
+        if teacher:
+            teacher_dir = Path(teacher) if Path(teacher).is_absolute() else exp_dir.resolve().parent.parent / teacher
+            return sorted((teacher_dir / "log").glob("train_stage*.log"))
+    return []
 
 
 def _enrollments(stage_configs: list[Path], data_dir: Path) -> tuple[str, ...]:
@@ -96,6 +115,7 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     stage_dirs = sorted((p for p in exp_dir.glob("stage*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
     stage_configs = [p / "config.yaml" for p in stage_dirs if (p / "config.yaml").is_file()]
     commands = {
+        "teacher": _log_commands(_teacher_logs(stage_configs, exp_dir)),
         "train": _log_commands(sorted((exp_dir / "log").glob("train_stage*.log"))),
         "infer": _log_commands(sorted((decode / "log").glob("infer.*.log"), key=_job_number)),
         "score": _log_commands(sorted((decode / "scores" / "log").glob("score.*.log"), key=_job_number)),

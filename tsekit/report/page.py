@@ -203,8 +203,12 @@ def _commands_html(system: System) -> str:
     parts = [f"<h3>{_e(system.name)}</h3><p class='note'>experiment dir <code>{_e(system.exp_dir)}</code>; "
              f"output <code>{_e(system.decode_dir / 'wav.scp')}</code>; enrollment: "
              f"{_e(', '.join(ENROLLMENT_FILES[k] for k in system.enrollments) or 'none')}</p>"]
-    for step, what in (("train", "training"), ("infer", "inference"), ("score", "scoring")):
+    steps = (("teacher", "training of the distillation teacher"), ("train", "training"), ("infer", "inference"),
+             ("score", "scoring"))
+    for step, what in steps:
         commands = system.commands.get(step, [])
+        if step == "teacher" and not commands:
+            continue  # most systems have no teacher
         if commands:
             listed = "\n".join(c.command for c in commands)
             parts.append(f"<p>{what} (from the first line of {_e(', '.join(c.log.name for c in commands))}):</p>"
