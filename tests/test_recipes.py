@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 from corpus_trees import (
     make_libri2mix_tree,
     make_libri3mix_tree,
@@ -115,6 +116,49 @@ def test_wham_recipe_with_posneg_enrollments(tmp_path):
         records = [dict(zip(columns, line.split("\t"), strict=True)) for line in lines]
         assert len(records) == len(read_table(recipe / "data" / name / "wav.scp"))
         assert all(len(r["interferer"].split(",")) == 2 and r["noise"] for r in records)
+
+
+TINY = {"n_fft": 64, "hop": 32, "embed_dim": 4, "lstm_hidden": 4, "heads": 2, "attention_dim": 2, "kernel_size": 4,
+        "kernel_stride": 4}
+TINY_DATA = {"sample_rate": 16000, "chunk_seconds": 0.3, "enroll_seconds": 0.3, "batch_size": 4, "num_workers": 0}
+
+
+def test_libri2mix_recipe_trains_the_teacher_then_a_posneg_system(tmp_path):
+    root = tmp_path / "Libri2Mix"
+    make_libri2mix_tree(root, splits=("train-100", "dev", "test"), per_split=20)
+    recipe = recipe_copy(tmp_path, "libri2mix")
+    (recipe / "conf").mkdir()
+    teacher = {"model": {"name": "tfgridnet_speaker", "params": {**TINY, "num_blocks": 1, "speaker_dim": 4}},
+               "data": {**TINY_DATA, "enroll": "sampled"}, "loss": [{"name": "speaker_ce", "output": "speaker_logits"}],
+               "train": {"epochs": 1}}
+    student = {"model": {"name": "tfgridnet_posneg_early",
+                         "params": {**TINY, "num_blocks": 1, "enroll_blocks": 1, "head_layers": 1,
+                                    "enroll_kernel_size": 4, "enroll_kernel_stride": 4}},
+               "data": TINY_DATA, "loss": [{"name": "distill", "output": "cue", "target": "teacher_features"}],
+               "distill": {"teacher": "exp/tiny_teacher", "freeze": ["extractor"]},
+               "stage2": {"enabled": True, "epochs": 1, "freeze": ["enroll_encoder", "head"],
+                          "loss": [{"name": "si_sdr"}]},
+               "train": {"epochs": 1}}
+    (recipe / "conf" / "tiny_teacher.yaml").write_text(yaml.safe_dump(teacher))
+    (recipe / "conf" / "tiny_posneg.yaml").write_text(yaml.safe_dump(student))
+    options = ["--librimix-root", str(root), "--system", "tiny_posneg", "--ngpu", "0", "--nj", "1"]
+    proc = run_recipe(recipe, *options, "--stop-stage", "6")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # stage 2 built the pos/neg clips the system needs; stage 4 split the training speakers' utterances, trained
+    # the teacher the config names, then distilled; stage 5 trained the extractor; stage 6 extracted every row
+    assert (recipe / "data" / "test" / "enroll_pos.scp").is_file()
+    assert "training the distillation teacher exp/tiny_teacher (conf/tiny_teacher.yaml)" in proc.stdout
+    assert (recipe / "data" / "train-100_teacher_valid" / "wav.scp").is_file()
+    for stage in ("tiny_teacher/stage1", "tiny_posneg/stage1", "tiny_posneg/stage2"):
+        assert (recipe / "exp" / stage / "checkpoints" / "averaged.pt").is_file(), stage
+    distilled = yaml.safe_load((recipe / "exp" / "tiny_posneg" / "stage1" / "config.yaml").read_text())
+    assert distilled["distill"]["teacher"] == "exp/tiny_teacher"
+    decoded = read_table(recipe / "exp" / "tiny_posneg" / "decode_test" / "wav.scp")
+    assert set(decoded) == set(read_table(recipe / "data" / "test" / "wav.scp"))
+    # a rerun finds the teacher trained and trains nothing again
+    again = run_recipe(recipe, *options, "--stage", "4", "--stop-stage", "5")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "distillation teacher" not in again.stdout and again.stdout.count("already trained") == 2
 
 
 def test_bad_corpus_root_fails_with_one_line(tmp_path):
