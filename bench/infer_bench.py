@@ -17,19 +17,20 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from tsekit.train.config import ExperimentConfig
+
 REPO = Path(__file__).resolve().parent.parent
-RATE = 16000
 
 
-def real_time_factor(config: Path, device: torch.device, seconds: float = 4.0,
+def real_time_factor(cfg: ExperimentConfig, device: torch.device, seconds: float = 4.0,
                      repeats: int = 3) -> tuple[float, int]:
     from tsekit.models.registry import build_model
-    from tsekit.train.config import load_config
 
-    cfg = load_config(config, [])
     model = build_model(cfg.model.name, cfg.model.params).to(device).eval()
 
     def signal() -> torch.Tensor:
@@ -110,9 +111,10 @@ def main() -> None:
           "published sizes (egs/libri2mix/conf); best of 3")
     print(f"{'system':<24} {'parameters':>11} {'RTF':>7}")
     for config in sorted((REPO / "egs" / "libri2mix" / "conf").glob("*.yaml")):
-        if "target" not in model_class(load_config(config, []).model.name).needs:
+        cfg = load_config(config, [])
+        if "target" not in model_class(cfg.model.name).needs:
             continue  # not an extraction system (the pos/neg systems' distillation teacher)
-        rtf, parameters = real_time_factor(config, device)
+        rtf, parameters = real_time_factor(cfg, device)
         print(f"{config.stem:<24} {parameters / 1e6:10.2f}M {rtf:7.3f}")
     loading, full = training_rates(args.work, args.steps, device)
     print(f"\n(b) training on the mini corpus, egs/mini_libri2mix/conf/zspex.yaml, {args.steps} steps")

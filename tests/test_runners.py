@@ -274,7 +274,8 @@ if os.environ.get("FAKE_SBATCH_HOLD") != "1":
             subprocess.run(["bash", sys.argv[-1]], env=env, stdout=subprocess.DEVNULL)
 print("Submitted batch job 123")
 """,
-    "squeue": 'print("\\n".join(os.environ.get("FAKE_SQUEUE_TASKS", "").split()))',
+    "squeue": 'reason = os.environ.get("FAKE_SQUEUE_REASON", "Priority")\n'
+              'print("\\n".join(f"{t} PENDING {reason}" for t in os.environ.get("FAKE_SQUEUE_TASKS", "").split()))',
     "sacct": 'print(os.environ.get("FAKE_SACCT_STATE", "FAILED"))',
     "scancel": "",
 }
@@ -425,6 +426,16 @@ def test_slurm_pl_task_that_died_without_marker_is_found_through_squeue(tmp_path
     assert calls("sacct") == [
         ["--noheader", "--parsable2", "--allocations", "--jobs=123_2", "--format=State"]
     ]
+
+
+def test_slurm_pl_cancels_a_job_pending_for_a_reason_that_never_clears(tmp_path, slurm):
+    env, calls = slurm
+    env = dict(env, FAKE_SBATCH_HOLD="1", FAKE_SQUEUE_TASKS="1 2 3", FAKE_SQUEUE_REASON="PartitionTimeLimit")
+    result = subprocess.run([SLURM_PL, *INFER], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and calls("scancel") == [["123"]]
+    assert result.stderr.startswith("slurm.pl: job 123 (log exp/log/infer.JOB.log) cannot start: squeue says it is "
+                                    "pending for PartitionTimeLimit, its time limit exceeds the partition's;")
+    assert len(calls("squeue")) == 2  # two looks, so a passing state is not taken for a lasting one
 
 
 def test_slurm_pl_sigterm_cancels_the_job(tmp_path, slurm):

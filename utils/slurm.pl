@@ -358,9 +358,8 @@ sub tasks_in_queue {
   return {} if $status != 0 && $output =~ /Invalid job id/i;    # the job has left the queue
   return undef if $status != 0;
   my %alive;
-  while ($output =~ /^\s*([0-9]+)(?:[ \t]+(\S+))?(?:[ \t]+(\S+))?\s*$/mg) {
-    my ($task, $state, $reason) = ($1, $2 // 'unknown', $3);
-    $alive{$task} = $state eq 'PENDING' && defined $reason ? $reason : $state;
+  while ($output =~ /^\s*([0-9]+)[ \t]+(\S+)[ \t]+(\S+)[ \t]*$/mg) {    # "%K %T %r": reason None unless pending
+    $alive{$1} = $2 eq 'PENDING' ? $3 : $2;
   }
   return \%alive;
 }

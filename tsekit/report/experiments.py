@@ -42,7 +42,7 @@ class System:
     mixture: dict[str, dict[str, float]]  # the mixture's values of the non-improvement metrics (may be empty)
     enrollments: tuple[str, ...]  # data-dir keys of the enrollments it extracts from (enroll, enroll_pos, ...)
     configs: dict[str, str] = field(default_factory=dict)  # stage folder name -> config.yaml text
-    # teacher (the distillation teacher's training, when the config names one) / train / infer / score -> commands
+    # train / infer / score -> commands, and teacher (its training) when the config names a distillation teacher
     commands: dict[str, list[Command]] = field(default_factory=dict)
 
 
@@ -62,38 +62,36 @@ def _job_number(path: Path) -> tuple[int, str]:
     return (int(middle), path.name) if middle.isdigit() else (0, path.name)
 
 
-def _teacher_logs(stage_configs: list[Path], exp_dir: Path) -> list[Path]:
-    """Training logs of the distillation teacher a stage config names (distill.teacher: an experiment dir).
-
-    A relative teacher path is relative to where training ran: the recipe folder, exp_dir's grandparent.
-    """
+def _read_stage_config(path: Path) -> dict:
+    """A stage's resolved config.yaml as data; it must name its model."""
     import yaml
 
-    for config in stage_configs:
-        try:
-            teacher = (yaml.safe_load(config.read_text(encoding="utf-8")).get("distill") or {}).get("teacher")
-        except (yaml.YAMLError, AttributeError):
-            continue  # _enrollments reports a config it cannot read
-        if teacher:
-            teacher_dir = Path(teacher) if Path(teacher).is_absolute() else exp_dir.resolve().parent.parent / teacher
-            return sorted((teacher_dir / "log").glob("train_stage*.log"))
-    return []
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        config["model"]["name"]
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise TsekitError(f"{path}: no model.name in this config ({err})") from None
+    return config
 
 
-def _enrollments(stage_configs: list[Path], data_dir: Path) -> tuple[str, ...]:
+def _enrollments(config: dict | None, data_dir: Path) -> tuple[str, ...]:
     """The enrollment inputs of the system's model (by its config), or enroll when there is no config to ask."""
-    if stage_configs:
-        import yaml
-
+    if config is not None:
         from tsekit.models.registry import model_class
 
-        latest = stage_configs[-1]
-        try:
-            name = yaml.safe_load(latest.read_text(encoding="utf-8"))["model"]["name"]
-        except (yaml.YAMLError, KeyError, TypeError) as err:
-            raise TsekitError(f"{latest}: no model.name in this config ({err})") from None
-        return tuple(key for key in ENROLLMENT_FILES if key in model_class(name).needs)
+        return tuple(key for key in ENROLLMENT_FILES if key in model_class(config["model"]["name"]).needs)
     return ("enroll",) if (data_dir / ENROLLMENT_FILES["enroll"]).is_file() else ()
+
+
+def _teacher_dir(config: dict | None, exp_dir: Path) -> Path | None:
+    """The distillation teacher's experiment dir the config names (distill.teacher), if any.
+
+    A relative path is relative to where training ran: the recipe folder, exp_dir's grandparent.
+    """
+    teacher = ((config or {}).get("distill") or {}).get("teacher")
+    if not teacher:
+        return None
+    return Path(teacher) if Path(teacher).is_absolute() else exp_dir.resolve().parent.parent / teacher
 
 
 def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> System:
@@ -114,15 +112,18 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     mixture = read_scores(mixture_path)[1] if mixture_path.is_file() else {}
     stage_dirs = sorted((p for p in exp_dir.glob("stage*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
     stage_configs = [p / "config.yaml" for p in stage_dirs if (p / "config.yaml").is_file()]
+    config = _read_stage_config(stage_configs[-1]) if stage_configs else None
+    teacher = _teacher_dir(config, exp_dir)
     commands = {
-        "teacher": _log_commands(_teacher_logs(stage_configs, exp_dir)),
         "train": _log_commands(sorted((exp_dir / "log").glob("train_stage*.log"))),
         "infer": _log_commands(sorted((decode / "log").glob("infer.*.log"), key=_job_number)),
         "score": _log_commands(sorted((decode / "scores" / "log").glob("score.*.log"), key=_job_number)),
     }
+    if teacher is not None:
+        commands["teacher"] = _log_commands(sorted((teacher / "log").glob("train_stage*.log")))
     return System(
         name=exp_dir.resolve().name, exp_dir=exp_dir, decode_dir=decode, estimates=estimates, metrics=metrics,
-        scores=scores, mixture=mixture, enrollments=_enrollments(stage_configs, data_dir),
+        scores=scores, mixture=mixture, enrollments=_enrollments(config, data_dir),
         configs={p.parent.name: p.read_text(encoding="utf-8") for p in stage_configs}, commands=commands)
 
 

@@ -206,9 +206,9 @@ def _commands_html(system: System) -> str:
     steps = (("teacher", "training of the distillation teacher"), ("train", "training"), ("infer", "inference"),
              ("score", "scoring"))
     for step, what in steps:
-        commands = system.commands.get(step, [])
-        if step == "teacher" and not commands:
-            continue  # most systems have no teacher
+        if step not in system.commands:
+            continue  # a teacher only for systems distilled from one
+        commands = system.commands[step]
         if commands:
             listed = "\n".join(c.command for c in commands)
             parts.append(f"<p>{what} (from the first line of {_e(', '.join(c.log.name for c in commands))}):</p>"
