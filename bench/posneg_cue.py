@@ -4,11 +4,14 @@
         [--teacher egs/mini_libri2mix/exp/tfgridnet_speaker] [--data egs/mini_libri2mix/data/dev] \\
         [--train-data egs/mini_libri2mix/data/train-100] [--extractor-steps 400]
 
-(a) On crops of every other row of --data (the experiment's data.chunk_seconds / enroll_seconds), four maps of
+(a) On crops of every other row of --data (the experiment's data.chunk_seconds / enroll_seconds), five maps of
     the positive enrollment: the student's cue (stage-1 checkpoint of --exp), the teacher's map of the NOISY
-    positive, a zero map, and the teacher's map of the clean positive (the distillation target). For each: the
-    distillation MSE against the target, and how well the map tells speakers apart once averaged over time: d' =
-    (mean cosine of same-speaker pairs - mean cosine of different-speaker pairs) / std of all pairs.
+    positive, that map minus half the time-mean of the teacher's map of the negative (centred over the crops: the
+    simplest comparison of the two clips, no training), a zero map, and the teacher's map of the clean positive
+    (the distillation target). For each: the distillation MSE against the target, and how well the map tells
+    speakers apart once averaged over time: d' = (mean cosine of same-speaker pairs - mean cosine of
+    different-speaker pairs) / std of all pairs. The comparison row shows how much speaker information the two
+    clips hold for a student to find, and how little the frame-level MSE rewards finding it.
 (b) With --extractor-steps N (> 0): trains the extractor of the stage-1 checkpoint for N steps twice from the same
     start and seed, once on the student's cue (what recipe stage 5 does) and once on the teacher's map of the clean
     positive (an oracle cue), with the experiment's optimiser and scheduler; prints the dev SI-SDRi (dB) of both
@@ -51,18 +54,21 @@ def cue_report(student, teacher, cfg, data: Path) -> None:
     speakers = [utt2spk[utt] for utt in batch["utts"]]
     with torch.no_grad():
         target = teacher.distillation_targets(batch)["teacher_features"]
+        positive = teacher.features(batch["enroll_pos"], batch["enroll_pos_lengths"])[0]
+        negative = teacher.features(batch["enroll_neg"], batch["enroll_neg_lengths"])[0].mean(2, keepdim=True)
         maps = {
             "student cue": student.posneg_cue(batch["enroll_pos"], batch["enroll_pos_lengths"],
                                               batch["enroll_neg"], batch["enroll_neg_lengths"])[0],
-            "teacher, noisy positive": teacher.features(batch["enroll_pos"], batch["enroll_pos_lengths"])[0],
+            "teacher, noisy positive": positive,
+            "teacher, positive - negative / 2": positive - 0.5 * (negative - negative.mean(0)),
             "zero map": torch.zeros_like(target),
             "teacher, clean positive (target)": target,
         }
     print(f"(a) {len(speakers)} crops of {data}, {len(set(speakers))} speakers")
-    print(f"{'map of the positive':34s} {'MSE to target':>14s} {'speaker d-prime':>16s}")
+    print(f"{'map of the positive':36s} {'MSE to target':>14s} {'speaker d-prime':>16s}")
     for name, value in maps.items():
         d_prime = "" if name == "zero map" else f"{separability(value, speakers):16.2f}"
-        print(f"{name:34s} {float((value - target).pow(2).mean()):14.3f} {d_prime}")
+        print(f"{name:36s} {float((value - target).pow(2).mean()):14.3f} {d_prime}")
 
 
 def train_extractor(model, teacher, cfg, train_data: Path, dev_data: Path, steps: int, oracle: bool) -> None:
