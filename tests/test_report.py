@@ -139,7 +139,9 @@ def test_page_lists_the_commands_that_made_each_system(corpus, report):
         "tsekit train --config conf/tfgridnet_speaker.yaml --exp-dir exp/teacher"]
     page = report.read_text()
     assert page.count("training of the distillation teacher") == 1  # the pos/neg system's only
-    assert "tsekit train --config conf/tfgridnet_speaker.yaml --exp-dir exp/teacher" in page
+    assert list(posneg.commands) == ["teacher", "train", "infer", "score"]  # the order they ran, and are listed
+    teacher_at = page.index("tsekit train --config conf/tfgridnet_speaker.yaml --exp-dir exp/teacher")
+    assert teacher_at < page.index("tsekit train", teacher_at + 1) < page.index("tsekit infer", teacher_at)
     assert page.count("tsekit train --config conf/") == 3 and page.count("--job 2 --nj 2") == 2
 
 

@@ -42,7 +42,8 @@ class System:
     mixture: dict[str, dict[str, float]]  # the mixture's values of the non-improvement metrics (may be empty)
     enrollments: tuple[str, ...]  # data-dir keys of the enrollments it extracts from (enroll, enroll_pos, ...)
     configs: dict[str, str] = field(default_factory=dict)  # stage folder name -> config.yaml text
-    # train / infer / score -> commands, and teacher (its training) when the config names a distillation teacher
+    # step -> commands, in the order the steps ran: teacher (its training, only when the config names a
+    # distillation teacher), train, infer, score
     commands: dict[str, list[Command]] = field(default_factory=dict)
 
 
@@ -114,13 +115,11 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     stage_configs = [p / "config.yaml" for p in stage_dirs if (p / "config.yaml").is_file()]
     config = _read_stage_config(stage_configs[-1]) if stage_configs else None
     teacher = _teacher_dir(config, exp_dir)
-    commands = {
-        "train": _log_commands(sorted((exp_dir / "log").glob("train_stage*.log"))),
-        "infer": _log_commands(sorted((decode / "log").glob("infer.*.log"), key=_job_number)),
-        "score": _log_commands(sorted((decode / "scores" / "log").glob("score.*.log"), key=_job_number)),
-    }
-    if teacher is not None:
-        commands["teacher"] = _log_commands(sorted((teacher / "log").glob("train_stage*.log")))
+    # in the order they ran: the page lists them so
+    commands = {} if teacher is None else {"teacher": _log_commands(sorted((teacher / "log").glob("train_stage*.log")))}
+    commands["train"] = _log_commands(sorted((exp_dir / "log").glob("train_stage*.log")))
+    commands["infer"] = _log_commands(sorted((decode / "log").glob("infer.*.log"), key=_job_number))
+    commands["score"] = _log_commands(sorted((decode / "scores" / "log").glob("score.*.log"), key=_job_number))
     return System(
         name=exp_dir.resolve().name, exp_dir=exp_dir, decode_dir=decode, estimates=estimates, metrics=metrics,
         scores=scores, mixture=mixture, enrollments=_enrollments(config, data_dir),

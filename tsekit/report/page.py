@@ -199,16 +199,16 @@ def _utterance_html(out: Path, utt: str, data: dict[str, dict[str, str]], data_d
            f"<div class='signals'>{cells}</div></div>"
 
 
+STEP_NAMES = {"teacher": "training of the distillation teacher", "train": "training", "infer": "inference",
+              "score": "scoring"}
+
+
 def _commands_html(system: System) -> str:
     parts = [f"<h3>{_e(system.name)}</h3><p class='note'>experiment dir <code>{_e(system.exp_dir)}</code>; "
              f"output <code>{_e(system.decode_dir / 'wav.scp')}</code>; enrollment: "
              f"{_e(', '.join(ENROLLMENT_FILES[k] for k in system.enrollments) or 'none')}</p>"]
-    steps = (("teacher", "training of the distillation teacher"), ("train", "training"), ("infer", "inference"),
-             ("score", "scoring"))
-    for step, what in steps:
-        if step not in system.commands:
-            continue  # a teacher only for systems distilled from one
-        commands = system.commands[step]
+    for step, commands in system.commands.items():
+        what = STEP_NAMES[step]
         if commands:
             listed = "\n".join(c.command for c in commands)
             parts.append(f"<p>{what} (from the first line of {_e(', '.join(c.log.name for c in commands))}):</p>"
