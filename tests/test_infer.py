@@ -21,6 +21,7 @@ from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer import extract_waveform, find_checkpoint, infer_data_dir, load_experiment
 from tsekit.infer.extract import chunk_starts
+from tsekit.infer.level import mixture_fit_gain, set_output_level
 from tsekit.models.registry import TSEModel
 from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import load_config
@@ -247,3 +248,78 @@ def test_chunked_spex_plus_agrees_with_whole_inside_chunks(trained):
     error = whole[inside] - chunked[inside]
     snr = 10 * np.log10(np.sum(whole[inside] ** 2) / np.sum(error ** 2))
     assert snr > 20, snr
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixture_fit_recovers_the_target_level(seed):
+    """Estimate = the target at an unknown scale; the mixture = target + a louder uncorrelated interferer."""
+    rng = np.random.default_rng(seed)
+    target = rng.normal(0, 0.1, 16000) * np.sin(np.linspace(0, 20, 16000))  # speech-like: the level varies
+    interferer = rng.normal(0, 0.2, 16000)
+    interferer -= np.dot(interferer, target) / np.dot(target, target) * target  # exactly uncorrelated
+    mixture = target + interferer
+    scale = 10 ** rng.uniform(-2, 1)
+    estimate = scale * target
+    np.testing.assert_allclose(mixture_fit_gain(estimate, mixture), 1 / scale, rtol=1e-9)
+    fitted = set_output_level(estimate, mixture, "mixture_fit")
+    assert fitted.dtype == np.float32
+    level_db = 10 * np.log10(np.sum(fitted.astype(np.float64) ** 2) / np.sum(target ** 2))
+    assert abs(level_db) < 1e-4, level_db
+    np.testing.assert_allclose(set_output_level(estimate, mixture, "none"), estimate, rtol=1e-6)
+    peaked = set_output_level(estimate, mixture, "peak", peak=0.5)
+    assert np.max(np.abs(peaked)) == pytest.approx(0.5, rel=1e-6)
+    assert mixture_fit_gain(np.zeros(100), mixture[:100]) == 1.0  # silence stays silent, no division by zero
+
+
+class Cube(TSEModel):
+    """A position-independent, level-dependent model: the mixture cubed, so chunks of different level would get
+    different least-squares gains."""
+
+    needs = frozenset({"enroll"})
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch):
+        return {"estimate": batch["mixture"] ** 3}
+
+
+def test_chunked_inference_applies_one_gain_per_utterance():
+    model = Cube().eval()
+    rng = np.random.default_rng(0)
+    length = 8000 * 6
+    envelope = np.repeat([0.05, 0.4, 0.1], length // 3)
+    mixture = (rng.normal(0, 1, length) * envelope).astype(np.float32)
+    enroll = np.zeros(800, dtype=np.float32)
+    options = {"chunk_seconds": 1.0, "overlap_seconds": 0.25}
+    raw = extract_waveform(model, mixture, enroll, RATE, **options, output_level="none")
+    fitted = extract_waveform(model, mixture, enroll, RATE, **options, output_level="mixture_fit")
+    # per-chunk gains would differ by orders of magnitude here, so one gain per chunk cannot pass this
+    chunk_gains = [mixture_fit_gain(raw[s : s + 8000], mixture[s : s + 8000]) for s in range(0, length, 8000)]
+    assert max(chunk_gains) / min(chunk_gains) > 10
+    gain = mixture_fit_gain(raw, mixture)
+    np.testing.assert_allclose(fitted, gain * raw, rtol=1e-5, atol=1e-9)
+
+
+def test_infer_and_extract_set_the_experiment_output_level(trained, tmp_path):
+    """The SI-SDR-trained experiment records mixture_fit; --output-level none gives the model's raw level."""
+    exp, data = trained
+    _, cfg = load_experiment(exp)
+    assert cfg.infer.output_level == "mixture_fit"
+    fitted = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", tmp_path / "fit")
+    raw = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", tmp_path / "raw", "--output-level", "none")
+    assert fitted.returncode == raw.returncode == 0, fitted.stderr + raw.stderr
+    assert "output level mixture_fit" in fitted.stderr and "output level none" in raw.stderr
+    mixtures = read_table(data / "wav.scp")
+    for utt in sorted_keys(mixtures)[:4]:
+        a, b = read_wav(tmp_path / "fit" / "wav" / f"{utt}.wav"), read_wav(tmp_path / "raw" / "wav" / f"{utt}.wav")
+        mixture = read_wav(Path(mixtures[utt]))
+        gain = mixture_fit_gain(b, mixture)
+        assert abs(np.log10(abs(gain))) > 0.05  # the raw level is off, so the test can fail
+        np.testing.assert_allclose(a, np.clip(gain * b, -1, 1), atol=ONE_LSB * (1 + abs(gain)))
+    utt = sorted_keys(mixtures)[0]
+    proc = run_cli("extract", "--exp-dir", exp, "--mix", mixtures[utt], "--enroll",
+                   read_table(data / "enroll.scp")[utt], "-o", tmp_path / "peak.wav", "--output-level", "peak")
+    assert proc.returncode == 0, proc.stderr
+    assert np.max(np.abs(read_wav(tmp_path / "peak.wav"))) == pytest.approx(cfg.infer.peak, abs=2 * ONE_LSB)

@@ -14,6 +14,7 @@ from tsekit import TsekitError
 from tsekit.models.registry import MODELS, TSEModel, register
 from tsekit.train.config import (
     ExperimentConfig,
+    InferConfig,
     LossTerm,
     ModelConfig,
     config_from_dict,
@@ -95,6 +96,31 @@ def test_defaults_are_what_a_speech_researcher_expects(tmp_path):
     assert cfg.stage2.init_from is None and cfg.stage2.freeze == []
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("", "mixture_fit"),  # SpEx+'s SI-SDR loss leaves the scale free
+    ("loss: [{name: snr}]", "none"),
+    ("loss: [{name: snr}, {name: si_sdr, output: estimate_middle}]", "none"),  # only the estimate counts
+    # two stages: the last one decides (pos/neg: distillation, then the extractor's loss)
+    ("loss: [{name: snr}]\nstage2: {enabled: true, loss: [{name: si_sdr}]}", "mixture_fit"),
+    ("stage2: {enabled: true, loss: [{name: snr}]}", "none"),
+    ("loss: [{name: snr}]\ninfer: {output_level: peak}", "peak"),  # a value given is kept
+])
+def test_output_level_defaults_from_the_loss_and_is_recorded(tmp_path, text, expected):
+    path = write(tmp_path, f"model: {{name: {MODEL}}}\n{text}\n")
+    cfg = load_config(path, [])
+    assert cfg.infer.output_level == expected
+    save_config(cfg, tmp_path / "saved.yaml")  # the experiment's config.yaml names the choice
+    assert yaml.safe_load((tmp_path / "saved.yaml").read_text())["infer"]["output_level"] == expected
+
+
+def test_output_level_values_are_checked(tmp_path):
+    path = write(tmp_path, f"model: {{name: {MODEL}}}\n")
+    with pytest.raises(TsekitError, match="infer.output_level"):
+        load_config(path, ["infer.output_level=loud"])
+    with pytest.raises(TsekitError, match=r"infer.peak: must be in \(0, 1\]"):
+        load_config(path, ["infer.peak=2"])
+
+
 def test_default_loss_is_spex_plus(tmp_path):
     cfg = load_config(write(tmp_path, f"model: {{name: {MODEL}}}\n"), [])
     assert [(t.label, t.weight) for t in cfg.loss] == [
@@ -122,7 +148,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert out.read_text() == format_config(cfg)
     # every key is written out: the saved file alone describes the experiment
     saved = yaml.safe_load(out.read_text())
-    assert list(saved) == ["model", "data", "loss", "optim", "scheduler", "train", "stage2", "distill"]
+    assert list(saved) == ["model", "data", "loss", "optim", "scheduler", "train", "stage2", "distill", "infer"]
     assert saved["train"]["max_steps_per_epoch"] is None and saved["optim"]["betas"] == [0.9, 0.999]
 
 
@@ -218,7 +244,9 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
 
 
 def test_config_from_dict_validates_too():
-    assert config_from_dict({"model": {"name": MODEL}}) == ExperimentConfig(ModelConfig(MODEL))
+    # validation also resolves the output level left null (from the default SI-SDR loss)
+    assert config_from_dict({"model": {"name": MODEL}}) == ExperimentConfig(ModelConfig(MODEL),
+                                                                            infer=InferConfig("mixture_fit"))
     with pytest.raises(TsekitError, match=r"^exp/config.yaml: unknown key 'data.rate'"):
         config_from_dict({"model": {"name": MODEL}, "data": {"rate": 8000}}, source="exp/config.yaml")
 

@@ -2,10 +2,16 @@
 
 import click
 
+from tsekit.train.config import OUTPUT_LEVELS
+
 EXP_HELP = ("Experiment root exp/<system> (uses its last trained stage) or a stage folder exp/<system>/stageN; "
             "checkpoint: averaged.pt, else the best, else latest.pt.")
 CHUNK_HELP = ("Inputs longer than this (seconds) are extracted in overlapping chunks blended with a linear "
               "cross-fade; 0 = always whole. Default: 4 x the config's data.chunk_seconds.")
+
+LEVEL_HELP = ("Level of the output: mixture_fit (least-squares gain to the mixture, once per utterance), none, or "
+              "peak (infer.peak). Default: the experiment's infer.output_level (mixture_fit for SI-SDR-trained "
+              "systems).")
 
 
 def _common(command):
@@ -18,6 +24,7 @@ def _common(command):
         click.option("--chunk-seconds", type=click.FloatRange(min=0), default=None, help=CHUNK_HELP),
         click.option("--overlap-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
                      help="Overlap of neighbouring chunks (at most half a chunk)."),
+        click.option("--output-level", type=click.Choice(OUTPUT_LEVELS), default=None, help=LEVEL_HELP),
     ]
     for option in reversed(options):
         command = option(command)
@@ -33,7 +40,7 @@ def _common(command):
               help="With --job: the number of jobs. Without: torch threads of this process.")
 @click.option("--job", type=click.IntRange(min=1), default=None,
               help="Extract only shard JOB of --nj (Kaldi runners); the last job to finish writes wav.scp.")
-def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, data, out, nj, job) -> None:
+def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, data, out, nj, job) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
@@ -49,7 +56,7 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, data, out
     if job is not None and job > nj:
         raise TsekitError(f"--job {job} is larger than --nj {nj}")
     summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
-                             chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+                             chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level)
     click.echo(str(summary), err=True)
 
 
@@ -62,8 +69,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, data, out
 @click.option("--enroll-neg", type=click.Path(dir_okay=False),
               help="Negative enrollment (the others without the target), for the pos/neg systems.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output wav (16-bit).")
-def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, mixture, enroll, enroll_pos, enroll_neg,
-            out) -> None:
+def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, mixture, enroll, enroll_pos,
+            enroll_neg, out) -> None:
     """Extract the enrolled speaker from one mixture file.
 
     \b
@@ -75,5 +82,6 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, mixture
 
     given = {"enroll": enroll, "enroll_pos": enroll_pos, "enroll_neg": enroll_neg}
     path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
-                        checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
+                        checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
+                        output_level=output_level)
     click.echo(f"wrote {path}", err=True)

@@ -45,6 +45,7 @@ class InferSummary:
     audio_seconds: float  # of the mixtures extracted now
     seconds: float  # wall time of the extraction
     wrote_scp: bool
+    output_level: str = "none"
     job: int | None = None
     nj: int | None = None
 
@@ -54,7 +55,7 @@ class InferSummary:
         if self.extracted:
             speed = f" in {self.seconds:.1f} s (real-time factor {self.seconds / max(self.audio_seconds, 1e-9):.3f})"
         line = (f"{who}{self.extracted} of {self.mine} utterances extracted{speed}, {self.skipped} already done "
-                f"({self.checkpoint})")
+                f"({self.checkpoint}, output level {self.output_level})")
         if self.wrote_scp:
             return f"{line}; all {self.total} done: {self.out / 'wav.scp'}"
         return f"{line}; {self.out / 'wav.scp'} is written once every job is done"
@@ -132,10 +133,11 @@ def write_scp_if_complete(out: Path, utts: list[str]) -> bool:
 def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    nj: int | None = None, job: int | None = None, device: str = "cpu",
                    checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
-                   overlap_seconds: float = 1.0) -> InferSummary:
+                   overlap_seconds: float = 1.0, output_level: str | None = None) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
 
     ``chunk_seconds`` None takes the config's default (``default_chunk_seconds``); 0 never chunks.
+    ``output_level`` None takes the experiment's ``infer.output_level`` (``tsekit.infer.level``).
     """
     import torch
     from tqdm import tqdm
@@ -163,6 +165,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     check_rates({"wav.scp": mixtures, **{ENROLLMENT_FILES[k]: v for k, v in enrolls.items()}}, todo, rate, data_dir)
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
+    output_level = output_level or cfg.infer.output_level
     previous_threads = set_threads(nj, job)
     started = time.perf_counter()
     audio_seconds = 0.0
@@ -173,7 +176,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
             mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
             enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
                       for k, table in enrolls.items()} or {"enroll": mixture[:0]}
-            estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds)
+            estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
+                                        output_level=output_level, peak=cfg.infer.peak)
             write_audio(wav_path(out, utt), estimate, rate)
             audio_seconds += len(mixture) / rate
             bar.update(1)
@@ -184,4 +188,4 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     wrote = write_scp_if_complete(out, utts)
     return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
                         skipped=len(mine) - len(todo), audio_seconds=audio_seconds, seconds=seconds,
-                        wrote_scp=wrote, job=job, nj=nj)
+                        wrote_scp=wrote, output_level=output_level, job=job, nj=nj)

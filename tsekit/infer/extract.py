@@ -20,6 +20,10 @@ weighted sum divided by the sum of the weights, so any overlap, including
 the irregular last one, blends to a convex combination and a model whose
 output does not depend on position gives exactly its unchunked output. The
 enrollment is given whole to every chunk.
+
+Output level: the blended output of the whole utterance is then rescaled once
+(``tsekit.infer.level``; the experiment's ``infer.output_level`` unless the
+caller says otherwise), so chunks never get gains of their own.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 
 from tsekit import TsekitError
 from tsekit.infer.batch import ENROLLMENT_FILES
+from tsekit.infer.level import set_output_level
 from tsekit.train import checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -164,14 +169,15 @@ def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.T
 @torch.no_grad()
 def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | dict[str, np.ndarray],
                      sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
-                     device: str | torch.device | None = None) -> np.ndarray:
+                     device: str | torch.device | None = None, output_level: str = "none",
+                     peak: float = 0.9) -> np.ndarray:
     """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
 
     ``enroll`` is one enrollment, or the model's enrollment signals by batch key
     (``{"enroll_pos": ..., "enroll_neg": ...}`` for the pos/neg systems).
     ``chunk_seconds`` None or 0 runs the whole input at once; else inputs
     longer than it go through overlapping chunks (module docstring).
-    ``device`` defaults to the model's.
+    ``device`` defaults to the model's. ``output_level`` and ``peak``: ``tsekit.infer.level.set_output_level``.
     """
     mixture = np.asarray(mixture, dtype=np.float32)
     enrollments = {k: np.asarray(v, dtype=np.float32)
@@ -186,7 +192,8 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     length = len(mixture)
     chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
     if chunk <= 0 or length <= chunk:
-        return _run(model, mix.unsqueeze(0), enroll_t)[0].astype(np.float32)
+        estimate = _run(model, mix.unsqueeze(0), enroll_t)[0]
+        return set_output_level(estimate, mixture, output_level, peak)
     overlap = min(int(round(overlap_seconds * sample_rate)), chunk // 2)
     starts = chunk_starts(length, chunk, overlap)
     weights = _fade_weights(starts, chunk)
@@ -198,7 +205,7 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
         for output, start, weight in zip(outputs, group, weights[first : first + CHUNK_BATCH], strict=True):
             total[start : start + chunk] += weight * output
             weight_sum[start : start + chunk] += weight
-    return (total / weight_sum).astype(np.float32)
+    return set_output_level(total / weight_sum, mixture, output_level, peak)
 
 
 def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
@@ -216,12 +223,13 @@ def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
 
 def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[str, str], out: str | os.PathLike,
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
-                 chunk_seconds: float | None = None, overlap_seconds: float = 1.0) -> Path:
+                 chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
+                 output_level: str | None = None) -> Path:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
 
     ``enroll`` is one enrollment file, or files by batch key (``enroll_pos``, ``enroll_neg``); they must be
     the enrollments the model needs. ``chunk_seconds`` None takes the config's default; 0 never chunks (as
-    ``tsekit infer``).
+    ``tsekit infer``). ``output_level`` None takes the experiment's ``infer.output_level``.
     """
     from tsekit.data.audio import write_audio
 
@@ -237,6 +245,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
-    estimate = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds)
+    estimate = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,
+                                output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak)
     write_audio(out, estimate, rate)
     return Path(out)

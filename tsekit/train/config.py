@@ -156,6 +156,25 @@ class DistillConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that stay fixed while distilling
 
 
+OutputLevel = Literal["mixture_fit", "none", "peak"]
+OUTPUT_LEVELS: tuple[str, ...] = typing.get_args(OutputLevel)
+
+
+@dataclass
+class InferConfig:
+    """How inference sets the level of an extracted waveform (``tsekit.infer.level``).
+
+    A model trained with a scale-invariant loss (SI-SDR) outputs speech at an arbitrary level;
+    ``mixture_fit`` rescales it by the least-squares gain to the mixture, which is the target's level
+    when the estimate is the target. ``peak`` scales the output's peak to ``peak``; ``none`` keeps the
+    model's level. Null resolves from the loss when the config is loaded (``default_output_level``), so
+    the saved config records the choice.
+    """
+
+    output_level: OutputLevel | None = None
+    peak: float = 0.9  # the output's peak amplitude with output_level: peak
+
+
 @dataclass
 class ExperimentConfig:
     model: ModelConfig
@@ -166,6 +185,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -292,7 +312,21 @@ def _checked(raw: dict) -> ExperimentConfig:
     cfg = _build(ExperimentConfig, raw, "")
     _check_model_params(cfg)
     _check_values(cfg)
+    if cfg.infer.output_level is None:
+        cfg.infer.output_level = default_output_level(cfg)
     return cfg
+
+
+def default_output_level(cfg: ExperimentConfig) -> str:
+    """``mixture_fit`` when the last training stage learns ``estimate`` with a scale-invariant loss, else ``none``.
+
+    A loss that fixes the scale (SNR) already trains the output at the target's level.
+    """
+    from tsekit.train.losses import SCALE_INVARIANT
+
+    last = cfg.stage2.loss if cfg.stage2.enabled and cfg.stage2.loss is not None else cfg.loss
+    learns_level_free = any(t.output == "estimate" and t.name in SCALE_INVARIANT for t in last)
+    return "mixture_fit" if learns_level_free else "none"
 
 
 def _blame(problem: _Problem, source: str, overrides: list[str], original: dict | None) -> str:
@@ -523,6 +557,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     if train.valid_metric != "loss" and train.valid_metric not in labels:
         raise _Problem("train.valid_metric", f"train.valid_metric: expected one of loss, {', '.join(labels)};"
                                              f" got {train.valid_metric!r}")
+    _require(math.isfinite(cfg.infer.peak) and 0 < cfg.infer.peak <= 1, "infer.peak", "in (0, 1]", cfg.infer.peak)
     for i, prefix in enumerate(cfg.stage2.freeze):
         _require(bool(prefix.strip()), f"stage2.freeze.{i}", "a non-empty parameter-name prefix", prefix)
 

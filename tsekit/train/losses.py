@@ -28,6 +28,8 @@ EPS = 1e-8
 
 LossFn = Callable[[dict, dict, LossTerm], torch.Tensor]
 LOSSES: dict[str, LossFn] = {}
+# losses that leave the estimate's scale free; inference then sets the output level (tsekit.infer.level)
+SCALE_INVARIANT = frozenset({"si_sdr"})
 
 
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
