@@ -7,7 +7,8 @@ import torch
 
 from tsekit import TsekitError
 from tsekit.models import MODELS, build_model
-from tsekit.models.layers.scaleinter import ScaleFuser
+from tsekit.models.layers.scaleinter import ScaleFuser, ScaleInterMaskGenerator
+from tsekit.models.layers.tcn import SpeakerModulation
 from tsekit.models.registry import model_params
 
 SYSTEMS = ["spex_plus", "zspex"]
@@ -61,15 +62,22 @@ def test_forward_shapes_for_lengths_not_divisible_by_hop(name, mix_len):
     assert out["speaker_logits"].shape == (2, TINY["num_speakers"])
 
 
+def spex_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    out = model(batch)
+    loss = -sum(si_sdr(out[k], batch["target"]).mean() * w
+                for k, w in (("estimate", 0.8), ("estimate_middle", 0.1), ("estimate_long", 0.1)))
+    return loss + 0.5 * torch.nn.functional.cross_entropy(out["speaker_logits"], batch["speaker"])
+
+
 @pytest.mark.parametrize("name", SYSTEMS)
 def test_backward_reaches_every_parameter(name):
     model = tiny(name)
     batch = make_batch()
-    out = model(batch)
-    loss = -sum(si_sdr(out[k], batch["target"]).mean() * w
-                for k, w in (("estimate", 0.8), ("estimate_middle", 0.1), ("estimate_long", 0.1)))
-    loss = loss + 0.5 * torch.nn.functional.cross_entropy(out["speaker_logits"], batch["speaker"])
-    loss.backward()
+    # ConSM's scale and shift start at zero, so the layers before them get gradient from the second step on
+    spex_loss(model, batch).backward()
+    torch.optim.SGD(model.parameters(), lr=1e-2).step()
+    model.zero_grad()
+    spex_loss(model, batch).backward()
     prelu_slopes = {f"{m}.weight" for m, mod in model.named_modules() if isinstance(mod, torch.nn.PReLU)}
     for pname, p in model.named_parameters():
         assert p.grad is not None, pname
@@ -166,3 +174,35 @@ def test_unknown_parameter_is_an_error():
         build_model("spex_plus", {"num_layers": 3})
     with pytest.raises(TsekitError, match="num_stacks must be a positive integer"):
         build_model("zspex", {"num_stacks": 0})
+
+
+def test_consm_modules_are_the_identity_at_initialisation():
+    model = tiny("zspex")
+    modulations = [m for m in model.modules() if isinstance(m, SpeakerModulation)]
+    assert len(modulations) == TINY["num_stacks"]
+    features, embedding = torch.randn(2, TINY["channels"], 50), torch.randn(2, TINY["embed_dim"])
+    for modulation in modulations:
+        torch.testing.assert_close(modulation(features, embedding), features, rtol=0, atol=0)
+    # and they learn away from it: one step of training moves them off the identity
+    spex_loss(model, make_batch()).backward()
+    torch.optim.SGD(model.parameters(), lr=1e-2).step()
+    assert not torch.allclose(modulations[0](features, embedding), features)
+
+
+def test_each_mask_sees_its_own_scale():
+    """With the three scales' weights made equal, the masks still differ: each scale has its own input."""
+    torch.manual_seed(0)
+    generator = ScaleInterMaskGenerator(channels=6, num_filters=5, hidden=4)
+    for modules in (generator.scale_norms, generator.interaction.norms, generator.interaction.projections,
+                    generator.to_masks):
+        for module in modules[1:]:
+            module.load_state_dict(modules[0].state_dict())
+    features = torch.randn(2, 6, 30)
+    scales = [torch.rand(2, 5, 30) for _ in range(3)]
+    masks = generator(features, scales)
+    assert [m.shape for m in masks] == [(2, 5, 30)] * 3
+    assert (masks[0] - masks[1]).abs().max() > 1e-3 and (masks[1] - masks[2]).abs().max() > 1e-3
+    # the same scale stream three times gives three equal masks: the difference comes from the scales
+    same = generator(features, [scales[0]] * 3)
+    torch.testing.assert_close(same[1], same[0])
+    torch.testing.assert_close(same[2], same[0])

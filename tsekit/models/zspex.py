@@ -7,7 +7,8 @@ Changes to SpEx+ (tsekit.models.spex_plus):
   (b) ConSM (layers/tcn.py `SpeakerModulation`) at the start of each TCN stack: the speaker embedding
       scales and shifts the features, with scale and shift computed from [features; embedding]. It
       replaces SpEx+'s concatenation, so all blocks of a stack are plain TCN blocks.
-  (c) ScaleInterMaskGenerator produces the three scale masks jointly.
+  (c) ScaleInterMaskGenerator produces the three scale masks jointly, each scale from the extractor output
+      beside that scale's own encoder stream.
 Training is the same multi-task objective: SI-SDR on the three scales + speaker cross-entropy.
 
 Defaults keep SpEx+'s published sizes (8 kHz, 2.5/10/20 ms windows) and the MC-SpEx training set,
@@ -70,7 +71,7 @@ class ZSpEx(TSEModel):
         y = self.fuser(scales)
         for modulation, stack in zip(self.modulations, self.stacks, strict=True):
             y = stack(modulation(y, embedding))
-        masked = [w * m for w, m in zip(scales, self.mask_generator(y), strict=True)]
+        masked = [w * m for w, m in zip(scales, self.mask_generator(y, scales), strict=True)]
         short, middle, long = self.decoder(masked, mixture.shape[-1])
         return {"estimate": short, "estimate_middle": middle, "estimate_long": long,
                 "speaker_logits": self.classifier(embedding)}

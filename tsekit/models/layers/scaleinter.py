@@ -16,11 +16,17 @@ ScaleFuser (3 encoder streams, N channels each -> C channels):
   SAME instance is applied to the mixture (extractor input) and to the
   enrollment (speaker-encoder input): both see one feature space.
 
-ScaleInterMaskGenerator (extractor output y (B, C, T) -> 3 masks (B, N, T)):
-    the core runs on (y, y, y): each scale gets its own projection of y, then
-    the shared summary couples them, and  m_s = ReLU(V_s q_s)  gives the mask of
-    scale s. The three masks are produced jointly instead of by three
-    independent 1x1 convs as in SpEx+.
+ScaleInterMaskGenerator (extractor output y (B, C, T) and the mixture's encoder
+streams w_s (B, N, T) -> 3 masks (B, N, T)):
+    x_s = [cLN(y); cLN_s(w_s)]            the extractor output beside scale s's own encoding
+    the core runs on (x_1, x_2, x_3), and  m_s = ReLU(V_s q_s)  gives the mask of scale s.
+  Each scale's input differs, so each mask can depend on what its own window
+  resolves (the paper's masks "consider different scale information"), and the
+  shared summary couples the three masks instead of three independent 1x1 convs
+  as in SpEx+. The streams are normalised apart before the concatenation
+  because their levels differ (w_s grows with the input level, y does not);
+  the core's cLN_s then mixes two unit-scale halves. An earlier version fed
+  (y, y, y), so the three masks saw the same input; docs/RESULTS.md compares them.
 """
 
 from __future__ import annotations
@@ -66,14 +72,17 @@ class ScaleFuser(nn.Module):
 
 
 class ScaleInterMaskGenerator(nn.Module):
-    """Extractor output (B, channels, T) -> one ReLU mask (B, num_filters, T) per scale, computed jointly."""
+    """Extractor output (B, channels, T) + encoder streams (B, num_filters, T) -> one ReLU mask per scale."""
 
     def __init__(self, channels: int, num_filters: int, hidden: int, num_scales: int = 3) -> None:
         super().__init__()
-        self.num_scales = num_scales
-        self.interaction = ScaleInteraction([channels] * num_scales, hidden)
+        self.features_norm = ChannelLayerNorm(channels)
+        self.scale_norms = nn.ModuleList(ChannelLayerNorm(num_filters) for _ in range(num_scales))
+        self.interaction = ScaleInteraction([channels + num_filters] * num_scales, hidden)
         self.to_masks = nn.ModuleList(nn.Conv1d(hidden, num_filters, 1) for _ in range(num_scales))
 
-    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
-        streams = self.interaction([features] * self.num_scales)
+    def forward(self, features: torch.Tensor, scales: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        features = self.features_norm(features)
+        inputs = [torch.cat([features, norm(w)], dim=1) for norm, w in zip(self.scale_norms, scales, strict=True)]
+        streams = self.interaction(inputs)
         return [torch.relu(conv(q)) for conv, q in zip(self.to_masks, streams, strict=True)]

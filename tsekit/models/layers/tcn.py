@@ -100,8 +100,10 @@ class SpeakerModulation(nn.Module):
 
     A plain FiLM applies the same affine map to every frame; computing gamma/beta
     from [x; e] lets the modulation depend on how well each frame matches the
-    speaker. The "1 +" keeps the map close to identity at initialisation, so a
-    fresh network starts from the unconditioned features instead of random scaling.
+    speaker. W_g and W_b start at zero, so with the "1 +" the module is exactly
+    the identity at initialisation: a fresh network starts from the
+    unconditioned features instead of a random scaling (as adaLN-zero / FiLM
+    layers are usually started); their gradients are not zero, so it learns.
     """
 
     def __init__(self, channels: int, embed_dim: int, hidden: int) -> None:
@@ -110,6 +112,9 @@ class SpeakerModulation(nn.Module):
         self.act = nn.PReLU()
         self.scale = nn.Conv1d(hidden, channels, 1)
         self.shift = nn.Conv1d(hidden, channels, 1)
+        for conv in (self.scale, self.shift):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = torch.cat([x, embedding.unsqueeze(-1).expand(-1, -1, x.shape[-1])], dim=1)
