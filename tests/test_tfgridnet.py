@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tsekit import TsekitError
-from tsekit.models.layers.tfgridnet import causal_mask
+from tsekit.models.layers.tfgridnet import causal_mask, rms_level, running_level
 from tsekit.models.registry import MODELS, build_model, model_params
 from tsekit.models.tfgridnet_posneg import pool_cue
 from tsekit.train.config import LossTerm
@@ -130,13 +130,49 @@ def perturbed_estimates(model: torch.nn.Module, start: int) -> tuple[torch.Tenso
 
 @pytest.mark.parametrize("name", SYSTEMS)
 @pytest.mark.parametrize("kernel", [(1, 1), (3, 2)])
-def test_causal_extractor_ignores_the_future(name, kernel):
+@pytest.mark.parametrize("level_norm", ["running", "none"])
+def test_causal_extractor_ignores_the_future(name, kernel, level_norm):
     start = 1000
-    model = tiny(name, causal=True, kernel_size=kernel[0], kernel_stride=kernel[1]).eval()
+    model = tiny(name, causal=True, kernel_size=kernel[0], kernel_stride=kernel[1], level_norm=level_norm).eval()
     before, after = perturbed_estimates(model, start)
     # a sample at or after `start` reaches only frames whose window covers it, i.e. outputs after start - N_FFT
     torch.testing.assert_close(after[:, :start - N_FFT], before[:, :start - N_FFT], rtol=0, atol=1e-5)
     assert (after[:, start:] - before[:, start:]).abs().max() > 1e-3
+
+
+def test_running_level_is_the_rms_so_far():
+    wave = torch.randn(2, 3, 500, generator=torch.Generator().manual_seed(3))
+    level = running_level(wave)
+    assert level.shape == (2, 1, 500)
+    for t in (0, 17, 499):
+        expected = wave[..., : t + 1].pow(2).mean(dim=(1, 2)).sqrt()
+        torch.testing.assert_close(level[:, 0, t], expected)
+    changed = wave.clone()
+    changed[..., 300:] *= 5  # the future does not move the level of the past
+    torch.testing.assert_close(running_level(changed)[..., :300], level[..., :300], rtol=0, atol=0)
+    # over a whole zero-mean stationary signal it ends near the utterance level
+    torch.testing.assert_close(level[:, 0, -1], rms_level(wave)[:, 0, 0], rtol=0.05, atol=0)
+
+
+@pytest.mark.parametrize("name", SYSTEMS)
+def test_causal_level_normalisation_makes_the_estimate_follow_the_input_level(name):
+    """With the running level the extractor sees one scale: 10x the input gives 10x the estimate."""
+    batch = make_batch()
+    louder = dict(batch, mixture=10 * batch["mixture"])
+    for level_norm, follows in (("running", True), ("none", False)):
+        model = tiny(name, causal=True, level_norm=level_norm).eval()
+        with torch.no_grad():
+            quiet, loud = model(batch)["estimate"], model(louder)["estimate"]
+        assert torch.allclose(loud, 10 * quiet, rtol=1e-3, atol=1e-5) is follows, level_norm
+
+
+def test_level_norm_choices_are_checked():
+    with pytest.raises(TsekitError, match="level_norm utterance needs the whole mixture"):
+        tiny("tfgridnet_posneg", causal=True, level_norm="utterance")
+    with pytest.raises(TsekitError, match="level_norm must be one of utterance, running, none"):
+        tiny("tfgridnet_posneg_early", level_norm="rms")
+    assert tiny("tfgridnet_posneg", causal=True).extractor.level_norm == "running"
+    assert tiny("tfgridnet_posneg_early", causal=False).extractor.level_norm == "utterance"
 
 
 @pytest.mark.parametrize("name", SYSTEMS)

@@ -24,10 +24,16 @@ Systems
     and uses a 1-block encoder; set enroll_blocks=1 for the latter).
 
 Causality (``causal``): uni-directional inter-frame LSTMs, causal attention (``attention_context`` past frames,
-published 50; 0 = all), time-causal front/back convs, no utterance-level norms and no level normalisation of the
-mixture in the extractor; the published tfgridnet_posneg is causal (default True), USEF-style early fusion is
-offline (default False). The enrollment side stays non-causal in both: enrollments are recorded before
-extraction starts. Without ``causal`` the mixture is divided by its level and the estimate multiplied back.
+published 50; 0 = all), time-causal front/back convs, no utterance-level norms; the published tfgridnet_posneg is
+causal (default True), USEF-style early fusion is offline (default False). The enrollment side stays non-causal
+in both: enrollments are recorded before extraction starts.
+
+Level normalisation of the mixture (``level_norm``): the extractor divides the mixture by a level and multiplies
+the estimate back, so it works at one scale whatever the input's, and an SNR-trained output comes out at the
+input's level. ``utterance`` (the offline default, ESPnet's TF-GridNet): the mixture's standard deviation.
+``running`` (the causal default): at each sample the RMS of the samples so far (`running_level`), so no sample
+looks ahead; the authors normalise each chunk by its standard deviation instead, which looks ahead by a chunk.
+``none``: the raw scale (what the causal extractor did before; docs/RESULTS.md).
 
 Training in two stages (the paper's):
   1. distillation: only ``enroll_encoder`` and ``head`` learn; the MSE between the ``cue`` and the feature map of
@@ -68,6 +74,7 @@ from tsekit.models.layers.tfgridnet import (
     frame_mask,
     key_padding_mask,
     rms_level,
+    running_level,
 )
 from tsekit.models.registry import TSEModel, register
 from tsekit.models.spex_plus import check_positive
@@ -101,6 +108,22 @@ def check_spectral(name: str, n_fft: int, hop: int, attention_context: int = 0) 
     if attention_context < 0:
         raise TsekitError(f"model {name}: attention_context must be >= 0 (0 = all past frames), "
                           f"got {attention_context}")
+
+
+LEVEL_NORMS = ("utterance", "running", "none")
+
+
+def resolve_level_norm(name: str, level_norm: str | None, causal: bool) -> str:
+    """The extractor's level normalisation: the default for the causality, or the one given, checked."""
+    if level_norm is None:
+        return "running" if causal else "utterance"
+    if level_norm not in LEVEL_NORMS:
+        raise TsekitError(f"model {name}: level_norm must be one of {', '.join(LEVEL_NORMS)} (or null for the "
+                          f"default), got {level_norm!r}")
+    if causal and level_norm == "utterance":
+        raise TsekitError(f"model {name}: level_norm utterance needs the whole mixture; a causal model takes "
+                          "running or none")
+    return level_norm
 
 
 def pool_cue(cue: torch.Tensor, frames: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,17 +162,22 @@ class PosNegHead(nn.Module):
 class SpectralExtractor(nn.Module):
     """Shared ends of the extractors: level normalisation, STFT and conv front end; deconv back end and iSTFT."""
 
-    def __init__(self, channels: int, n_fft: int, hop: int, front_dim: int, back_dim: int, causal: bool) -> None:
+    def __init__(self, channels: int, n_fft: int, hop: int, front_dim: int, back_dim: int, causal: bool,
+                 level_norm: str) -> None:
         super().__init__()
-        self.causal = causal
+        self.level_norm = level_norm
         self.stft = STFT(n_fft, hop)
         self.front = ConvFrontEnd(2 * channels, front_dim, causal)
         self.back = DeconvBackEnd(back_dim, 2, causal)
 
     def analyse(self, mixture: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, T) -> features (B, front_dim, frames, F) and the level (B, 1, 1) to restore."""
-        # the utterance level needs the whole mixture, so a causal extractor works on the raw scale
-        level = mixture.new_ones(mixture.shape[0], 1, 1) if self.causal else rms_level(mixture, lengths)
+        """(B, C, T) -> features (B, front_dim, frames, F) and the level (B, 1, 1 or T) to restore."""
+        if self.level_norm == "utterance":
+            level = rms_level(mixture, lengths)
+        elif self.level_norm == "running":
+            level = running_level(mixture)
+        else:
+            level = mixture.new_ones(mixture.shape[0], 1, 1)
         return self.front(self.stft(mixture / level)), level
 
     def synthesise(self, x: torch.Tensor, level: torch.Tensor, length: int) -> torch.Tensor:
@@ -161,8 +189,8 @@ class LateFusionExtractor(SpectralExtractor):
 
     def __init__(self, channels: int, n_fft: int, hop: int, embed_dim: int, hidden: int, heads: int,
                  attention_dim: int, num_blocks: int, kernel_size: int, stride: int, causal: bool,
-                 attention_context: int, fusion_blocks: int, cue_pool: int) -> None:
-        super().__init__(channels, n_fft, hop, embed_dim, embed_dim, causal)
+                 attention_context: int, level_norm: str, fusion_blocks: int, cue_pool: int) -> None:
+        super().__init__(channels, n_fft, hop, embed_dim, embed_dim, causal, level_norm)
         freqs = self.stft.freqs
         self.cue_pool = cue_pool
         self.blocks = nn.ModuleList(
@@ -191,8 +219,8 @@ class EarlyFusionExtractor(SpectralExtractor):
 
     def __init__(self, channels: int, n_fft: int, hop: int, embed_dim: int, hidden: int, heads: int,
                  attention_dim: int, num_blocks: int, kernel_size: int, stride: int, causal: bool,
-                 attention_context: int) -> None:
-        super().__init__(channels, n_fft, hop, embed_dim, 2 * embed_dim, causal)
+                 attention_context: int, level_norm: str) -> None:
+        super().__init__(channels, n_fft, hop, embed_dim, 2 * embed_dim, causal, level_norm)
         freqs = self.stft.freqs
         self.fusion = FullBandAttention(embed_dim, freqs, heads, attention_dim)
         self.blocks = nn.ModuleList(
@@ -276,7 +304,7 @@ class TFGridNetPosNeg(PosNegSystem):
                  lstm_hidden: int = 64, heads: int = 4, attention_dim: int = 8, num_blocks: int = 3,
                  kernel_size: int = 1, kernel_stride: int = 1, causal: bool = True, attention_context: int = 50,
                  fusion_blocks: int = 2, cue_pool: int = 40, enroll_blocks: int = 3, enroll_kernel_size: int = 4,
-                 enroll_kernel_stride: int = 1, head_layers: int = 2) -> None:
+                 enroll_kernel_stride: int = 1, head_layers: int = 2, level_norm: str | None = None) -> None:
         super().__init__()
         name = "tfgridnet_posneg"
         check_positive(name, channels=channels, embed_dim=embed_dim, lstm_hidden=lstm_hidden, heads=heads,
@@ -291,7 +319,7 @@ class TFGridNetPosNeg(PosNegSystem):
                              enroll_kernel_size, enroll_kernel_stride, head_layers)
         self.extractor = LateFusionExtractor(channels, n_fft, hop, embed_dim, lstm_hidden, heads, attention_dim,
                                              num_blocks, kernel_size, kernel_stride, causal, attention_context,
-                                             fusion_blocks, cue_pool)
+                                             resolve_level_norm(name, level_norm, causal), fusion_blocks, cue_pool)
 
 
 @register("tfgridnet_posneg_early")
@@ -302,7 +330,7 @@ class TFGridNetPosNegEarly(PosNegSystem):
                  lstm_hidden: int = 64, heads: int = 4, attention_dim: int = 8, num_blocks: int = 3,
                  kernel_size: int = 1, kernel_stride: int = 1, causal: bool = False, attention_context: int = 50,
                  enroll_blocks: int = 3, enroll_kernel_size: int = 4, enroll_kernel_stride: int = 1,
-                 head_layers: int = 2) -> None:
+                 head_layers: int = 2, level_norm: str | None = None) -> None:
         super().__init__()
         name = "tfgridnet_posneg_early"
         check_positive(name, channels=channels, embed_dim=embed_dim, lstm_hidden=lstm_hidden, heads=heads,
@@ -314,7 +342,8 @@ class TFGridNetPosNegEarly(PosNegSystem):
         self._build_cue_path(channels, n_fft, hop, embed_dim, lstm_hidden, heads, attention_dim, enroll_blocks,
                              enroll_kernel_size, enroll_kernel_stride, head_layers)
         self.extractor = EarlyFusionExtractor(channels, n_fft, hop, embed_dim, lstm_hidden, heads, attention_dim,
-                                              num_blocks, kernel_size, kernel_stride, causal, attention_context)
+                                              num_blocks, kernel_size, kernel_stride, causal, attention_context,
+                                              resolve_level_norm(name, level_norm, causal))
 
 
 @register("tfgridnet_speaker")

@@ -77,6 +77,18 @@ def rms_level(wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.
     return variance.sqrt().clamp_min(LEVEL_FLOOR)
 
 
+def running_level(wave: torch.Tensor) -> torch.Tensor:
+    """Causal level (B, 1, T) of (B, C, T) signals: the RMS of every sample up to and including t (all channels).
+
+    What a causal extractor divides its input by instead of `rms_level`, which needs the whole utterance: the
+    level at t uses no sample after t, and once enough of the input has passed it tends to the utterance's.
+    The sums run in float64 so that long inputs keep their precision.
+    """
+    power = wave.double().pow(2).mean(dim=1, keepdim=True)
+    count = torch.arange(1, wave.shape[-1] + 1, device=wave.device, dtype=torch.float64)
+    return (power.cumsum(-1) / count).sqrt().to(wave.dtype).clamp_min(LEVEL_FLOOR)
+
+
 class STFT(nn.Module):
     """(B, C, T) waveforms <-> (B, 2C, frames, n_fft // 2 + 1) stacked real/imag spectra."""
 
