@@ -22,6 +22,7 @@ from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer import extract_waveform, find_checkpoint, infer_data_dir, load_experiment
 from tsekit.infer.extract import chunk_starts
 from tsekit.infer.level import mixture_fit_gain, set_output_level
+from tsekit.lock import LOCKED_EXIT, writer_lock
 from tsekit.models.registry import TSEModel
 from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import load_config
@@ -323,3 +324,17 @@ def test_infer_and_extract_set_the_experiment_output_level(trained, tmp_path):
                    read_table(data / "enroll.scp")[utt], "-o", tmp_path / "peak.wav", "--output-level", "peak")
     assert proc.returncode == 0, proc.stderr
     assert np.max(np.abs(read_wav(tmp_path / "peak.wav"))) == pytest.approx(cfg.infer.peak, abs=2 * ONE_LSB)
+
+
+def test_a_second_writer_of_the_same_output_shard_is_refused_before_writing(trained, tmp_path):
+    exp, data = trained
+    out = tmp_path / "decode"
+    with writer_lock(out, "job1"):  # this process is extracting shard 1 into OUT
+        refused = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", out, "--job", "1", "--nj", "2")
+        other = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", out, "--job", "2", "--nj", "2")
+    assert refused.returncode == LOCKED_EXIT and len(refused.stderr.strip().splitlines()) == 1
+    assert f"{out} (job1) is being written by another process (host " in refused.stderr
+    assert f"PID {os.getpid()}," in refused.stderr
+    assert other.returncode == 0, other.stderr  # the other shard has a lock of its own
+    written = {p.name for p in (out / "wav").glob("*.wav")}
+    assert len(written) == 16 and not (out / "wav.scp").exists()  # shard 1 was not touched

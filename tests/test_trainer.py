@@ -103,6 +103,29 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_second_trainer_of_the_same_experiment_is_refused_and_the_first_is_unharmed(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml")
+    straight = subprocess.run(train_command(config, data, tmp_path / "straight"), capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    first = subprocess.Popen(train_command(config, data, tmp_path / "exp"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "exp" / ".stage1.lock"
+    deadline = time.time() + 60
+    while not lock.is_file() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    second = subprocess.run(train_command(config, data, tmp_path / "exp"), capture_output=True, text=True)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 75, second.stderr
+    line, = second.stderr.strip().splitlines()  # one line, naming the holder
+    assert line.startswith(f"tsekit: error: {tmp_path / 'exp' / 'stage1'} is being written by another process")
+    assert f"PID {first.pid}," in line and "tsekit train --config" in line and "started 20" in line
+    assert second.stdout == ""
+    assert not lock.exists()  # released at the end
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "exp")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_checkpoint_write_that_dies_half_way_leaves_the_previous_one(tmp_path):
     path = tmp_path / "checkpoints" / ckpt.LATEST
     path.parent.mkdir()

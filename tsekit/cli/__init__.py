@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module and imports torch, numpy and friends
 inside its function body, so ``tsekit --help`` and ``tsekit CMD --help`` stay
-fast. Errors the user can fix (TsekitError) are printed on one line and exit 1.
+fast. Errors the user can fix (TsekitError) are printed on one line and exit 1
+(75 when another process holds the output's writer lock, tsekit.lock).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main() -> None:
         status = cli.main(standalone_mode=False)
     except TsekitError as err:
         click.echo(f"tsekit: error: {err}", err=True)
-        sys.exit(1)
+        sys.exit(getattr(err, "exit_code", 1))  # tsekit.lock.LockedError: its own status
     except click.exceptions.Abort:
         click.echo("tsekit: aborted", err=True)
         sys.exit(130)

@@ -3,7 +3,8 @@
 Resuming: every wav is written atomically (temporary file + rename), so a
 wav that exists is complete; a rerun skips those and extracts only the rest.
 Nothing records which checkpoint wrote them: decode with another checkpoint
-into another OUT.
+into another OUT. A second process extracting the same shard into the same
+OUT is refused (``tsekit.lock``: one lock per ``--job``, ``.OUT.jobJ.lock``).
 
 Jobs: ``job=J, nj=N`` processes the J-th of N contiguous shards of the sorted
 utterances (the same shards as ``tsekit score --job``), for the Kaldi runners
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.data.table import read_table, sorted_keys, write_table
+from tsekit.lock import writer_lock
 
 
 @dataclass
@@ -161,31 +163,33 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     mixtures, enrolls = read_inputs(data_dir, model.needs)
     utts = sorted_keys(mixtures)
     mine = shard(utts, job, nj) if job is not None else utts
-    todo = [u for u in mine if not wav_path(out, u).is_file()]
-    check_rates({"wav.scp": mixtures, **{ENROLLMENT_FILES[k]: v for k, v in enrolls.items()}}, todo, rate, data_dir)
-    if chunk_seconds is None:
-        chunk_seconds = default_chunk_seconds(cfg)
-    output_level = output_level or cfg.infer.output_level
-    previous_threads = set_threads(nj, job)
-    started = time.perf_counter()
-    audio_seconds = 0.0
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"extracting into {out}", unit="utt",
-               disable=None)
-    try:
-        for utt in todo:
-            mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
-            enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
-                      for k, table in enrolls.items()} or {"enroll": mixture[:0]}
-            estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
-                                        output_level=output_level, peak=cfg.infer.peak)
-            write_audio(wav_path(out, utt), estimate, rate)
-            audio_seconds += len(mixture) / rate
-            bar.update(1)
-    finally:
-        bar.close()
-        torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
-    seconds = time.perf_counter() - started
-    wrote = write_scp_if_complete(out, utts)
-    return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
-                        skipped=len(mine) - len(todo), audio_seconds=audio_seconds, seconds=seconds,
-                        wrote_scp=wrote, output_level=output_level, job=job, nj=nj)
+    # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
+    with writer_lock(out, f"job{job}" if job is not None else ""):
+        todo = [u for u in mine if not wav_path(out, u).is_file()]
+        check_rates({"wav.scp": mixtures, **{ENROLLMENT_FILES[k]: v for k, v in enrolls.items()}}, todo, rate, data_dir)
+        if chunk_seconds is None:
+            chunk_seconds = default_chunk_seconds(cfg)
+        output_level = output_level or cfg.infer.output_level
+        previous_threads = set_threads(nj, job)
+        started = time.perf_counter()
+        audio_seconds = 0.0
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"extracting into {out}", unit="utt",
+                   disable=None)
+        try:
+            for utt in todo:
+                mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
+                enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
+                          for k, table in enrolls.items()} or {"enroll": mixture[:0]}
+                estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
+                                            output_level=output_level, peak=cfg.infer.peak)
+                write_audio(wav_path(out, utt), estimate, rate)
+                audio_seconds += len(mixture) / rate
+                bar.update(1)
+        finally:
+            bar.close()
+            torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
+        seconds = time.perf_counter() - started
+        wrote = write_scp_if_complete(out, utts)
+        return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
+                            skipped=len(mine) - len(todo), audio_seconds=audio_seconds, seconds=seconds,
+                            wrote_scp=wrote, output_level=output_level, job=job, nj=nj)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.data.table import atomic_open, read_table, sorted_keys
+from tsekit.lock import writer_lock
 from tsekit.metrics import THREAD_VARIABLES
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
 
@@ -245,39 +246,41 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
         have.add("16k")  # DNSMOS works: 16 kHz, or higher rates resampled down to it
     chosen, messages = choose_metrics(metrics, have)
     settings = {"metrics": chosen, "inputs": inputs.sources, "asr_model": asr_model, "utterances": len(utts)}
-    write_settings(out, settings)
-    done = read_parts(out)
-    todo = [u for u in mine if u not in done]
-    if not todo:
-        return chosen, messages + [f"all {len(mine)} utterances already scored"]
-    part = out / "parts" / (f"job{job}.jsonl" if job is not None else "local.jsonl")
-    workers = min(nj if job is None else 1, len(todo))
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"scoring {out}", unit="utt", disable=None)
-    _drop_torn_line(part)
-    with open(part, "a", encoding="utf-8") as sink:
-        if workers == 1:
-            _init_worker(chosen, asr_model, inputs)
-            _consume(map(_score_one, todo), sink, bar)
-        else:
-            import multiprocessing
+    # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
+    with writer_lock(out, f"job{job}" if job is not None else ""):
+        write_settings(out, settings)
+        done = read_parts(out)
+        todo = [u for u in mine if u not in done]
+        if not todo:
+            return chosen, messages + [f"all {len(mine)} utterances already scored"]
+        part = out / "parts" / (f"job{job}.jsonl" if job is not None else "local.jsonl")
+        workers = min(nj if job is None else 1, len(todo))
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"scoring {out}", unit="utt", disable=None)
+        _drop_torn_line(part)
+        with open(part, "a", encoding="utf-8") as sink:
+            if workers == 1:
+                _init_worker(chosen, asr_model, inputs)
+                _consume(map(_score_one, todo), sink, bar)
+            else:
+                import multiprocessing
 
-            # spawn: fresh interpreters (no forked torch/onnx state), which read the
-            # thread settings from the environment when they import numpy
-            context = multiprocessing.get_context("spawn")
-            saved = {name: os.environ.get(name) for name in SINGLE_THREAD}
-            os.environ.update(SINGLE_THREAD)
-            try:
-                pool = context.Pool(workers, _init_worker, (chosen, asr_model, inputs))
-            finally:
-                for name, value in saved.items():
-                    if value is None:
-                        os.environ.pop(name)
-                    else:
-                        os.environ[name] = value
-            with pool:
-                _consume(pool.imap_unordered(_score_one, todo), sink, bar)
-    bar.close()
-    return chosen, messages
+                # spawn: fresh interpreters (no forked torch/onnx state), which read the
+                # thread settings from the environment when they import numpy
+                context = multiprocessing.get_context("spawn")
+                saved = {name: os.environ.get(name) for name in SINGLE_THREAD}
+                os.environ.update(SINGLE_THREAD)
+                try:
+                    pool = context.Pool(workers, _init_worker, (chosen, asr_model, inputs))
+                finally:
+                    for name, value in saved.items():
+                        if value is None:
+                            os.environ.pop(name)
+                        else:
+                            os.environ[name] = value
+                with pool:
+                    _consume(pool.imap_unordered(_score_one, todo), sink, bar)
+        bar.close()
+        return chosen, messages
 
 
 def _consume(results, sink, bar) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from tsekit import TsekitError
 from tsekit.data.table import atomic_open, sorted_keys
+from tsekit.lock import writer_lock
 from tsekit.metrics.jobs import read_parts
 from tsekit.metrics.scorer import IMPROVEMENTS
 
@@ -72,31 +73,32 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], dict[str, dict[str,
 def merge_scores(out: str | os.PathLike, threshold: float = ACCEPTANCE_THRESHOLD) -> str:
     """Write OUT/scores.tsv (+ mixture.tsv, asr.tsv, warnings.txt) and OUT/RESULTS.md; return RESULTS.md's text.
 
-    Fails naming the missing utterances when some job has not finished.
+    Fails naming the missing utterances when some job has not finished. Holds OUT's "merge" writer lock.
     """
     out = Path(out)
-    settings_path = out / "parts" / "settings.json"
-    if not settings_path.is_file():
-        raise TsekitError(f"{out}: nothing scored here yet (no parts/settings.json)")
-    settings = json.loads(settings_path.read_text())
-    records = read_parts(out)
-    if len(records) < settings["utterances"]:
-        raise TsekitError(f"{out}: {settings['utterances'] - len(records)} of {settings['utterances']} utterances "
-                          "are not scored yet; rerun the unfinished jobs, then merge")
-    metrics = settings["metrics"]
-    _write_tsv(out / "scores.tsv", metrics, {u: r["scores"] for u, r in records.items()})
-    baseline = [m for m in metrics if m not in IMPROVEMENTS]
-    if any(r["mixture"] for r in records.values()):
-        _write_tsv(out / "mixture.tsv", baseline, {u: r["mixture"] for u, r in records.items()})
-    if any(r["asr"] for r in records.values()):
-        _write_asr(out / "asr.tsv", records)
-    warnings = [w for u in sorted_keys(records) for w in records[u]["warnings"]]
-    with atomic_open(out / "warnings.txt") as f:
-        f.write("".join(f"{w}\n" for w in warnings))
-    text = results_markdown(out, settings, records, threshold, len(warnings))
-    with atomic_open(out / "RESULTS.md") as f:
-        f.write(text)
-    return text
+    with writer_lock(out, "merge"):
+        settings_path = out / "parts" / "settings.json"
+        if not settings_path.is_file():
+            raise TsekitError(f"{out}: nothing scored here yet (no parts/settings.json)")
+        settings = json.loads(settings_path.read_text())
+        records = read_parts(out)
+        if len(records) < settings["utterances"]:
+            raise TsekitError(f"{out}: {settings['utterances'] - len(records)} of {settings['utterances']} utterances "
+                              "are not scored yet; rerun the unfinished jobs, then merge")
+        metrics = settings["metrics"]
+        _write_tsv(out / "scores.tsv", metrics, {u: r["scores"] for u, r in records.items()})
+        baseline = [m for m in metrics if m not in IMPROVEMENTS]
+        if any(r["mixture"] for r in records.values()):
+            _write_tsv(out / "mixture.tsv", baseline, {u: r["mixture"] for u, r in records.items()})
+        if any(r["asr"] for r in records.values()):
+            _write_asr(out / "asr.tsv", records)
+        warnings = [w for u in sorted_keys(records) for w in records[u]["warnings"]]
+        with atomic_open(out / "warnings.txt") as f:
+            f.write("".join(f"{w}\n" for w in warnings))
+        text = results_markdown(out, settings, records, threshold, len(warnings))
+        with atomic_open(out / "RESULTS.md") as f:
+            f.write(text)
+        return text
 
 
 def _write_asr(path: Path, records: dict[str, dict]) -> None:

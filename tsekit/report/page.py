@@ -21,6 +21,7 @@ from tsekit.data.audio import entry_path, is_ark, is_pipe, load_audio, write_aud
 from tsekit.data.datadir import atomic_dir
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer.batch import ENROLLMENT_FILES
+from tsekit.lock import writer_lock
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, display_scale
 from tsekit.metrics.scorer import IMPROVEMENTS
 from tsekit.report import figures
@@ -225,6 +226,8 @@ def build_report(data_dir: str | os.PathLike, exp_dirs: list[str | os.PathLike],
                  link: bool = False, threshold: float = ACCEPTANCE_THRESHOLD, progress: bool = True) -> Path:
     """Write the report of EXP_DIRS' results on DATA_DIR into OUT (replaced whole, atomically); return index.html.
 
+    Holds OUT's writer lock (``tsekit.lock``) while it writes: a second report into the same OUT is refused.
+
     Each experiment must have been scored on the data dir:
     EXP/decode_<name of DATA_DIR>/scores/scores.tsv (recipe stage 7).
     """
@@ -258,7 +261,7 @@ def build_report(data_dir: str | os.PathLike, exp_dirs: list[str | os.PathLike],
             raise TsekitError(f"{data_dir / ENROLLMENT_FILES[key]}: no enrollment for {missing[0]}")
     chosen = select_utterances(systems, utts, select, n, seed, utt_list)
     summary = summarize(systems, utts, threshold)
-    with atomic_dir(out) as tmp:
+    with writer_lock(out), atomic_dir(out) as tmp:
         tmp.chmod(0o755)  # a published folder; mkdtemp makes it private
         (tmp / "img" / "plots").mkdir(parents=True)
         plots = _plots(tmp / "img" / "plots", summary, systems, utts)

@@ -18,10 +18,15 @@ sharded, with the sums reduced across ranks. W processes with batch B/W
 therefore train like one process with batch B, up to floating-point
 rounding, except in BatchNorm layers (the SpEx+ speaker encoder's), which
 normalise a training batch with the statistics of each process's part of it.
+
+One writer: the stage folder's writer lock (``tsekit.lock``) is held from
+before anything is read or written until training ends; under torchrun rank
+0 holds it for all ranks, and every rank stops when rank 0 cannot take it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -32,6 +37,7 @@ import torch
 
 from tsekit import TsekitError
 from tsekit.data.table import atomic_open, read_table
+from tsekit.lock import LockedError, writer_lock
 from tsekit.train import checkpoint as ckpt
 
 
@@ -186,7 +192,35 @@ def _load_teacher(where: str, device: torch.device) -> torch.nn.Module:
 
 def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp_dir: str | os.PathLike,
           stage: int = 1, resume: bool = True, device: str | None = None) -> Path:
-    """Train (or resume) stage ``stage`` of an experiment; returns the stage folder."""
+    """Train (or resume) stage ``stage`` of an experiment; returns the stage folder.
+
+    Raises ``tsekit.lock.LockedError`` when another live process trains the same stage.
+    """
+    dist = Distributed(device)
+    stage_dir = Path(exp_dir) / f"stage{stage}"
+    with _stage_lock(stage_dir, dist):
+        return _train(cfg, Path(train_data), Path(valid_data), stage_dir, stage, resume, dist)
+
+
+@contextlib.contextmanager
+def _stage_lock(stage_dir: Path, dist: Distributed):
+    """The stage folder's writer lock, taken by rank 0 for every rank; all ranks stop when it is refused."""
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if dist.main:
+            try:
+                stack.enter_context(writer_lock(stage_dir))
+            except LockedError as err:
+                refused = err
+        if dist.world > 1 and dist.sum(float(refused is not None))[0] and refused is None:
+            raise LockedError(f"{stage_dir}: rank 0 could not take the writer lock; see its log")
+        if refused is not None:
+            raise refused
+        yield
+
+
+def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int, resume: bool,
+           dist: Distributed) -> Path:
     from tqdm import tqdm
 
     from tsekit.data.dataset import TSEDataset, collate
@@ -196,9 +230,6 @@ def train(cfg, train_data: str | os.PathLike, valid_data: str | os.PathLike, exp
 
     if stage > 1 and cfg.stage2.epochs:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=cfg.stage2.epochs))
-    dist = Distributed(device)
-    train_data, valid_data = Path(train_data), Path(valid_data)
-    stage_dir = Path(exp_dir) / f"stage{stage}"
     folder = stage_dir / "checkpoints"
     speakers = training_speakers(train_data)
     params = dict(cfg.model.params)
