@@ -253,6 +253,57 @@ def test_run_pl_sigterm_stops_jobs_and_their_children(tmp_path):
     check_log(tmp_path / "log/l.1.log", "sleep 30 | cat", 128 + signal.SIGTERM)
 
 
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for a parent that does not reap it counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def wait_for_files(paths: list[Path], seconds: float = 10) -> None:
+    deadline = time.time() + seconds
+    while not all(p.is_file() and p.read_text().strip() for p in paths) and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def test_run_pl_sigint_still_reaches_the_jobs_first(tmp_path):
+    """Graceful stop: the job gets SIGINT (its trap runs), not a kill."""
+    command = "trap 'echo stopped > stopped.JOB; exit 3' INT; echo $$ > shell.JOB; while true; do sleep 0.05; done"
+    process = subprocess.Popen([RUN_PL, "JOB=1:2", "log/l.JOB.log", command], cwd=tmp_path, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for_files([tmp_path / f"shell.{j}" for j in (1, 2)])
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 128 + signal.SIGINT
+    assert [(tmp_path / f"stopped.{j}").read_text() for j in (1, 2)] == ["stopped\n"] * 2
+    check_log(tmp_path / "log/l.1.log", command.replace("JOB", "1"), 3)
+
+
+@pytest.mark.parametrize("kill", ["launcher", "its process group"])
+def test_run_pl_jobs_die_within_a_second_of_a_sigkilled_launcher(tmp_path, kill):
+    # a job whose command has a child of its own (as a training job has its data workers)
+    command = "sleep 60 & echo $! > child.JOB; echo $$ > shell.JOB; wait"
+    process = subprocess.Popen([RUN_PL, "JOB=1:2", "log/l.JOB.log", command], cwd=tmp_path,
+                               start_new_session=True, stderr=subprocess.DEVNULL)
+    files = [tmp_path / f"{name}.{j}" for name in ("shell", "child") for j in (1, 2)]
+    wait_for_files(files)
+    pids = [int(p.read_text()) for p in files]
+    assert all(alive(pid) for pid in pids)
+    if kill == "launcher":
+        os.kill(process.pid, signal.SIGKILL)
+    else:  # what a scheduler's time limit does to the submitting shell's group
+        os.killpg(process.pid, signal.SIGKILL)
+    killed = time.time()
+    process.wait()
+    while any(alive(pid) for pid in pids) and time.time() - killed < 1.0:
+        time.sleep(0.02)
+    assert not any(alive(pid) for pid in pids), [pid for pid in pids if alive(pid)]
+    time.sleep(0.3)  # the watchers finish the logs
+    assert "# Ended (code 137)" in (tmp_path / "log/l.1.log").read_text()
+
+
 # ---------------------------------------------------------------- slurm.pl with a fake Slurm
 
 FAKE_TOOL = """#!{python}

@@ -20,13 +20,21 @@
 # otherwise 1 with "run.pl: F / N failed, log is in LOG..." on stderr. On
 # SIGINT/SIGTERM/SIGHUP the running jobs (their whole process groups) get the
 # signal, no new job starts, and run.pl exits with 128 + the signal number.
+#
+# No orphans: each job is watched by a small process of its own (outside
+# run.pl's process group, so that a kill of the launcher's whole group, as a
+# scheduler's time limit or the OOM killer does, cannot take the watcher with
+# it). When run.pl dies, whatever the signal (SIGKILL included), the watcher
+# sees its parent change within 0.1 s and SIGKILLs the job's whole process
+# group: the command and everything it started (a training job's data
+# workers too). A rerun then never meets a job of the killed run still writing.
 use strict;
 use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 use File::Basename qw(dirname);
 use File::Path qw(make_path);
-use POSIX qw(setpgid);
+use POSIX qw(setpgid :sys_wait_h);
 use queue_common qw(parse_command_line command_string substitute_job failure_message timestamp);
 
 my $PROG = 'run.pl';
@@ -90,11 +98,14 @@ sub reap_one {
   $exit_code{$index} = $? == 0 ? 0 : (($? >> 8) || 1);
 }
 
-# Runs in the forked process: write the log header, run the command in its own
-# process group (so a signal reaches its whole pipeline), write the footer.
+# Runs in the forked process (the job's watcher): write the log header, run the
+# command in its own process group (so a signal reaches its whole pipeline),
+# wait for it while watching run.pl (see the header), write the footer.
 # Returns the exit code for the parent.
 sub run_job {
   my ($index) = @_;
+  my $launcher = getppid();
+  setpgid(0, 0);  # out of run.pl's group: a kill of that group leaves the watcher to clean up
   my $command_pid;
   for my $signal (keys %SIGNAL_NUMBER) {
     $SIG{$signal} = sub { kill $signal, -$command_pid, $command_pid if $command_pid };
@@ -126,8 +137,13 @@ sub run_job {
     POSIX::_exit(127);
   }
   setpgid($command_pid, $command_pid);
-  waitpid($command_pid, 0);
-  my $status = $?;
+  my $status;
+  while (1) {
+    my $done = waitpid($command_pid, WNOHANG);
+    if ($done == $command_pid || $done < 0) { $status = $?; last; }
+    kill 'KILL', -$command_pid if getppid() != $launcher;  # run.pl is gone: so is its job
+    select(undef, undef, undef, 0.1);
+  }
   my $code = $status & 127 ? 128 + ($status & 127) : $status >> 8;
   my $elapsed = time - $start;
 
