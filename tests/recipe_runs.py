@@ -10,6 +10,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = ("utils", "tse.sh", "path.sh", "cmd.sh", "defaults.sh")
+# a zspex that trains in seconds: the recipe tests' conf/tiny.yaml
+TINY_ZSPEX = {
+    "model": {"name": "zspex", "params": {
+        "sample_rate": 16000, "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2,
+        "num_stacks": 1, "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1, "scaleinter_hidden": 16,
+        "modulation_hidden": 16}},
+    "data": {"sample_rate": 16000, "chunk_seconds": 0.5, "batch_size": 2, "num_workers": 0},
+    "train": {"epochs": 1, "log_interval": 1},
+}
 
 
 def recipe_copy(tmp_path: Path, name: str) -> Path:

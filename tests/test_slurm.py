@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from corpus_trees import make_libri2mix_tree
-from recipe_runs import recipe_copy, run_recipe
+from recipe_runs import TINY_ZSPEX, recipe_copy, run_recipe
 from slurm_cluster import LocalSlurm, free_ports, missing_programs
 
 from tsekit.corpora.librimix import prepare_libri2mix
@@ -114,16 +114,6 @@ def test_interrupted_submitter_leaves_no_job_in_the_queue(cluster, tmp_path, sto
     assert submitter.returncode == 128 + stop
     assert f"caught {stop.name}, cancelled job" in stderr
     assert cluster.wait_empty(timeout=20), cluster.jobs()
-
-
-TINY_ZSPEX = {
-    "model": {"name": "zspex", "params": {
-        "sample_rate": 16000, "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2,
-        "num_stacks": 1, "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1, "scaleinter_hidden": 16,
-        "modulation_hidden": 16}},
-    "data": {"sample_rate": 16000, "chunk_seconds": 0.5, "batch_size": 2, "num_workers": 0},
-    "train": {"epochs": 1, "log_interval": 1},
-}
 
 
 @pytest.mark.tts
