@@ -83,10 +83,23 @@ def process_start_ticks(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return pid > 0
+
+
 def _holder_alive(holder: dict, timeout: float, mtime: float) -> tuple[bool, str]:
     """(alive, why not) of the process a lock file names."""
     if holder.get("host") == socket.gethostname():
-        ticks = process_start_ticks(int(holder.get("pid", -1)))
+        pid = int(holder.get("pid", -1))
+        if not Path("/proc/self/stat").is_file():  # no procfs (not Linux): only whether the PID exists
+            return _pid_exists(pid), "the process is gone"
+        ticks = process_start_ticks(pid)
         if ticks is None:
             return False, "the process is gone"
         if holder.get("start_ticks") is not None and ticks != holder["start_ticks"]:
