@@ -96,3 +96,29 @@ def test_killed_during_training_inference_and_scoring_then_rerun_gives_the_unint
     assert "tsekit: warning: taking over" in logs and "the process is gone" in logs
     assert outputs(recipe) == expected
     assert not list(recipe.rglob("*.lock"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, dict[str, bytes], float]:
+    """(corpus, outputs, seconds) of one uninterrupted run of the tiny recipe."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    corpus = root / "corpus"
+    run_recipe(tiny_recipe(root / "warm"), *options(corpus))  # synthesizes the corpus, outside the timing
+    recipe = tiny_recipe(root / "straight")
+    started = time.time()
+    done = run_recipe(recipe, *options(corpus))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return corpus, outputs(recipe), time.time() - started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fraction", [i / 10 for i in range(10)])
+def test_killed_at_any_moment_then_rerun_gives_the_uninterrupted_bytes(uninterrupted, tmp_path, fraction):
+    """The issue's measurement: ten kill moments spread over the run (stage 0 to scoring), each rerun at once."""
+    corpus, expected, seconds = uninterrupted
+    recipe = tiny_recipe(tmp_path)
+    started = time.time()
+    kill_when(recipe, corpus, lambda: time.time() - started >= fraction * seconds, f"{fraction:.0%} through")
+    rerun = run_recipe(recipe, *options(corpus))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert outputs(recipe) == expected
