@@ -206,3 +206,17 @@ def test_each_mask_sees_its_own_scale():
     same = generator(features, [scales[0]] * 3)
     torch.testing.assert_close(same[1], same[0])
     torch.testing.assert_close(same[2], same[0])
+
+
+def test_mask_inputs_extractor_is_the_earlier_generator_that_ignores_the_scales():
+    torch.manual_seed(0)
+    generator = ScaleInterMaskGenerator(channels=6, num_filters=5, hidden=4, scale_inputs=False)
+    features = torch.randn(2, 6, 30)
+    first = generator(features, [torch.rand(2, 5, 30) for _ in range(3)])
+    second = generator(features, [torch.rand(2, 5, 30) for _ in range(3)])
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b)
+    model = build_model("zspex", {**TINY, **TINY_EXTRA["zspex"], "mask_inputs": "extractor"})
+    assert not model.mask_generator.scale_inputs and model(make_batch())["estimate"].shape == (2, 4001)
+    with pytest.raises(TsekitError, match="mask_inputs must be one of scales, extractor, got 'both'"):
+        build_model("zspex", {**TINY, **TINY_EXTRA["zspex"], "mask_inputs": "both"})

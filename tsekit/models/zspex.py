@@ -8,7 +8,8 @@ Changes to SpEx+ (tsekit.models.spex_plus):
       scales and shifts the features, with scale and shift computed from [features; embedding]. It
       replaces SpEx+'s concatenation, so all blocks of a stack are plain TCN blocks.
   (c) ScaleInterMaskGenerator produces the three scale masks jointly, each scale from the extractor output
-      beside that scale's own encoder stream.
+      beside that scale's own encoder stream (``mask_inputs: scales``; ``extractor`` = the extractor output
+      alone for all three, the earlier design; measured alike in SI-SDRi, docs/RESULTS.md).
 Training is the same multi-task objective: SI-SDR on the three scales + speaker cross-entropy.
 
 Defaults keep SpEx+'s published sizes (8 kHz, 2.5/10/20 ms windows) and the MC-SpEx training set,
@@ -20,12 +21,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tsekit import TsekitError
 from tsekit.models.layers.encoders import MultiScaleDecoder, MultiScaleEncoder
 from tsekit.models.layers.scaleinter import ScaleFuser, ScaleInterMaskGenerator
 from tsekit.models.layers.speaker import SpeakerEncoder
 from tsekit.models.layers.tcn import SpeakerModulation, TCNStack
 from tsekit.models.registry import TSEModel, register
 from tsekit.models.spex_plus import NUM_SCALES, check_positive, enroll_lengths_of, scale_windows
+
+MASK_INPUTS = ("scales", "extractor")  # what each scale's mask is computed from (layers/scaleinter.py)
 
 
 @register("zspex")
@@ -38,8 +42,11 @@ class ZSpEx(TSEModel):
                  long_window_ms: float = 20.0, num_filters: int = 256, channels: int = 256,
                  hidden_channels: int = 512, kernel_size: int = 3, num_blocks: int = 8, num_stacks: int = 4,
                  embed_dim: int = 256, speaker_hidden: int = 512, speaker_blocks: int = 3,
-                 scaleinter_hidden: int = 256, modulation_hidden: int = 256, num_speakers: int = 251) -> None:
+                 scaleinter_hidden: int = 256, modulation_hidden: int = 256, num_speakers: int = 251,
+                 mask_inputs: str = "scales") -> None:
         super().__init__()
+        if mask_inputs not in MASK_INPUTS:
+            raise TsekitError(f"model zspex: mask_inputs must be one of {', '.join(MASK_INPUTS)}, got {mask_inputs!r}")
         check_positive("zspex", num_filters=num_filters, channels=channels, hidden_channels=hidden_channels,
                        num_blocks=num_blocks, num_stacks=num_stacks, embed_dim=embed_dim,
                        speaker_hidden=speaker_hidden, speaker_blocks=speaker_blocks,
@@ -54,7 +61,8 @@ class ZSpEx(TSEModel):
         self.stacks = nn.ModuleList(
             TCNStack(channels, hidden_channels, num_blocks, kernel_size) for _ in range(num_stacks)
         )
-        self.mask_generator = ScaleInterMaskGenerator(channels, num_filters, scaleinter_hidden, NUM_SCALES)
+        self.mask_generator = ScaleInterMaskGenerator(channels, num_filters, scaleinter_hidden, NUM_SCALES,
+                                                      scale_inputs=mask_inputs == "scales")
         self.decoder = MultiScaleDecoder(num_filters, windows)
         self.speaker_encoder = SpeakerEncoder(channels, speaker_hidden, embed_dim, speaker_blocks)
         self.classifier = nn.Linear(embed_dim, num_speakers)

@@ -25,8 +25,10 @@ streams w_s (B, N, T) -> 3 masks (B, N, T)):
   shared summary couples the three masks instead of three independent 1x1 convs
   as in SpEx+. The streams are normalised apart before the concatenation
   because their levels differ (w_s grows with the input level, y does not);
-  the core's cLN_s then mixes two unit-scale halves. An earlier version fed
-  (y, y, y), so the three masks saw the same input; docs/RESULTS.md compares them.
+  the core's cLN_s then mixes two unit-scale halves. The earlier generator fed
+  (y, y, y), so the three masks saw the same input (zspex ``mask_inputs:
+  extractor``); docs/RESULTS.md compares them: the same SI-SDRi over two seeds,
+  lower BSS-Eval SDR/SIR for the per-scale inputs.
 """
 
 from __future__ import annotations
@@ -72,17 +74,28 @@ class ScaleFuser(nn.Module):
 
 
 class ScaleInterMaskGenerator(nn.Module):
-    """Extractor output (B, channels, T) + encoder streams (B, num_filters, T) -> one ReLU mask per scale."""
+    """Extractor output (B, channels, T) + encoder streams (B, num_filters, T) -> one ReLU mask per scale.
 
-    def __init__(self, channels: int, num_filters: int, hidden: int, num_scales: int = 3) -> None:
+    ``scale_inputs`` False is the earlier generator: the core on (y, y, y), the encoder streams unused.
+    """
+
+    def __init__(self, channels: int, num_filters: int, hidden: int, num_scales: int = 3,
+                 scale_inputs: bool = True) -> None:
         super().__init__()
-        self.features_norm = ChannelLayerNorm(channels)
-        self.scale_norms = nn.ModuleList(ChannelLayerNorm(num_filters) for _ in range(num_scales))
-        self.interaction = ScaleInteraction([channels + num_filters] * num_scales, hidden)
+        self.num_scales = num_scales
+        self.scale_inputs = scale_inputs
+        if scale_inputs:
+            self.features_norm = ChannelLayerNorm(channels)
+            self.scale_norms = nn.ModuleList(ChannelLayerNorm(num_filters) for _ in range(num_scales))
+        width = channels + num_filters if scale_inputs else channels
+        self.interaction = ScaleInteraction([width] * num_scales, hidden)
         self.to_masks = nn.ModuleList(nn.Conv1d(hidden, num_filters, 1) for _ in range(num_scales))
 
     def forward(self, features: torch.Tensor, scales: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        features = self.features_norm(features)
-        inputs = [torch.cat([features, norm(w)], dim=1) for norm, w in zip(self.scale_norms, scales, strict=True)]
+        if self.scale_inputs:
+            features = self.features_norm(features)
+            inputs = [torch.cat([features, norm(w)], dim=1) for norm, w in zip(self.scale_norms, scales, strict=True)]
+        else:
+            inputs = [features] * self.num_scales
         streams = self.interaction(inputs)
         return [torch.relu(conv(q)) for conv, q in zip(self.to_masks, streams, strict=True)]
