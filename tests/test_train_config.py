@@ -121,6 +121,16 @@ def test_output_level_values_are_checked(tmp_path):
         load_config(path, ["infer.peak=2"])
 
 
+@pytest.mark.parametrize("params, expected", [
+    ("{name: zspex, params: {mask_inputs: both}}", "model.params.mask_inputs: expected one of scales, extractor"),
+    ("{name: tfgridnet_posneg, params: {level_norm: rms}}",
+     "model.params.level_norm: expected one of utterance, running, none or null"),
+])
+def test_a_model_choice_outside_its_literal_names_the_file_and_key(tmp_path, params, expected):
+    with pytest.raises(TsekitError, match=re.escape(f"{tmp_path / 'conf.yaml'}: {expected}")):
+        load_config(write(tmp_path, f"model: {params}\n"), [])
+
+
 def test_default_loss_is_spex_plus(tmp_path):
     cfg = load_config(write(tmp_path, f"model: {{name: {MODEL}}}\n"), [])
     assert [(t.label, t.weight) for t in cfg.loss] == [

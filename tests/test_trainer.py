@@ -20,6 +20,7 @@ from tsekit.corpora.librimix import prepare_libri2mix
 from tsekit.data.datadir import subset_data_dir
 from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_table
+from tsekit.lock import writer_lock
 from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import load_config
 from tsekit.train.trainer import train
@@ -182,8 +183,12 @@ def test_stage2_starts_from_stage1_and_freezes(data, tmp_path):
 def test_two_process_torchrun_trains(data, tmp_path):
     config = write_config(tmp_path / "c.yaml", train={"epochs": 2})
     torchrun = Path(sys.executable).parent / "torchrun"
-    command = [str(torchrun), "--nproc-per-node", "2", "--master-port", "29541", "-m", "tsekit",
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "tsekit",
                *train_command(config, data, tmp_path / "exp")[1:]]
+    with writer_lock(tmp_path / "exp" / "stage1"):  # another writer: both ranks stop, none waits for ever
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "is being written by another process" in refused.stderr
+    assert not (tmp_path / "exp" / "stage1").exists()
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("trained:") == 1  # only rank 0 reports and writes

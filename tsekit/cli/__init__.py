@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module and imports torch, numpy and friends
 inside its function body, so ``tsekit --help`` and ``tsekit CMD --help`` stay
-fast. Errors the user can fix (TsekitError) are printed on one line and exit 1
-(75 when another process holds the output's writer lock, tsekit.lock).
+fast. Errors the user can fix (TsekitError) are printed on one line and exit
+with the error's exit_code: 1, or 75 when another process holds the output's
+writer lock (tsekit.lock.LockedError).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> None:
         status = cli.main(standalone_mode=False)
     except TsekitError as err:
         click.echo(f"tsekit: error: {err}", err=True)
-        sys.exit(getattr(err, "exit_code", 1))  # tsekit.lock.LockedError: its own status
+        sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("tsekit: aborted", err=True)
         sys.exit(130)

@@ -47,7 +47,7 @@ class InferSummary:
     audio_seconds: float  # of the mixtures extracted now
     seconds: float  # wall time of the extraction
     wrote_scp: bool
-    output_level: str = "none"
+    output_level: str
     job: int | None = None
     nj: int | None = None
 

@@ -15,6 +15,8 @@ recipe keeps the same time resolution (40 / 160 / 320 samples). That gives 11,13
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -41,6 +43,12 @@ def check_positive(name: str, **values: int) -> None:
     for key, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise TsekitError(f"model {name}: parameter {key} must be a positive integer, got {value!r}")
+
+
+def check_choice(name: str, key: str, value: object, choices: Sequence[str]) -> None:
+    """One-line error for a parameter outside its choices (annotate it with the same Literal for the config)."""
+    if value not in choices:
+        raise TsekitError(f"model {name}: parameter {key} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def enroll_lengths_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:

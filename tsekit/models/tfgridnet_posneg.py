@@ -60,6 +60,9 @@ padded samples).
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -77,7 +80,7 @@ from tsekit.models.layers.tfgridnet import (
     running_level,
 )
 from tsekit.models.registry import TSEModel, register
-from tsekit.models.spex_plus import check_positive
+from tsekit.models.spex_plus import check_choice, check_positive
 
 
 def as_channels(wave: torch.Tensor, channels: int, key: str) -> torch.Tensor:
@@ -110,16 +113,14 @@ def check_spectral(name: str, n_fft: int, hop: int, attention_context: int = 0) 
                           f"got {attention_context}")
 
 
-LEVEL_NORMS = ("utterance", "running", "none")
+LevelNorm = Literal["utterance", "running", "none"]
 
 
-def resolve_level_norm(name: str, level_norm: str | None, causal: bool) -> str:
-    """The extractor's level normalisation: the default for the causality, or the one given, checked."""
+def resolve_level_norm(name: str, level_norm: LevelNorm | None, causal: bool) -> str:
+    """The extractor's level normalisation: the default for the causality (null), or the one given, checked."""
     if level_norm is None:
         return "running" if causal else "utterance"
-    if level_norm not in LEVEL_NORMS:
-        raise TsekitError(f"model {name}: level_norm must be one of {', '.join(LEVEL_NORMS)} (or null for the "
-                          f"default), got {level_norm!r}")
+    check_choice(name, "level_norm", level_norm, typing.get_args(LevelNorm))
     if causal and level_norm == "utterance":
         raise TsekitError(f"model {name}: level_norm utterance needs the whole mixture; a causal model takes "
                           "running or none")
@@ -304,7 +305,7 @@ class TFGridNetPosNeg(PosNegSystem):
                  lstm_hidden: int = 64, heads: int = 4, attention_dim: int = 8, num_blocks: int = 3,
                  kernel_size: int = 1, kernel_stride: int = 1, causal: bool = True, attention_context: int = 50,
                  fusion_blocks: int = 2, cue_pool: int = 40, enroll_blocks: int = 3, enroll_kernel_size: int = 4,
-                 enroll_kernel_stride: int = 1, head_layers: int = 2, level_norm: str | None = None) -> None:
+                 enroll_kernel_stride: int = 1, head_layers: int = 2, level_norm: LevelNorm | None = None) -> None:
         super().__init__()
         name = "tfgridnet_posneg"
         check_positive(name, channels=channels, embed_dim=embed_dim, lstm_hidden=lstm_hidden, heads=heads,
@@ -330,7 +331,7 @@ class TFGridNetPosNegEarly(PosNegSystem):
                  lstm_hidden: int = 64, heads: int = 4, attention_dim: int = 8, num_blocks: int = 3,
                  kernel_size: int = 1, kernel_stride: int = 1, causal: bool = False, attention_context: int = 50,
                  enroll_blocks: int = 3, enroll_kernel_size: int = 4, enroll_kernel_stride: int = 1,
-                 head_layers: int = 2, level_norm: str | None = None) -> None:
+                 head_layers: int = 2, level_norm: LevelNorm | None = None) -> None:
         super().__init__()
         name = "tfgridnet_posneg_early"
         check_positive(name, channels=channels, embed_dim=embed_dim, lstm_hidden=lstm_hidden, heads=heads,

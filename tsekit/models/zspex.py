@@ -18,18 +18,20 @@ Libri2Mix train-100 (251 speakers); `scaleinter_hidden` and `modulation_hidden` 
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 from torch import nn
 
-from tsekit import TsekitError
 from tsekit.models.layers.encoders import MultiScaleDecoder, MultiScaleEncoder
 from tsekit.models.layers.scaleinter import ScaleFuser, ScaleInterMaskGenerator
 from tsekit.models.layers.speaker import SpeakerEncoder
 from tsekit.models.layers.tcn import SpeakerModulation, TCNStack
 from tsekit.models.registry import TSEModel, register
-from tsekit.models.spex_plus import NUM_SCALES, check_positive, enroll_lengths_of, scale_windows
+from tsekit.models.spex_plus import NUM_SCALES, check_choice, check_positive, enroll_lengths_of, scale_windows
 
-MASK_INPUTS = ("scales", "extractor")  # what each scale's mask is computed from (layers/scaleinter.py)
+MaskInputs = Literal["scales", "extractor"]  # what each scale's mask is computed from (layers/scaleinter.py)
 
 
 @register("zspex")
@@ -43,10 +45,9 @@ class ZSpEx(TSEModel):
                  hidden_channels: int = 512, kernel_size: int = 3, num_blocks: int = 8, num_stacks: int = 4,
                  embed_dim: int = 256, speaker_hidden: int = 512, speaker_blocks: int = 3,
                  scaleinter_hidden: int = 256, modulation_hidden: int = 256, num_speakers: int = 251,
-                 mask_inputs: str = "scales") -> None:
+                 mask_inputs: MaskInputs = "scales") -> None:
         super().__init__()
-        if mask_inputs not in MASK_INPUTS:
-            raise TsekitError(f"model zspex: mask_inputs must be one of {', '.join(MASK_INPUTS)}, got {mask_inputs!r}")
+        check_choice("zspex", "mask_inputs", mask_inputs, typing.get_args(MaskInputs))
         check_positive("zspex", num_filters=num_filters, channels=channels, hidden_channels=hidden_channels,
                        num_blocks=num_blocks, num_stacks=num_stacks, embed_dim=embed_dim,
                        speaker_hidden=speaker_hidden, speaker_blocks=speaker_blocks,

@@ -212,10 +212,11 @@ def _stage_lock(stage_dir: Path, dist: Distributed):
                 stack.enter_context(writer_lock(stage_dir))
             except LockedError as err:
                 refused = err
-        if dist.world > 1 and dist.sum(float(refused is not None))[0] and refused is None:
-            raise LockedError(f"{stage_dir}: rank 0 could not take the writer lock; see its log")
-        if refused is not None:
-            raise refused
+        stop = refused is not None
+        if dist.world > 1:  # every rank learns rank 0's answer
+            stop = bool(dist.sum(float(stop))[0])
+        if stop:
+            raise refused or LockedError(f"{stage_dir}: rank 0 could not take the writer lock; see its log")
         yield
 
 
