@@ -12,12 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-import yaml
-from corpus_trees import make_libri2mix_tree
+from trained import train_tiny
 
 from tsekit import TsekitError
-from tsekit.corpora.librimix import prepare_libri2mix
-from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer import extract_waveform, find_checkpoint, infer_data_dir, load_experiment
 from tsekit.infer.extract import chunk_starts
@@ -25,8 +22,6 @@ from tsekit.infer.level import mixture_fit_gain, set_output_level
 from tsekit.lock import LOCKED_EXIT, writer_lock
 from tsekit.models.registry import TSEModel
 from tsekit.train import checkpoint as ckpt
-from tsekit.train.config import load_config
-from tsekit.train.trainer import train
 
 TSEKIT = Path(sys.executable).parent / "tsekit"
 RATE = 8000
@@ -47,14 +42,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(experiment root, test data dir): a tiny SpEx+ trained one epoch on a fake Libri2Mix at 8 kHz."""
     root = tmp_path_factory.mktemp("infer")
-    make_libri2mix_tree(root / "Libri2Mix", rates=(RATE,), splits=("train-100", "dev"), per_split=16)
-    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=RATE, splits=("train-100", "dev"))
-    for split in ("train-100", "dev"):
-        enroll_data_dir(root / "data" / split)
-    (root / "config.yaml").write_text(yaml.safe_dump(TINY))
-    train(load_config(root / "config.yaml"), root / "data" / "train-100", root / "data" / "dev", root / "exp",
-          device="cpu")
-    return root / "exp", root / "data" / "dev"
+    _, data = train_tiny(root, TINY, RATE)
+    return root / "exp", data / "dev"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -281,11 +281,11 @@ OPTIM_KEYS = "name, lr, weight_decay, betas, eps, grad_clip"
     ("data: {dm_sir_range: [1, 2, 3]}", "data.dm_sir_range: expected a list of 2 float, got list [1, 2, 3]"),
     ("data: {dm_snr_range: [0, high]}", "data.dm_snr_range.1: expected float, got str 'high'"),
     ("data: 5", "data: expected a mapping, got int 5"),
-    ("data: {enroll: random}", "data.enroll: expected one of fixed, sampled, got 'random'"),
+    ("data: {enroll: random}", "data.enroll: expected one of fixed, sampled, target, got 'random'"),
     ("optim: {name: sgd}", "optim.name: expected one of adam, adamw, got 'sgd'"),
     ("stage2: {freeze: encoder}", "stage2.freeze: expected a list of str, got str 'encoder'"),
     ("loss: [{output: estimate}]", "missing key 'loss.0.name'"),
-    ("loss: [{name: l1}]", "loss.0.name: unknown loss 'l1'; valid losses: distill, si_sdr, snr, speaker_ce"),
+    ("loss: [{name: l1}]", "loss.0.name: unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"),
     ("loss: []", "loss: needs at least one term"),
     ("loss: [{name: si_sdr}, {name: si_sdr, weight: 2}]", "loss.1: a second 'si_sdr@estimate' term"),
     ("loss: [{name: si_sdr, weight: -1}]", "loss.0.weight: must be >= 0, got -1.0"),
@@ -338,7 +338,7 @@ def test_unknown_model_lists_the_registered_ones(tmp_path):
     ("data.batch_size=1.5", "data.batch_size: expected int, got float 1.5"),
     ("data.dm_sir_range=[1]", "data.dm_sir_range: expected a list of 2 float, got list [1]"),
     ("model.params.hidden=[1,2]", "model.params.hidden: expected int, got list [1, 2]"),
-    ("data.enroll=random", "data.enroll: expected one of fixed, sampled, got 'random'"),
+    ("data.enroll=random", "data.enroll: expected one of fixed, sampled, target, got 'random'"),
     ("optim.lr", "expected key.sub=value"),
     ("optim..lr=1", "expected key.sub=value"),
     ("=1", "expected key.sub=value"),
@@ -347,7 +347,7 @@ def test_unknown_model_lists_the_registered_ones(tmp_path):
     ("loss.first.weight=1", "loss.first: loss is a list of 4 items"),
     ("optim.lr.value=1", "optim.lr.value: optim.lr is a single value (float), it has no keys"),
     ("model.name=no_such_model", "model.name: unknown model 'no_such_model'"),
-    ("loss.0.name=l1", "loss.0.name: unknown loss 'l1'; valid losses: distill, si_sdr, snr, speaker_ce"),
+    ("loss.0.name=l1", "loss.0.name: unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"),
 ])
 def test_override_errors_name_the_override_and_the_key(tmp_path, override, expected):
     message = load_error(write(tmp_path), ["train.epochs=2", override, "train.seed=3"])
@@ -385,3 +385,27 @@ def test_bad_files(tmp_path, text, expected):
 def test_missing_file(tmp_path):
     message = load_error(tmp_path / "nope.yaml")
     assert re.fullmatch(rf"{re.escape(str(tmp_path / 'nope.yaml'))}: config file not found", message)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("egs/*/conf/*.yaml")),
+                         ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_every_recipe_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.data.sample_rate == cfg.model.params.get("sample_rate", cfg.data.sample_rate)
+
+
+def test_stage2_params_and_lr_are_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {name: ddtse}\nstage2: {params: {emulate_inferense: true}}\n")
+    with pytest.raises(TsekitError, match=r"unknown key 'stage2.params.emulate_inferense'; valid parameters of "
+                                          "model ddtse"):
+        load_config(path)
+    path.write_text("model: {name: ddtse}\nstage2: {lr: -1}\ntrain: {ema: 1.5}\n")
+    with pytest.raises(TsekitError, match="stage2.lr: must be > 0 or null, got -1"):
+        load_config(path)
+    path.write_text("model: {name: ddtse}\ntrain: {ema: 1.5}\n")
+    with pytest.raises(TsekitError, match=r"train.ema: must be in \[0, 1\)"):
+        load_config(path)
+    path.write_text("model: {name: ddtse}\nstage2: {params: {emulate_inference: yes please}}\n")
+    with pytest.raises(TsekitError, match="stage2.params.emulate_inference: expected"):
+        load_config(path)

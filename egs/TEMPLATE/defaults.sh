@@ -13,3 +13,4 @@ posneg_interferers=1  # talkers beside the target in a positive clip (2: the pap
 posneg_noise=         # noise in both clips: scp (the data dir's noise1.scp, WHAM! in mix_both) or a wav folder
 asr_model=            # Whisper for WER in stage 7 (name, .pt or CTranslate2 folder); empty: no WER
 score_metrics=        # comma list for stage 7; empty: every metric whose inputs exist
+refine=               # another system whose test outputs $system refines in stages 6-7 (X+DDTSE): exp/$system/decode_<set>_refine_<refine>

@@ -139,6 +139,12 @@ if run_stage 5; then
   fi
 fi
 
+# the decode dirs of one test set: the system's own outputs, and with --refine X its refinement of X's outputs
+decodes_of() {
+  echo "exp/$system/decode_$1"
+  [ -z "$refine" ] || echo "exp/$system/decode_$1_refine_$refine"
+}
+
 if run_stage 6; then
   require_command infer "inference" 6
   for set in $test_sets; do
@@ -146,13 +152,25 @@ if run_stage 6; then
     log "stage 6: extracting data/$set with exp/$system into $decode ($nj jobs)"
     $infer_cmd --gpu "$((ngpu > 0 ? 1 : 0))" JOB=1:"$nj" "$decode/log/infer.JOB.log" \
       tsekit infer --exp-dir "exp/$system" --data "data/$set" --out "$decode" --job JOB --nj "$nj" --device "$device"
+    [ -z "$refine" ] && continue
+    start=exp/$refine/decode_$set/wav.scp
+    if [ ! -f "$start" ]; then
+      log "--refine $refine: no $start; run stages 4-6 with --system $refine first"
+      exit 1
+    fi
+    decode=exp/$system/decode_${set}_refine_$refine
+    log "stage 6: refining $start with exp/$system into $decode ($nj jobs)"
+    $infer_cmd --gpu "$((ngpu > 0 ? 1 : 0))" JOB=1:"$nj" "$decode/log/infer.JOB.log" \
+      tsekit infer --exp-dir "exp/$system" --data "data/$set" --refine "$start" --out "$decode" --job JOB --nj "$nj" \
+      --device "$device"
   done
 fi
 
 if run_stage 7; then
   log "stage 7: scoring"
-  for set in $test_sets; do
-    decode=exp/$system/decode_$set
+  for decode in $(for set in $test_sets; do decodes_of "$set"; done); do
+    set=${decode#exp/"$system"/decode_}
+    set=${set%_refine_*}
     if [ ! -f "$decode/wav.scp" ]; then
       log "no $decode/wav.scp: run stage 6 (inference) first"
       exit 1
@@ -173,6 +191,9 @@ if run_stage 8; then
     exps=""
     for scores in exp/*/decode_"$set"/scores/scores.tsv; do
       [ -f "$scores" ] && exps="$exps --exp ${scores%/decode_"$set"/scores/scores.tsv}"
+    done
+    for scores in exp/*/decode_"$set"_refine_*/scores/scores.tsv; do  # refinements show as systems of their own
+      [ -f "$scores" ] && exps="$exps --exp ${scores%/scores/scores.tsv}"
     done
     if [ -z "$exps" ]; then
       log "stage 8: no system is scored on data/$set (no exp/*/decode_$set/scores/scores.tsv); no report for it"

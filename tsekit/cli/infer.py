@@ -25,6 +25,8 @@ def _common(command):
         click.option("--overlap-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
                      help="Overlap of neighbouring chunks (at most half a chunk)."),
         click.option("--output-level", type=click.Choice(OUTPUT_LEVELS), default=None, help=LEVEL_HELP),
+        click.option("--refine-passes", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="With --refine: how many times the sampler's schedule runs over the estimate."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -40,12 +42,18 @@ def _common(command):
               help="With --job: the number of jobs. Without: torch threads of this process.")
 @click.option("--job", type=click.IntRange(min=1), default=None,
               help="Extract only shard JOB of --nj (Kaldi runners); the last job to finish writes wav.scp.")
-def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, data, out, nj, job) -> None:
+@click.option("--refine", type=click.Path(dir_okay=False), default=None,
+              help="wav.scp of another system's outputs for these rows: a diffusion system (ddtse) starts its "
+                   "sampler from them instead of from the mixture (X+DDTSE).")
+def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, data, out, nj,
+          job, refine) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
     tsekit infer --exp-dir exp/zspex --data data/test --out exp/zspex/decode_test
     $infer_cmd JOB=1:4 LOG tsekit infer ... --job JOB --nj 4
+    tsekit infer --exp-dir exp/ddtse --refine exp/zspex/decode_test/wav.scp --data data/test \\
+                 --out exp/ddtse/decode_test_refine_zspex
     A rerun skips utterances whose wav exists (resume after a kill).
     """
     from tsekit import TsekitError
@@ -56,7 +64,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
     if job is not None and job > nj:
         raise TsekitError(f"--job {job} is larger than --nj {nj}")
     summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
-                             chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level)
+                             chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level,
+                             refine=refine, refine_passes=refine_passes)
     click.echo(str(summary), err=True)
 
 
@@ -69,8 +78,10 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
 @click.option("--enroll-neg", type=click.Path(dir_okay=False),
               help="Negative enrollment (the others without the target), for the pos/neg systems.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output wav (16-bit).")
-def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, mixture, enroll, enroll_pos,
-            enroll_neg, out) -> None:
+@click.option("--refine", type=click.Path(dir_okay=False), default=None,
+              help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
+def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, mixture, enroll,
+            enroll_pos, enroll_neg, out, refine) -> None:
     """Extract the enrolled speaker from one mixture file.
 
     \b
@@ -83,5 +94,5 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
     given = {"enroll": enroll, "enroll_pos": enroll_pos, "enroll_neg": enroll_neg}
     path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
                         checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                        output_level=output_level)
+                        output_level=output_level, refine=refine, refine_passes=refine_passes)
     click.echo(f"wrote {path}", err=True)

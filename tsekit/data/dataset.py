@@ -5,7 +5,8 @@ of ``mixture``; the rest is zero padding), and what the model ``needs``:
 ``target`` (T,), ``enroll`` (Te,), ``speaker`` (int64 scalar), ``enroll_pos``,
 ``enroll_neg``, ``enroll_clean`` (clips). Only the tables those need are
 read (wav.scp always; spk1.scp for the target; enroll.scp, or spk2enroll +
-spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments; utt2spk for the
+spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments, or only spk1.scp when
+the target utterance itself enrolls (``enroll="target"``); utt2spk for the
 speaker; noise1.scp for dynamic mixing with noise; enroll_pos.scp,
 enroll_neg.scp, and enroll.scp for the clean enrollment behind the positive
 clip), so a data dir needs no more files than the model uses.
@@ -54,7 +55,7 @@ from tsekit.data.table import read_list_table, read_table, sorted_keys
 # target
 CLIP_NEEDS = {"enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp", "enroll_clean": "enroll.scp"}
 SUPPORTED_NEEDS = ("enroll", "speaker", "target", *CLIP_NEEDS)
-ENROLL_MODES = ("fixed", "sampled")
+ENROLL_MODES = ("fixed", "sampled", "target")
 UNKNOWN_SPEAKER = -100  # torch.nn.CrossEntropyLoss ignores this target by default
 
 # One uniform draw per slot, always all of them and in this order, so turning
@@ -224,16 +225,19 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _tables_needed(self, sampled: bool) -> list[str]:
         names = set()
-        if "target" in self.needs or self.dynamic_mixing or sampled:
+        if "target" in self.needs or self.dynamic_mixing or sampled or self._enrolled_by_target():
             names.add("spk1.scp")
         if "speaker" in self.needs or self.dynamic_mixing or sampled:
             names.add("utt2spk")
-        if "enroll" in self.needs and not sampled:
+        if "enroll" in self.needs and not sampled and not self._enrolled_by_target():
             names.add("enroll.scp")
         names.update(CLIP_NEEDS[need] for need in self.needs & set(CLIP_NEEDS))
         if self.dm_noise:
             names.add("noise1.scp")
         return sorted(names)
+
+    def _enrolled_by_target(self) -> bool:
+        return "enroll" in self.needs and self.enroll_mode == "target"
 
     def _read_rows(self, name: str) -> dict[str, str]:
         """A per-row table, checked to have a line for every row of wav.scp."""
@@ -302,6 +306,8 @@ class TSEDataset(torch.utils.data.Dataset):
         if "enroll" in self.needs:
             if self.enroll_mode == "fixed":
                 row, entry, where = "", self.tables["enroll.scp"][utt], self._where("enroll.scp", utt)
+            elif self.enroll_mode == "target":  # the target utterance itself (DDTSE's training)
+                row, entry, where = utt, self.tables["spk1.scp"][utt], self._where("spk1.scp", utt)
             else:
                 row = self._sample_enroll(utt, u[ENROLL_ROW])
                 entry, where = self.tables["spk1.scp"][row], self._where("spk1.scp", row)

@@ -95,19 +95,40 @@ def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], 
     return mixtures, enrollments
 
 
-def check_rates(tables: dict[str, dict[str, str]], utts: list[str], rate: int, data_dir: Path) -> None:
-    """Fail before any work when audio of this job is not at the model's rate (reads headers only).
-
-    ``tables``: scp file name -> its table.
+def check_inputs(model, mixtures: tuple[Path, dict[str, str]], enrollments: dict[Path, dict[str, str]],
+                 refine: tuple[Path, dict[str, str]] | None, utts: list[str], rate: int) -> None:
+    """Fail before any work on a bad input of this job (reads headers only): audio not at the model's rate,
+    an enrollment the model cannot use (``TSEModel.check_enrollment``: too short for its speaker encoder),
+    or an estimate to refine that is not as long as its mixture. Each table is (scp path, utt -> entry).
     """
     from tsekit.data.audio import audio_info
 
-    for name, table in tables.items():
-        for utt in utts:
-            file_rate, _ = audio_info(table[utt], f"{data_dir / name}: {utt}")
-            if file_rate != rate:
-                raise TsekitError(f"{data_dir / name}: {utt}: {table[utt]}: {file_rate} Hz audio, but the model "
-                                  f"was trained at {rate} Hz (prepare the data dir at {rate} Hz)")
+    def info(path: Path, table: dict[str, str], utt: str) -> int:
+        file_rate, samples = audio_info(table[utt], f"{path}: {utt}")
+        if file_rate != rate:
+            raise TsekitError(f"{path}: {utt}: {table[utt]}: {file_rate} Hz audio, but the model was trained at "
+                              f"{rate} Hz (prepare the data dir at {rate} Hz)")
+        return samples
+
+    for utt in utts:
+        length = info(*mixtures, utt)
+        for path, table in enrollments.items():
+            model.check_enrollment(info(path, table, utt), f"{path}: {utt}")
+        if refine is not None and (refined := info(*refine, utt)) != length:
+            raise TsekitError(f"{refine[0]}: {utt}: {refine[1][utt]} has {refined} samples, its mixture {length}: "
+                              "not an estimate of this data dir's mixture")
+
+
+def read_refine(path: str | os.PathLike, utts: list[str]) -> dict[str, str]:
+    """The scp of another system's estimates to refine, checked to have every utterance."""
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: file not found (the wav.scp of another system's decode dir)")
+    table = read_table(path)
+    missing = [u for u in utts if u not in table]
+    if missing:
+        raise TsekitError(f"{path}: no estimate for {len(missing)} of {len(utts)} utterances (e.g. {missing[0]})")
+    return table
 
 
 def set_threads(nj: int | None, job: int | None) -> int:
@@ -135,8 +156,12 @@ def write_scp_if_complete(out: Path, utts: list[str]) -> bool:
 def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    nj: int | None = None, job: int | None = None, device: str = "cpu",
                    checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
-                   overlap_seconds: float = 1.0, output_level: str | None = None) -> InferSummary:
+                   overlap_seconds: float = 1.0, output_level: str | None = None,
+                   refine: str | os.PathLike | None = None, refine_passes: int = 1) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
+
+    ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
+    (``TSEModel.refine``, ``refine_passes`` times) instead of extracting from the mixture alone.
 
     ``chunk_seconds`` None takes the config's default (``default_chunk_seconds``); 0 never chunks.
     ``output_level`` None takes the experiment's ``infer.output_level`` (``tsekit.infer.level``).
@@ -163,10 +188,16 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     mixtures, enrolls = read_inputs(data_dir, model.needs)
     utts = sorted_keys(mixtures)
     mine = shard(utts, job, nj) if job is not None else utts
+    if refine is not None:
+        if refine_passes < 1:
+            raise TsekitError(f"--refine-passes must be >= 1, got {refine_passes}")
+        refine_table = read_refine(refine, utts)
     # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
     with writer_lock(out, f"job{job}" if job is not None else ""):
         todo = [u for u in mine if not wav_path(out, u).is_file()]
-        check_rates({"wav.scp": mixtures, **{ENROLLMENT_FILES[k]: v for k, v in enrolls.items()}}, todo, rate, data_dir)
+        check_inputs(model, (data_dir / "wav.scp", mixtures),
+                     {data_dir / ENROLLMENT_FILES[k]: v for k, v in enrolls.items()},
+                     None if refine is None else (Path(refine), refine_table), todo, rate)
         if chunk_seconds is None:
             chunk_seconds = default_chunk_seconds(cfg)
         output_level = output_level or cfg.infer.output_level
@@ -180,8 +211,10 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                 mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
                 enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
                           for k, table in enrolls.items()} or {"enroll": mixture[:0]}
+                initial = None if refine is None else load_mono(refine_table[utt], f"{refine}: {utt}", rate)
                 estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
-                                            output_level=output_level, peak=cfg.infer.peak)
+                                            output_level=output_level, peak=cfg.infer.peak, refine=initial,
+                                            refine_passes=refine_passes)
                 write_audio(wav_path(out, utt), estimate, rate)
                 audio_seconds += len(mixture) / rate
                 bar.update(1)

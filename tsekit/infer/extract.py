@@ -156,10 +156,18 @@ def _fade_weights(starts: list[int], chunk: int) -> list[np.ndarray]:
     return weights
 
 
-def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.Tensor]) -> np.ndarray:
-    """Model outputs (B, T) as float64 numpy, cut or zero-padded to the input length."""
+def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.Tensor],
+         initial: torch.Tensor | None, passes: int) -> np.ndarray:
+    """Model outputs (B, T) as float64 numpy, cut or zero-padded to the input length.
+
+    ``initial``: estimates of another system to refine (B, T), or None to extract.
+    """
     batch = mixtures.shape[0]
-    estimate = model.extract_enrolled(mixtures, {k: v.expand(batch, -1) for k, v in enrollments.items()})
+    enrollments = {k: v.expand(batch, -1) for k, v in enrollments.items()}
+    if initial is None:
+        estimate = model.extract_enrolled(mixtures, enrollments)
+    else:
+        estimate = model.refine(mixtures, enrollments, initial, passes)
     length = mixtures.shape[-1]
     if estimate.shape[-1] < length:
         estimate = torch.nn.functional.pad(estimate, (0, length - estimate.shape[-1]))
@@ -170,7 +178,7 @@ def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.T
 def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | dict[str, np.ndarray],
                      sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                      device: str | torch.device | None = None, output_level: str = "none",
-                     peak: float = 0.9) -> np.ndarray:
+                     peak: float = 0.9, refine: np.ndarray | None = None, refine_passes: int = 1) -> np.ndarray:
     """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
 
     ``enroll`` is one enrollment, or the model's enrollment signals by batch key
@@ -178,6 +186,8 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     ``chunk_seconds`` None or 0 runs the whole input at once; else inputs
     longer than it go through overlapping chunks (module docstring).
     ``device`` defaults to the model's. ``output_level`` and ``peak``: ``tsekit.infer.level.set_output_level``.
+    ``refine``: another system's estimate (the mixture's length) that the model improves instead of
+    extracting from scratch (``TSEModel.refine``, ``refine_passes`` times); it is chunked with the mixture.
     """
     mixture = np.asarray(mixture, dtype=np.float32)
     enrollments = {k: np.asarray(v, dtype=np.float32)
@@ -188,11 +198,18 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     if device is None:
         device = next(model.parameters()).device
     mix = torch.from_numpy(mixture).to(device)
+    initial = None
+    if refine is not None:
+        refine = np.asarray(refine, dtype=np.float32)
+        if refine.shape != mixture.shape:
+            raise TsekitError(f"the estimate to refine has {refine.shape[-1]} samples, the mixture {len(mixture)}")
+        initial = torch.from_numpy(refine).to(device)
     enroll_t = {k: torch.from_numpy(v).to(device).unsqueeze(0) for k, v in enrollments.items()}
     length = len(mixture)
     chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
     if chunk <= 0 or length <= chunk:
-        estimate = _run(model, mix.unsqueeze(0), enroll_t)[0]
+        estimate = _run(model, mix.unsqueeze(0), enroll_t, None if initial is None else initial.unsqueeze(0),
+                        refine_passes)[0]
         return set_output_level(estimate, mixture, output_level, peak)
     overlap = min(int(round(overlap_seconds * sample_rate)), chunk // 2)
     starts = chunk_starts(length, chunk, overlap)
@@ -201,7 +218,9 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     weight_sum = np.zeros(length, dtype=np.float64)
     for first in range(0, len(starts), CHUNK_BATCH):
         group = starts[first : first + CHUNK_BATCH]
-        outputs = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t)
+        initial_chunks = None if initial is None else torch.stack([initial[s : s + chunk] for s in group])
+        outputs = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t, initial_chunks,
+                       refine_passes)
         for output, start, weight in zip(outputs, group, weights[first : first + CHUNK_BATCH], strict=True):
             total[start : start + chunk] += weight * output
             weight_sum[start : start + chunk] += weight
@@ -224,8 +243,11 @@ def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
 def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[str, str], out: str | os.PathLike,
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
-                 output_level: str | None = None) -> Path:
+                 output_level: str | None = None, refine: str | None = None, refine_passes: int = 1) -> Path:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
+
+    ``refine``: another system's estimate of the target in this mixture, which the model improves
+    (``refine_passes`` times) instead of extracting from scratch.
 
     ``enroll`` is one enrollment file, or files by batch key (``enroll_pos``, ``enroll_neg``); they must be
     the enrollments the model needs. ``chunk_seconds`` None takes the config's default; 0 never chunks (as
@@ -243,9 +265,16 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     rate = cfg.data.sample_rate
     mixture_samples = load_mono(mixture, "--mix", rate)
     enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
+    for key, samples in enrollments.items():
+        model.check_enrollment(len(samples), f"--{key.replace('_', '-')} {enroll[key]}")
+    initial = None if refine is None else load_mono(refine, "--refine", rate)
+    if initial is not None and len(initial) != len(mixture_samples):
+        raise TsekitError(f"--refine {refine}: {len(initial)} samples, the mixture {len(mixture_samples)}: "
+                          "not an estimate of this mixture")
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
     estimate = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,
-                                output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak)
+                                output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak,
+                                refine=initial, refine_passes=refine_passes)
     write_audio(out, estimate, rate)
     return Path(out)

@@ -50,6 +50,28 @@ class TSEModel(torch.nn.Module, abc.ABC):
     # e.g. the pos/neg systems do not run their frozen extractor while distilling
     wanted_outputs: frozenset[str] | None = None
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch (0-based, counted within the stage).
+
+        Systems whose training changes with the epoch override it (DDTSE's stage-2 schedule).
+        """
+
+    def check_enrollment(self, num_samples: int, what: str) -> None:
+        """Raise a one-line TsekitError naming ``what`` when an enrollment this long cannot be used.
+
+        Inference calls it for every enrollment before extracting anything, so a bad file stops the run
+        before the first output is written. Systems with a pretrained speaker encoder override it.
+        """
+
+    def refine(self, mixture: torch.Tensor, enrollments: dict[str, torch.Tensor], estimate: torch.Tensor,
+               passes: int = 1) -> torch.Tensor:
+        """Improve another system's ``estimate`` (B, T) of the target in ``mixture`` (``tsekit infer --refine``).
+
+        Only generative systems that can start their sampler from an estimate implement it.
+        """
+        raise TsekitError(f"model {self.registry_name} cannot refine another system's output (--refine); "
+                          "a diffusion system (ddtse) can")
+
     @abc.abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named outputs; "estimate" (B, T) is the extracted target speech."""

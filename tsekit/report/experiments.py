@@ -96,9 +96,17 @@ def _teacher_dir(config: dict | None, exp_dir: Path) -> Path | None:
 
 
 def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> System:
-    """The results of EXP on DATA (EXP/decode_<basename of DATA>/); every utterance of DATA must be scored."""
+    """The results of EXP on DATA (EXP/decode_<basename of DATA>/); every utterance of DATA must be scored.
+
+    EXP may also be a decode dir of DATA itself, ``exp/ddtse/decode_test_refine_zspex``: another decode of
+    the same experiment (a refinement of another system's outputs), shown as system ``ddtse_refine_zspex``.
+    """
     exp_dir = Path(exp_dir)
     decode = exp_dir / f"decode_{data_dir.name}"
+    name = exp_dir.resolve().name
+    if exp_dir.name.startswith(f"decode_{data_dir.name}_"):
+        decode, exp_dir = exp_dir, exp_dir.parent
+        name = f"{exp_dir.resolve().name}_{decode.name.removeprefix(f'decode_{data_dir.name}_')}"
     scores_path = decode / "scores" / "scores.tsv"
     if not scores_path.is_file():
         raise TsekitError(f"{scores_path}: not found; score {exp_dir} on {data_dir} first (recipe stage 7)")
@@ -121,7 +129,7 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     commands["infer"] = _log_commands(sorted((decode / "log").glob("infer.*.log"), key=_job_number))
     commands["score"] = _log_commands(sorted((decode / "scores" / "log").glob("score.*.log"), key=_job_number))
     return System(
-        name=exp_dir.resolve().name, exp_dir=exp_dir, decode_dir=decode, estimates=estimates, metrics=metrics,
+        name=name, exp_dir=exp_dir, decode_dir=decode, estimates=estimates, metrics=metrics,
         scores=scores, mixture=mixture, enrollments=_enrollments(config, data_dir),
         configs={p.parent.name: p.read_text(encoding="utf-8") for p in stage_configs}, commands=commands)
 

@@ -58,7 +58,8 @@ class DataConfig:
 
     sample_rate: int = 16000
     chunk_seconds: float | None = 4.0  # random fixed-length training chunks; null = whole utterances
-    enroll: Literal["fixed", "sampled"] = "fixed"  # enroll.scp, or drawn from spk2enroll every step
+    # enroll.scp; drawn from spk2enroll every step; or the target utterance itself (DDTSE's training)
+    enroll: Literal["fixed", "sampled", "target"] = "fixed"
     enroll_seconds: float | None = None  # random crop of the enrollment; null = whole
     dynamic_mixing: bool = False  # remix sources of different speakers on the fly
     dm_sir_range: tuple[float, float] = (-5.0, 5.0)  # dB, target vs interference
@@ -132,6 +133,9 @@ class TrainConfig:
     log_interval: int = 50  # steps between logged training scalars
     save_interval: int = 0  # steps between mid-epoch checkpoints; 0 = only at the end of an epoch
     max_steps_per_epoch: int | None = None  # null = the whole training set every epoch
+    # decay of an exponential moving average of the weights; 0 = off. When on, validation, the saved
+    # epochN.pt/averaged.pt weights and so inference use the average (latest.pt keeps both, for resuming)
+    ema: float = 0.0
 
 
 @dataclass
@@ -141,6 +145,8 @@ class Stage2Config:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that stay fixed
     loss: list[LossTerm] | None = None  # stage 2's loss; null = the top-level loss
     epochs: int | None = None  # stage 2's train.epochs; null = the same
+    lr: float | None = None  # stage 2's optim.lr; null = the same
+    params: dict[str, Any] = field(default_factory=dict)  # model.params that change in stage 2
 
 
 @dataclass
@@ -458,39 +464,47 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_model_params(cfg: ExperimentConfig) -> None:
-    """``model.params`` against the registered model's constructor: names, required ones, simple types."""
-    from tsekit.models.registry import model_class, model_params
+    """``model.params`` and ``stage2.params`` against the registered model's constructor: names, types."""
+    from tsekit.models.registry import model_class
 
     try:
-        signature = model_params(cfg.model.name)
+        model_class(cfg.model.name)
     except TsekitError as e:
         raise _Problem("model.name", f"model.name: {e}") from None
+    cfg.model.params = _checked_params(cfg.model.name, cfg.model.params, "model.params", complete=True)
+    cfg.stage2.params = _checked_params(cfg.model.name, cfg.stage2.params, "stage2.params", complete=False)
+
+
+def _checked_params(model: str, given: dict, key: str, complete: bool) -> dict:
+    """``given`` with values coerced to the constructor's annotations; unknown names (and, when
+    ``complete``, missing required ones) are errors."""
+    from tsekit.models.registry import model_class, model_params
+
+    signature = model_params(model)
     kinds = {name: parameter.kind for name, parameter in signature.items()}
     if inspect.Parameter.VAR_KEYWORD in kinds.values():
-        return  # the model takes **kwargs: any name may be valid
+        return given  # the model takes **kwargs: any name may be valid
     signature = {name: p for name, p in signature.items() if p.kind != inspect.Parameter.VAR_POSITIONAL}
-    for name in cfg.model.params:
+    for name in given:
         if name not in signature:
-            raise _Problem(f"model.params.{name}",
-                           f"unknown key 'model.params.{name}'; valid parameters of model {cfg.model.name}: "
-                           f"{', '.join(signature) or '(none)'}")
+            raise _Problem(f"{key}.{name}", f"unknown key '{key}.{name}'; valid parameters of model {model}: "
+                                            f"{', '.join(signature) or '(none)'}")
     for name, parameter in signature.items():
-        if parameter.default is parameter.empty and name not in cfg.model.params and name != "num_speakers":
+        if complete and parameter.default is parameter.empty and name not in given and name != "num_speakers":
             # num_speakers may stay unset: the trainer fills it from the training speaker list
-            raise _Problem(f"model.params.{name}",
-                           f"missing key 'model.params.{name}' (model {cfg.model.name} has no default for it)")
+            raise _Problem(f"{key}.{name}", f"missing key '{key}.{name}' (model {model} has no default for it)")
     try:
-        hints = typing.get_type_hints(model_class(cfg.model.name).__init__)
+        hints = typing.get_type_hints(model_class(model).__init__)
     except Exception:  # noqa: BLE001  (annotations we cannot resolve are simply not type-checked)
         hints = {}
-    params = dict(cfg.model.params)
+    params = dict(given)
     for name, value in params.items():
         if name in hints:
             try:
-                params[name] = _coerce(value, hints[name], f"model.params.{name}")
+                params[name] = _coerce(value, hints[name], f"{key}.{name}")
             except _Unsupported:
                 pass
-    cfg.model.params = params
+    return params
 
 
 def _check_loss(terms: list[LossTerm], key: str, known: dict) -> list[str]:
@@ -548,6 +562,9 @@ def _check_values(cfg: ExperimentConfig) -> None:
 
     _require(train.epochs >= 1, "train.epochs", ">= 1", train.epochs)
     _require(cfg.stage2.epochs is None or cfg.stage2.epochs >= 1, "stage2.epochs", ">= 1 or null", cfg.stage2.epochs)
+    _require(cfg.stage2.lr is None or (math.isfinite(cfg.stage2.lr) and cfg.stage2.lr > 0), "stage2.lr",
+             "> 0 or null", cfg.stage2.lr)
+    _require(0 <= train.ema < 1, "train.ema", "in [0, 1) (0 = off)", train.ema)
     _require(train.keep_best >= 1, "train.keep_best", ">= 1", train.keep_best)
     _require(train.max_nonfinite >= 0, "train.max_nonfinite", ">= 0", train.max_nonfinite)
     _require(train.log_interval >= 1, "train.log_interval", ">= 1", train.log_interval)

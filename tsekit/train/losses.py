@@ -179,3 +179,16 @@ def feature_distillation(outputs: dict, batch: dict, term: LossTerm) -> torch.Te
     valid = (torch.arange(student.shape[2], device=student.device)[None, :] < frames[:, None]).float()
     squared = (student - teacher).pow(2).mean(dim=(1, 3))  # (B, frames)
     return (squared * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
+
+
+@register_loss("objective")
+def model_objective(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
+    """A per-example objective the model computes itself, output ``term.output`` (B,).
+
+    Generative systems draw their own diffusion times and noise inside ``forward``, so only the model
+    can form the loss (DDTSE's weighted spectrogram MSE, the score-matching loss); this term reads it.
+    """
+    value = _get(outputs, term.output, "model output").float()
+    if value.dim() != 1:
+        raise TsekitError(f"loss {term.label}: expected one value per example, got shape {tuple(value.shape)}")
+    return value

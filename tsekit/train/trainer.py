@@ -156,6 +156,36 @@ class ScalarLog:
                 self.writer.close()
 
 
+class WeightAverage:
+    """Exponential moving average of a model's state (``train.ema``): avg <- decay * avg + (1 - decay) * w.
+
+    Diffusion models (DDTSE, SGMSE+) are validated and sampled with the average, whose weights are
+    far less noisy than the last step's. Integer buffers are copied, not averaged.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.state[key].lerp_(value, 1 - self.decay)
+            else:
+                self.state[key].copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module):
+        """The model holds the averaged weights inside the block, its own again after it."""
+        own = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            model.load_state_dict(own)
+
+
 def training_speakers(train_data: Path) -> list[str]:
     return sorted(set(read_table(train_data / "utt2spk").values()))
 
@@ -231,9 +261,14 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
 
     if stage > 1 and cfg.stage2.epochs:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=cfg.stage2.epochs))
+    if stage > 1 and cfg.stage2.lr:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=cfg.stage2.lr))
     folder = stage_dir / "checkpoints"
     speakers = training_speakers(train_data)
     params = dict(cfg.model.params)
+    if stage > 1 and cfg.stage2.params:  # the stage's config (saved with it) holds the model as trained
+        params.update(cfg.stage2.params)
+        cfg.model.params = params
     if "num_speakers" in model_params(cfg.model.name) and "num_speakers" not in params:
         params["num_speakers"] = len(speakers)
         cfg.model.params = params
@@ -278,6 +313,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     scheduler, per_step = make_scheduler(cfg, optimizer, steps_per_epoch)
     amp = cfg.train.amp and dist.device.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=amp)
+    average = WeightAverage(model, cfg.train.ema) if cfg.train.ema else None
     wrapped = model
     if dist.world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.device] if amp else None)
@@ -285,7 +321,10 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     epoch, batches_done, step, nonfinite = 0, 0, 0, 0
     if resume and (folder / ckpt.LATEST).is_file():
         state = ckpt.load_checkpoint(folder / ckpt.LATEST, map_location=dist.device)
-        ckpt.load_weights(model, state["model"], folder / ckpt.LATEST)
+        # with EMA, "model" holds the average (what inference loads) and "train_weights" the weights trained
+        ckpt.load_weights(model, state.get("train_weights", state["model"]), folder / ckpt.LATEST)
+        if average is not None:
+            average.state = state["model"]
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
@@ -312,13 +351,17 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         if dist.world > 1:
             rng = [torch.empty_like(rng[0]) for _ in range(dist.world)]
             torch.distributed.all_gather_object(rng, torch.get_rng_state())
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        weights = {"model": model.state_dict()}
+        if average is not None:
+            weights = {"model": average.state, "train_weights": model.state_dict()}
+        return {**weights, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {},
                 "scaler": scaler.state_dict(), "rng": rng, "epoch": epoch, "batches_done": batches_done,
                 "step": step, "nonfinite": nonfinite, "config": config_to_dict(cfg), "speakers": speakers}
 
     while epoch < cfg.train.epochs:
         train_set.set_epoch(epoch)
+        model.set_epoch(epoch)
         sampler = EpochSampler(len(train_set), cfg.train.seed, epoch, True, dist.rank, dist.world,
                                data.batch_size, batches_done)
         loader = torch.utils.data.DataLoader(train_set, batch_size=data.batch_size, sampler=sampler,
@@ -350,6 +393,8 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
             else:
                 scaler.step(optimizer)
                 scaler.update()
+                if average is not None:
+                    average.update(model)
             if per_step:
                 scheduler.step()
             step += 1
@@ -367,7 +412,8 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
                 snapshot()  # the other ranks join all_gather_object
         bar.close()
         # the bare model: DDP's forward would sync buffers, a collective that uneven shards would hang
-        valid = validate(model, valid_set, cfg, dist, batch_loss, [t.label for t in terms], collate)
+        with average.applied(model) if average is not None else contextlib.nullcontext():
+            valid = validate(model, valid_set, cfg, dist, batch_loss, [t.label for t in terms], collate)
         valid_loss = valid[cfg.train.valid_metric]  # what plateau and the best-N selection follow
         if scheduler is not None and not per_step:
             scheduler.step(valid_loss)
@@ -396,8 +442,20 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
 
 @torch.no_grad()
 def validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[str], collate) -> dict[str, float]:
-    """Mean total loss ("loss") and mean of every loss term over the validation set, across ranks."""
+    """Mean total loss ("loss") and mean of every loss term over the validation set, across ranks.
+
+    The random draws of a model's validation forward (a diffusion model's time and noise) come from a
+    generator seeded the same way every epoch, so epochs are compared on the same draws; the training RNG
+    is left as it was.
+    """
     model.eval()
+    devices = [dist.device] if dist.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.train.seed + dist.rank)
+        return _validate(model, dataset, cfg, dist, batch_loss, labels, collate)
+
+
+def _validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[str], collate) -> dict[str, float]:
     sampler = EpochSampler(len(dataset), 0, 0, False, dist.rank, dist.world, 1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.valid_batch_size, sampler=sampler,
                                          num_workers=cfg.data.num_workers, collate_fn=collate)

@@ -1,0 +1,28 @@
+"""A tiny experiment trained on a fake Libri2Mix, for the tests that need a trained model on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from corpus_trees import make_libri2mix_tree
+
+from tsekit.corpora.librimix import prepare_libri2mix
+from tsekit.data.enroll import enroll_data_dir
+from tsekit.train.config import ExperimentConfig, load_config
+from tsekit.train.trainer import train
+
+
+def train_tiny(root: Path, config: dict, rate: int, per_split: int = 16) -> tuple[ExperimentConfig, Path]:
+    """Prepare and enroll ROOT/data/{train-100,dev} at ``rate``, train ``config`` into ROOT/exp (stage 1).
+
+    Returns the loaded config and the data folder.
+    """
+    make_libri2mix_tree(root / "Libri2Mix", rates=(rate,), splits=("train-100", "dev"), per_split=per_split)
+    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=rate, splits=("train-100", "dev"))
+    for split in ("train-100", "dev"):
+        enroll_data_dir(root / "data" / split)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    cfg = load_config(root / "config.yaml")
+    train(cfg, root / "data" / "train-100", root / "data" / "dev", root / "exp", device="cpu")
+    return cfg, root / "data"
