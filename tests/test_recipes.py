@@ -13,7 +13,7 @@ from corpus_trees import (
     make_wsj0_2mix_tree,
     write_librispeech_transcripts,
 )
-from recipe_runs import recipe_copy, run_recipe
+from recipe_runs import TINY_ZSPEX, recipe_copy, run_recipe
 
 from tsekit.data.table import read_table, write_table
 from tsekit.data.validate import validate_data_dir
@@ -184,3 +184,36 @@ def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
         assert set(read_table(data / "noise1.scp")) == set(read_table(data / "text")) == rows
     train = set(read_table(recipe / "data" / "train-100" / "utt2spk").values())
     assert train.isdisjoint(read_table(recipe / "data" / "test" / "utt2spk").values())
+
+
+def test_libri2mix_recipe_refines_another_systems_outputs_with_ddtse(tmp_path):
+    root = tmp_path / "Libri2Mix"
+    make_libri2mix_tree(root, splits=("train-100", "dev", "test"), per_split=8)
+    recipe = recipe_copy(tmp_path, "libri2mix")
+    (recipe / "conf").mkdir()
+    ddtse = {"model": {"name": "ddtse", "params": {
+                 "nf": 4, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],
+                 "speaker_encoder": "learned", "embed_dim": 8, "min_enroll_seconds": 0.3, "steps": 2}},
+             "data": {"sample_rate": 16000, "chunk_seconds": 0.3, "enroll": "target", "batch_size": 4,
+                      "num_workers": 0},
+             "loss": [{"name": "objective", "output": "objective"}],
+             "train": {"epochs": 1, "ema": 0.9}}
+    (recipe / "conf" / "tiny_zspex.yaml").write_text(yaml.safe_dump(TINY_ZSPEX))
+    (recipe / "conf" / "tiny_ddtse.yaml").write_text(yaml.safe_dump(ddtse))
+    options = ["--librimix-root", str(root), "--ngpu", "0", "--nj", "1", "--score-metrics", "si_sdr,si_sdri"]
+    first = run_recipe(recipe, *options, "--system", "tiny_zspex", "--stop-stage", "7")
+    assert first.returncode == 0, first.stdout + first.stderr
+    proc = run_recipe(recipe, *options, "--system", "tiny_ddtse", "--refine", "tiny_zspex", "--stage", "4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = set(read_table(recipe / "data" / "test" / "wav.scp"))
+    for decode in ("decode_test", "decode_test_refine_tiny_zspex"):
+        assert set(read_table(recipe / "exp" / "tiny_ddtse" / decode / "wav.scp")) == rows, decode
+        assert (recipe / "exp" / "tiny_ddtse" / decode / "scores" / "scores.tsv").is_file(), decode
+    page = (recipe / "exp" / "report" / "test" / "index.html").read_text()
+    for system in ("tiny_zspex", "tiny_ddtse", "tiny_ddtse_refine_tiny_zspex"):
+        assert f"<td>{system}</td>" in page, system
+    # a system that cannot refine says so, naming the system, before writing anything
+    wrong = run_recipe(recipe, *options, "--system", "tiny_zspex", "--refine", "tiny_ddtse", "--stage", "6",
+                       "--stop-stage", "6")
+    assert wrong.returncode != 0 and "cannot refine" in (recipe / "exp" / "tiny_zspex" / "decode_test_refine_tiny_ddtse"
+                                                         / "log" / "infer.1.log").read_text()
