@@ -1,11 +1,14 @@
 """Real-time factor of each system, and whether data loading limits training.
 
     .venv/bin/python bench/infer_bench.py [--work DIR] [--device cpu|cuda] [--steps 20]
+        [--conf-dir egs/libri2mix/conf] [--systems a,b] [--repeats 3] [--seconds 4] [--no-training]
 
 (a) RTF (compute seconds / audio seconds, lower is faster) of every extraction
-    system at its published size (the model section of egs/libri2mix/conf/<system>.yaml)
-    on a 4 s mixture with 4 s enrollments (a clean one, or a positive and a negative one),
-    best of 3, on the chosen device;
+    system at its published size (the model section of egs/libri2mix/conf/<system>.yaml;
+    --conf-dir egs/mini_libri2mix/conf for the demo sizes) on a 4 s mixture with 4 s
+    enrollments (a clean one, or a positive and a negative one), best of --repeats after
+    a warm-up run (none with --repeats 1), on the chosen device. The diffusion systems'
+    RTF includes all their network evaluations (ddtse: 11, its score-model baseline: 60);
 (b) training steps per second of the demo config (egs/mini_libri2mix/conf/zspex.yaml)
     on the mini corpus: the dataloader alone versus the full step (load, forward,
     backward, update), measured in the same run; their ratio says how much of a
@@ -38,7 +41,8 @@ def real_time_factor(cfg: ExperimentConfig, device: torch.device, seconds: float
 
     mixture = signal()
     enrollments = {key: signal() for key in model.needs if key.startswith("enroll")}
-    model.extract_enrolled(mixture, enrollments)  # warm-up
+    if repeats > 1:
+        model.extract_enrolled(mixture, enrollments)  # warm-up
     best = float("inf")
     for _ in range(repeats):
         if device.type == "cuda":
@@ -102,20 +106,30 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--conf-dir", type=Path, default=REPO / "egs" / "libri2mix" / "conf")
+    parser.add_argument("--systems", default="", help="comma list of config names; default: every system")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--no-training", action="store_true", help="skip (b)")
     args = parser.parse_args()
     device = torch.device(args.device)
     from tsekit.models.registry import model_class
     from tsekit.train.config import load_config
 
-    print(f"(a) real-time factor on {device} ({torch.get_num_threads()} threads), 4 s mixture + 4 s enrollments, "
-          "published sizes (egs/libri2mix/conf); best of 3")
+    print(f"(a) real-time factor on {device} ({torch.get_num_threads()} threads), {args.seconds:g} s mixture + "
+          f"{args.seconds:g} s enrollments, sizes of {args.conf_dir}; best of {args.repeats}")
     print(f"{'system':<24} {'parameters':>11} {'RTF':>7}")
-    for config in sorted((REPO / "egs" / "libri2mix" / "conf").glob("*.yaml")):
+    wanted = set(filter(None, args.systems.split(",")))
+    for config in sorted(args.conf_dir.glob("*.yaml")):
+        if wanted and config.stem not in wanted:
+            continue
         cfg = load_config(config, [])
         if "target" not in model_class(cfg.model.name).needs:
             continue  # not an extraction system (the pos/neg systems' distillation teacher)
-        rtf, parameters = real_time_factor(cfg, device)
-        print(f"{config.stem:<24} {parameters / 1e6:10.2f}M {rtf:7.3f}")
+        rtf, parameters = real_time_factor(cfg, device, args.seconds, args.repeats)
+        print(f"{config.stem:<24} {parameters / 1e6:10.2f}M {rtf:7.3f}", flush=True)
+    if args.no_training:
+        return
     loading, full = training_rates(args.work, args.steps, device)
     print(f"\n(b) training on the mini corpus, egs/mini_libri2mix/conf/zspex.yaml, {args.steps} steps")
     print(f"dataloader alone: {loading:7.2f} steps/s")

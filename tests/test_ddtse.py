@@ -201,7 +201,21 @@ def test_net_scale_preconditions_the_network_and_scales_x0_back():
         model = tiny(net_scale=scale)
         model.net = Echo()
         assert torch.allclose(model._x0(x, y, t, embedding), x)  # an identity network stays the identity
-        seen = []
-        model.net.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+        seen: list[torch.Tensor] = []
+        model.net.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0]))
         model._x0(x, y, t, embedding)
         assert torch.allclose(seen[0], scale * x)
+
+
+def test_refine_start_keeps_more_of_the_estimate():
+    model = tiny(steps=4).eval()
+    model.net = Echo()  # x0 = x_t: what a step keeps of the estimate is the forward process's mean
+    batch = signals()
+    estimate = batch["target"]
+    distances = {}
+    for start in (1.0, 0.2):
+        refined = model.refine(batch["mixture"], {"enroll": batch["enroll"]}, estimate, start=start)
+        distances[start] = (refined - estimate).pow(2).mean().item()
+    assert distances[0.2] < 0.5 * distances[1.0]
+    with pytest.raises(TsekitError, match=r"--refine-start must be in \(0.03, 1\]"):
+        model.refine(batch["mixture"], {"enroll": batch["enroll"]}, estimate, start=0.01)

@@ -169,7 +169,8 @@ def test_missing_output_and_unknown_loss_are_clear_errors():
     estimate, reference = scenes(batch=2)
     with pytest.raises(TsekitError, match=r"needs model output 'estimate_middle', which is absent; present: estimate"):
         compute_loss({"estimate": estimate}, {"target": reference}, [LossTerm("si_sdr", "estimate_middle", 1.0)])
-    with pytest.raises(TsekitError, match=r"unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"):
+    with pytest.raises(TsekitError,
+                       match=r"unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"):
         compute_loss({"estimate": estimate}, {"target": reference}, [LossTerm("l1", "estimate", 1.0)])
     with pytest.raises(TsekitError, match=r"expected \(batch, samples\) signals"):
         compute_loss({"estimate": estimate[:, None]}, {"target": reference}, [SI_SDR])

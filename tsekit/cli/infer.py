@@ -27,6 +27,9 @@ def _common(command):
         click.option("--output-level", type=click.Choice(OUTPUT_LEVELS), default=None, help=LEVEL_HELP),
         click.option("--refine-passes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="With --refine: how many times the sampler's schedule runs over the estimate."),
+        click.option("--refine-start", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                     help="With --refine: the diffusion time the schedule starts from (1: all of it, as X+DDTSE; "
+                          "smaller keeps more of the estimate)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -45,8 +48,8 @@ def _common(command):
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="wav.scp of another system's outputs for these rows: a diffusion system (ddtse) starts its "
                    "sampler from them instead of from the mixture (X+DDTSE).")
-def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, data, out, nj,
-          job, refine) -> None:
+def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start, data,
+          out, nj, job, refine) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
@@ -65,7 +68,7 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
         raise TsekitError(f"--job {job} is larger than --nj {nj}")
     summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
                              chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level,
-                             refine=refine, refine_passes=refine_passes)
+                             refine=refine, refine_passes=refine_passes, refine_start=refine_start)
     click.echo(str(summary), err=True)
 
 
@@ -80,8 +83,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output wav (16-bit).")
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
-def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, mixture, enroll,
-            enroll_pos, enroll_neg, out, refine) -> None:
+def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
+            mixture, enroll, enroll_pos, enroll_neg, out, refine) -> None:
     """Extract the enrolled speaker from one mixture file.
 
     \b
@@ -94,5 +97,6 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
     given = {"enroll": enroll, "enroll_pos": enroll_pos, "enroll_neg": enroll_neg}
     path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
                         checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                        output_level=output_level, refine=refine, refine_passes=refine_passes)
+                        output_level=output_level, refine=refine, refine_passes=refine_passes,
+                        refine_start=refine_start)
     click.echo(f"wrote {path}", err=True)

@@ -157,11 +157,13 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                    nj: int | None = None, job: int | None = None, device: str = "cpu",
                    checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
                    overlap_seconds: float = 1.0, output_level: str | None = None,
-                   refine: str | os.PathLike | None = None, refine_passes: int = 1) -> InferSummary:
+                   refine: str | os.PathLike | None = None, refine_passes: int = 1,
+                   refine_start: float = 1.0) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
 
     ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
-    (``TSEModel.refine``, ``refine_passes`` times) instead of extracting from the mixture alone.
+    (``TSEModel.refine``, ``refine_passes`` times from diffusion time ``refine_start``) instead of
+    extracting from the mixture alone.
 
     ``chunk_seconds`` None takes the config's default (``default_chunk_seconds``); 0 never chunks.
     ``output_level`` None takes the experiment's ``infer.output_level`` (``tsekit.infer.level``).
@@ -214,7 +216,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                 initial = None if refine is None else load_mono(refine_table[utt], f"{refine}: {utt}", rate)
                 estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
                                             output_level=output_level, peak=cfg.infer.peak, refine=initial,
-                                            refine_passes=refine_passes)
+                                            refine_passes=refine_passes, refine_start=refine_start)
                 write_audio(wav_path(out, utt), estimate, rate)
                 audio_seconds += len(mixture) / rate
                 bar.update(1)

@@ -157,7 +157,7 @@ def _fade_weights(starts: list[int], chunk: int) -> list[np.ndarray]:
 
 
 def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.Tensor],
-         initial: torch.Tensor | None, passes: int) -> np.ndarray:
+         initial: torch.Tensor | None, passes: int, start: float) -> np.ndarray:
     """Model outputs (B, T) as float64 numpy, cut or zero-padded to the input length.
 
     ``initial``: estimates of another system to refine (B, T), or None to extract.
@@ -167,7 +167,7 @@ def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.T
     if initial is None:
         estimate = model.extract_enrolled(mixtures, enrollments)
     else:
-        estimate = model.refine(mixtures, enrollments, initial, passes)
+        estimate = model.refine(mixtures, enrollments, initial, passes, start)
     length = mixtures.shape[-1]
     if estimate.shape[-1] < length:
         estimate = torch.nn.functional.pad(estimate, (0, length - estimate.shape[-1]))
@@ -178,7 +178,8 @@ def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.T
 def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | dict[str, np.ndarray],
                      sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                      device: str | torch.device | None = None, output_level: str = "none",
-                     peak: float = 0.9, refine: np.ndarray | None = None, refine_passes: int = 1) -> np.ndarray:
+                     peak: float = 0.9, refine: np.ndarray | None = None, refine_passes: int = 1,
+                     refine_start: float = 1.0) -> np.ndarray:
     """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
 
     ``enroll`` is one enrollment, or the model's enrollment signals by batch key
@@ -187,7 +188,8 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     longer than it go through overlapping chunks (module docstring).
     ``device`` defaults to the model's. ``output_level`` and ``peak``: ``tsekit.infer.level.set_output_level``.
     ``refine``: another system's estimate (the mixture's length) that the model improves instead of
-    extracting from scratch (``TSEModel.refine``, ``refine_passes`` times); it is chunked with the mixture.
+    extracting from scratch (``TSEModel.refine``, ``refine_passes`` times from diffusion time
+    ``refine_start``); it is chunked with the mixture.
     """
     mixture = np.asarray(mixture, dtype=np.float32)
     enrollments = {k: np.asarray(v, dtype=np.float32)
@@ -209,7 +211,7 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
     if chunk <= 0 or length <= chunk:
         estimate = _run(model, mix.unsqueeze(0), enroll_t, None if initial is None else initial.unsqueeze(0),
-                        refine_passes)[0]
+                        refine_passes, refine_start)[0]
         return set_output_level(estimate, mixture, output_level, peak)
     overlap = min(int(round(overlap_seconds * sample_rate)), chunk // 2)
     starts = chunk_starts(length, chunk, overlap)
@@ -220,7 +222,7 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
         group = starts[first : first + CHUNK_BATCH]
         initial_chunks = None if initial is None else torch.stack([initial[s : s + chunk] for s in group])
         outputs = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t, initial_chunks,
-                       refine_passes)
+                       refine_passes, refine_start)
         for output, start, weight in zip(outputs, group, weights[first : first + CHUNK_BATCH], strict=True):
             total[start : start + chunk] += weight * output
             weight_sum[start : start + chunk] += weight
@@ -243,7 +245,8 @@ def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
 def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[str, str], out: str | os.PathLike,
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
-                 output_level: str | None = None, refine: str | None = None, refine_passes: int = 1) -> Path:
+                 output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
+                 refine_start: float = 1.0) -> Path:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
 
     ``refine``: another system's estimate of the target in this mixture, which the model improves
@@ -275,6 +278,6 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
         chunk_seconds = default_chunk_seconds(cfg)
     estimate = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,
                                 output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak,
-                                refine=initial, refine_passes=refine_passes)
+                                refine=initial, refine_passes=refine_passes, refine_start=refine_start)
     write_audio(out, estimate, rate)
     return Path(out)

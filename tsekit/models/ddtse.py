@@ -27,7 +27,9 @@ What follows the authors' code (``/work/shared/SEEDS.md``, system C):
 - Sampler (``sampler: ddtse``): x_T = y + sigma_1 z; x0 = f(x_T, 1); then for t in linspace(1, t_eps,
   steps): x_t = mu_t(x0, y) + sigma_t z, x0 = f(x_t, t). steps 10 gives 11 network evaluations.
 - Refinement (``refine``, X+DDTSE): the sampler starts from another system's estimate as x0 (no first
-  prediction), ``passes`` times: ``steps`` evaluations per pass.
+  prediction), ``passes`` times: ``steps`` evaluations per pass. ``start`` < 1 runs the schedule from that
+  time instead of 1 (linspace(start, t_eps, steps)), so less of the estimate is drowned (SDEdit's knob;
+  not in the paper).
 
 The baseline the paper compares against is the same system with ``objective: score`` (SGMSE+: the network
 gets time conditioning and predicts -z, the score being that over sigma_t; loss ``|net(x_t, t) + z|^2``)
@@ -234,7 +236,7 @@ class DDTSE(TSEModel):
 
     @torch.no_grad()
     def _sample(self, mixture: torch.Tensor, embedding: torch.Tensor, start: torch.Tensor | None = None,
-                passes: int = 1) -> torch.Tensor:
+                passes: int = 1, start_time: float = 1.0) -> torch.Tensor:
         """The target waveform (B, T); ``start``: another system's estimate to refine (B, T)."""
         peak = self._peaks(mixture)
         y = self.stft(mixture / peak)
@@ -246,7 +248,7 @@ class DDTSE(TSEModel):
         if start is not None:
             x0 = self.stft(start / peak)
             for _ in range(passes):
-                x0 = self._ddtse_steps(x0, y, embedding, noise)
+                x0 = self._ddtse_steps(x0, y, embedding, noise, start_time)
         elif self.sampler == "ddtse":
             ones = torch.ones(y.shape[0], device=y.device)
             x0 = self._x0(self.sde.perturb(y, y, ones, noise()), y, ones, embedding)
@@ -255,8 +257,9 @@ class DDTSE(TSEModel):
             x0 = self._predictor_corrector(y, embedding, noise)
         return self.stft.inverse(x0, mixture.shape[-1]) * peak
 
-    def _ddtse_steps(self, x0: torch.Tensor, y: torch.Tensor, embedding: torch.Tensor, noise) -> torch.Tensor:
-        for t in torch.linspace(1.0, self.t_eps, self.steps, device=y.device):
+    def _ddtse_steps(self, x0: torch.Tensor, y: torch.Tensor, embedding: torch.Tensor, noise,
+                     start_time: float = 1.0) -> torch.Tensor:
+        for t in torch.linspace(start_time, self.t_eps, self.steps, device=y.device):
             times = t.expand(y.shape[0])
             x0 = self._x0(self.sde.perturb(x0, y, times, noise()), y, times, embedding)
         return x0
@@ -280,6 +283,8 @@ class DDTSE(TSEModel):
 
     @torch.no_grad()
     def refine(self, mixture: torch.Tensor, enrollments: dict[str, torch.Tensor], estimate: torch.Tensor,
-               passes: int = 1) -> torch.Tensor:
+               passes: int = 1, start: float = 1.0) -> torch.Tensor:
+        if not self.t_eps < start <= 1:
+            raise TsekitError(f"--refine-start must be in ({self.t_eps}, 1], got {start}")
         embedding = self._embed({"enroll": enrollments["enroll"]})
-        return self._sample(mixture, embedding, start=estimate, passes=passes)
+        return self._sample(mixture, embedding, start=estimate, passes=passes, start_time=start)

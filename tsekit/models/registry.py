@@ -64,8 +64,11 @@ class TSEModel(torch.nn.Module, abc.ABC):
         """
 
     def refine(self, mixture: torch.Tensor, enrollments: dict[str, torch.Tensor], estimate: torch.Tensor,
-               passes: int = 1) -> torch.Tensor:
+               passes: int = 1, start: float = 1.0) -> torch.Tensor:
         """Improve another system's ``estimate`` (B, T) of the target in ``mixture`` (``tsekit infer --refine``).
+
+        ``passes``: how many times the refinement runs; ``start``: the diffusion time it starts from
+        (1: the whole schedule, as X+DDTSE; smaller keeps more of the estimate).
 
         Only generative systems that can start their sampler from an estimate implement it.
         """
