@@ -188,7 +188,7 @@ def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
 
 def test_libri2mix_recipe_refines_another_systems_outputs_with_ddtse(tmp_path):
     root = tmp_path / "Libri2Mix"
-    make_libri2mix_tree(root, splits=("train-100", "dev", "test"), per_split=8)
+    make_libri2mix_tree(root, splits=("train-100", "dev", "test"), per_split=20)
     recipe = recipe_copy(tmp_path, "libri2mix")
     (recipe / "conf").mkdir()
     ddtse = {"model": {"name": "ddtse", "params": {
