@@ -12,7 +12,7 @@ What follows the authors' code (``/work/shared/SEEDS.md``, system C):
   ``net_scale`` (1 in the authors' code) multiplies the network's input and divides its x0 output: a
   preconditioning that leaves the SDE, loss and sampler as they are. The compressed spectrogram's values
   are about 0.1-0.3, and a small U-Net learns even the identity on them far more slowly than at unit scale
-  (on the mini corpus, 300 steps: 12 dB SI-SDR at 1, 25 dB at 1 / 0.15; ``docs/RESULTS.md``).
+  (identity on mini-corpus targets, 300 steps: 9 dB SI-SDR at 1, 25 dB at 1 / 0.15; ``bench/net_scale.py``).
 - Speaker: a 256-d embedding of the enrollment from a frozen pretrained speaker encoder, given by FiLM to
   every residual block. The paper uses WeSpeaker's ResNet34 (``speaker_encoder: wespeaker_onnx`` with
   ``speaker_onnx``); offline the default is Resemblyzer's GE2E encoder, whose weights ship in its package.
