@@ -4,11 +4,11 @@ whether the speaker embedding steers it.
     .venv/bin/python bench/ddtse_probe.py EXP DATA [--rows 20]
 
 On every fourth row of DATA (up to --rows), the mean SI-SDR (dB) against spk1.scp of: the mixture; the
-first prediction x0 = f(x_T, 1) alone; the whole sampler (``extract``); and f at t = t_eps from the true
-target perturbed there (how well the network passes a nearly clean input through, the ceiling of its
-last step). Then, on the mixtures that hold two rows, the first prediction for one row's target given
-that row's enrollment against the same given the other talker's enrollment: equal values mean the
-network ignores who it is asked for.
+first prediction x0 = f(x_T, 1) alone (the sampler with no further steps); the whole sampler (``extract``);
+and one refinement step from the true target at t_eps + 0.001 (how well the network passes a nearly clean
+input through, the ceiling of its last step). Then, on the mixtures that hold two rows, the first
+prediction for one row's target given that row's enrollment against the same given the other talker's
+enrollment: equal values mean the network ignores who it is asked for.
 """
 
 from __future__ import annotations
@@ -39,25 +39,21 @@ def main() -> None:
     def audio(name: str, utt: str) -> torch.Tensor:
         return torch.from_numpy(load_mono(tables[name][utt], f"{args.data / name}: {utt}", rate))[None]
 
-    @torch.no_grad()
-    def first_prediction(mixture: torch.Tensor, enroll: torch.Tensor) -> np.ndarray:
-        embedding = model._embed({"enroll": enroll})
-        peak = model._peaks(mixture)
-        y = model.stft(mixture / peak)
-        ones = torch.ones(1)
-        noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
-        x0 = model._x0(model.sde.perturb(y, y, ones, noise), y, ones, embedding)
-        return (model.stft.inverse(x0, mixture.shape[-1]) * peak)[0].numpy()
+    steps = model.steps
 
-    @torch.no_grad()
+    def first_prediction(mixture: torch.Tensor, enroll: torch.Tensor) -> np.ndarray:
+        model.steps = 0  # the sampler without its re-perturbation steps: f(x_T, 1) alone
+        try:
+            return model.extract(mixture, enroll)[0].numpy()
+        finally:
+            model.steps = steps
+
     def pass_through(mixture: torch.Tensor, target: torch.Tensor, enroll: torch.Tensor) -> np.ndarray:
-        embedding = model._embed({"enroll": enroll})
-        peak = model._peaks(mixture)
-        y, x0 = model.stft(mixture / peak), model.stft(target / peak)
-        t = torch.full((1,), model.t_eps)
-        noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
-        out = model._x0(model.sde.perturb(x0, y, t, noise), y, t, embedding)
-        return (model.stft.inverse(out, mixture.shape[-1]) * peak)[0].numpy()
+        model.steps = 1  # one refinement step from the true target, just above t_eps
+        try:
+            return model.refine(mixture, {"enroll": enroll}, target, start=model.t_eps + 1e-3)[0].numpy()
+        finally:
+            model.steps = steps
 
     rows = {"mixture": [], "first prediction": [], "sampler": [], "pass-through at t_eps": []}
     for utt in utts[::4][: args.rows]:

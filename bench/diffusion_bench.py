@@ -48,10 +48,13 @@ def main() -> None:
     utts = sorted_keys(tables["wav.scp"])[: args.rows]
     dnsmos = Dnsmos()
     results: dict[str, dict[str, float]] = {}
+    signals, rate = {}, None
     for label, exp in (("DDTSE sampler", args.ddtse), ("score model, PC sampler", args.score)):
         model, cfg = load_experiment(exp, device=args.device)
-        rate = cfg.data.sample_rate
-        signals = {u: {k: load_mono(t[u], f"{args.data / k}: {u}", rate) for k, t in tables.items()} for u in utts}
+        if cfg.data.sample_rate != rate:  # read once; again only if the second system runs at another rate
+            rate = cfg.data.sample_rate
+            signals = {u: {k: load_mono(t[u], f"{args.data / k}: {u}", rate) for k, t in tables.items()}
+                       for u in utts}
         before, started, estimates = model.evaluations, time.perf_counter(), {}
         for u in utts:
             estimates[u] = extract_waveform(model, signals[u]["wav.scp"], signals[u]["enroll.scp"], rate,

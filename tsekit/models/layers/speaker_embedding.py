@@ -156,14 +156,11 @@ class FrozenEmbedder(SpeakerEmbedder):
             self.cache_hits += 1
             return embedding
         self.cache_misses += 1
-        silent = TsekitError(f"batch example {index}: enrollment is silent; the speaker encoder finds no voice")
-        if not samples.any():
-            raise silent
         if self._model is None:
             self._model = self._load()
-        embedding = self._embed_one(samples)
-        if not np.isfinite(embedding).all():
-            raise silent
+        embedding = self._embed_one(samples) if samples.any() else None
+        if embedding is None or not np.isfinite(embedding).all():
+            raise TsekitError(f"batch example {index}: enrollment is silent; the speaker encoder finds no voice")
         if len(self._cache) < self.cache_limit:
             self._cache[key] = embedding
         return embedding
