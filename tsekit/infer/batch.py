@@ -191,8 +191,6 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     utts = sorted_keys(mixtures)
     mine = shard(utts, job, nj) if job is not None else utts
     if refine is not None:
-        if refine_passes < 1:
-            raise TsekitError(f"--refine-passes must be >= 1, got {refine_passes}")
         refine_table = read_refine(refine, utts)
     # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
     with writer_lock(out, f"job{job}" if job is not None else ""):

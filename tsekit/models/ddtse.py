@@ -286,5 +286,7 @@ class DDTSE(TSEModel):
                passes: int = 1, start: float = 1.0) -> torch.Tensor:
         if not self.t_eps < start <= 1:
             raise TsekitError(f"--refine-start must be in ({self.t_eps}, 1], got {start}")
+        if passes < 1:
+            raise TsekitError(f"--refine-passes must be >= 1, got {passes}")
         embedding = self._embed({"enroll": enrollments["enroll"]})
         return self._sample(mixture, embedding, start=estimate, passes=passes, start_time=start)
