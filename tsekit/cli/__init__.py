@@ -26,6 +26,8 @@ COMMANDS = {
     "infer": "infer:infer",
     "extract": "infer:extract",
     "report": "report:report",
+    "tokenize": "tokenize:tokenize",
+    "codec": "codec:codec",
 }
 
 
@@ -64,6 +66,8 @@ COMMAND_HELP = {
     "infer": "Extract the target speaker of every row of a data dir with a trained experiment (stage 6).",
     "extract": "Extract the enrolled speaker from one mixture file with a trained experiment.",
     "report": "Results page to listen to and look at: scores, plots, audio, spectrograms, commands (stage 8).",
+    "codec": "Train the toolkit's own codec or mel vocoder; resynthesise a data dir's targets through one (stage 3).",
+    "tokenize": "Codec tokens of the mixtures, targets and enrollments of a data dir (stage 3).",
 }
 
 

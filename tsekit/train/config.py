@@ -68,6 +68,9 @@ class DataConfig:
     batch_size: int = 8
     valid_batch_size: int = 1
     num_workers: int = 2
+    # tsekit tokenize's outputs, one folder per data dir (<tokens>/<name of the data dir>), for models that read
+    # codec tokens; recipe stage 3 writes dump/<codec>/<set>
+    tokens: str | None = None
 
 
 @dataclass
@@ -182,6 +185,19 @@ class InferConfig:
 
 
 @dataclass
+class CodecRef:
+    """A codec or vocoder a system speaks through (``tsekit.codec``), built in recipe stage 3.
+
+    ``spec`` is a registered name (a pretrained codec whose weights are on disk, ``encodec_24khz``; ``params``
+    go to its constructor: bandwidth, weights) or the experiment dir of one the toolkit trains, ``exp/<name>``,
+    which stage 3 trains from ``conf/<name>.yaml`` when it is not trained yet. Null: the system needs none.
+    """
+
+    spec: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ExperimentConfig:
     model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
@@ -192,6 +208,8 @@ class ExperimentConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     distill: DistillConfig = field(default_factory=DistillConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    codec: CodecRef = field(default_factory=CodecRef)  # tokens and their decoder (token systems)
+    vocoder: CodecRef = field(default_factory=CodecRef)  # mel -> waveform (mel systems)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,6 +219,19 @@ class ExperimentConfig:
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """Read an experiment YAML, apply ``key.sub=value`` overrides in order, validate everything."""
     path = Path(path)
+    raw = read_sections(path, ExperimentConfig)
+    overrides = list(overrides)
+    original = copy.deepcopy(raw)
+    for text in overrides:
+        _apply_override(raw, text, str(path))
+    return _validated(raw, str(path), overrides, original)
+
+
+def read_sections(path: Path, config_class: type) -> dict:
+    """The plain data of a config file: a mapping of ``config_class``'s sections (empty file: {}).
+
+    One-line errors for a missing file, invalid YAML or anything but a mapping.
+    """
     if not path.is_file():
         raise TsekitError(f"{path}: config file not found")
     try:
@@ -210,13 +241,9 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Exper
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise TsekitError(f"{path}: expected a mapping of sections ({', '.join(_field_names(ExperimentConfig))}),"
+        raise TsekitError(f"{path}: expected a mapping of sections ({', '.join(_field_names(config_class))}),"
                           f" got {_kind(raw)}")
-    overrides = list(overrides)
-    original = copy.deepcopy(raw)
-    for text in overrides:
-        _apply_override(raw, text, str(path))
-    return _validated(raw, str(path), overrides, original)
+    return raw
 
 
 def config_from_dict(data: dict | None, source: str = "config") -> ExperimentConfig:
