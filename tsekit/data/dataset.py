@@ -3,7 +3,8 @@
 An item is a dict: ``utt`` (str), ``mixture`` (T,), ``length`` (valid samples
 of ``mixture``; the rest is zero padding), and what the model ``needs``:
 ``target`` (T,), ``enroll`` (Te,), ``speaker`` (int64 scalar), ``enroll_pos``,
-``enroll_neg``, ``enroll_clean`` (clips). Only the tables those need are
+``enroll_neg``, ``enroll_clean`` (clips), ``mixture_tokens``, ``target_tokens``,
+``enroll_tokens`` (codec tokens, codebooks x frames). Only the tables those need are
 read (wav.scp always; spk1.scp for the target; enroll.scp, or spk2enroll +
 spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments, or only spk1.scp when
 the target utterance itself enrolls (``enroll="target"``); utt2spk for the
@@ -19,6 +20,13 @@ enrollment sharing the positive's crop), and may build a fresh mixture
 another speaker at a random SIR, plus optionally a random row's noise at a
 random SNR to the speech). Validation (``train=False``) gives whole rows as
 they are on disk and ignores chunking, cropping and dynamic mixing.
+
+Codec tokens come from ``tokens_dir``, what ``tsekit tokenize`` wrote for this data dir
+(``dump/<codec>/<set>``; ``tsekit.codec.tokenize`` has the layout). A chunk's tokens are the frames that
+cover its samples: frames floor(start x frame_rate / rate) to ceil(end x frame_rate / rate), so the waveform
+and its tokens stay aligned to within one frame; an enrollment's tokens follow its crop the same way.
+Batches pad tokens with ``PAD_TOKEN`` and give their lengths (``mixture_tokens_lengths``, ...). Dynamic
+mixing builds mixtures that were never tokenized, so it refuses mixture tokens.
 
 ``speaker`` is the index of the row's speaker in ``speakers`` (by default the
 data dir's own sorted speakers; pass the training list for validation). A
@@ -54,7 +62,10 @@ from tsekit.data.table import read_list_table, read_table, sorted_keys
 # enroll_clean is the clean enrollment the positive clip was made from (same length, same crop), a distillation
 # target
 CLIP_NEEDS = {"enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp", "enroll_clean": "enroll.scp"}
-SUPPORTED_NEEDS = ("enroll", "speaker", "target", *CLIP_NEEDS)
+# codec tokens: need -> the signal of tsekit tokenize's output they are read from
+TOKEN_NEEDS = {"mixture_tokens": "mixture", "target_tokens": "target", "enroll_tokens": "enroll"}
+SUPPORTED_NEEDS = ("enroll", "speaker", "target", *CLIP_NEEDS, *TOKEN_NEEDS)
+PAD_TOKEN = -1  # batches pad token matrices with it: no codebook index is negative
 ENROLL_MODES = ("fixed", "sampled", "target")
 UNKNOWN_SPEAKER = -100  # torch.nn.CrossEntropyLoss ignores this target by default
 
@@ -179,6 +190,7 @@ class TSEDataset(torch.utils.data.Dataset):
         dm_snr_range: Sequence[float] = (0.0, 20.0),
         speakers: list[str] | None = None,
         seed: int = 0,
+        tokens_dir: str | os.PathLike | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.needs = frozenset(needs)
@@ -207,7 +219,9 @@ class TSEDataset(torch.utils.data.Dataset):
         self.rows = sorted_keys(self.tables["wav.scp"])
         if not self.rows:
             raise TsekitError(f"{self.data_dir / 'wav.scp'}: no rows")
-        sampled = "enroll" in self.needs and enroll == "sampled"
+        # an enrollment is chosen for its waveform, its tokens, or both
+        self.enrolls = bool(self.needs & {"enroll", "enroll_tokens"})
+        sampled = self.enrolls and enroll == "sampled"
         for name in self._tables_needed(sampled):
             self.tables[name] = self._read_rows(name)
         if sampled:
@@ -222,6 +236,48 @@ class TSEDataset(torch.utils.data.Dataset):
             self.speaker_index = {spk: i for i, spk in enumerate(self.speakers)}
         if self.dynamic_mixing:
             self._group_by_speaker()
+        self._read_token_tables(tokens_dir)
+
+    def _read_token_tables(self, tokens_dir: str | os.PathLike | None) -> None:
+        """The tokens.scp of every signal whose tokens are needed, checked to cover every row they serve."""
+        from tsekit.codec.tokenize import read_codec_info
+
+        signals = sorted({TOKEN_NEEDS[need] for need in self.needs & set(TOKEN_NEEDS)})
+        if self.needs & {"enroll_tokens"} and self.enroll_mode != "fixed":
+            signals = sorted({*signals, "target"} - {"enroll"})  # a sampled or own-target enrollment is a target
+        self.token_tables: dict[str, dict[str, str]] = {}
+        if not signals:
+            return
+        if tokens_dir is None:
+            raise TsekitError(f"{self.data_dir}: the model reads codec tokens; set data.tokens to the folder of "
+                              "tsekit tokenize's outputs (recipe stage 3 writes dump/<codec>/<set>)")
+        if "mixture_tokens" in self.needs and self.dynamic_mixing:
+            raise TsekitError("dynamic mixing builds new mixtures, which have no codec tokens: turn it off for a "
+                              "model that reads mixture_tokens")
+        self.tokens_dir = Path(tokens_dir)
+        self.token_info = read_codec_info(self.tokens_dir)
+        for signal in signals:  # every row spk2enroll may draw is a row of wav.scp (_read_spk2enroll)
+            path = self.tokens_dir / signal / "tokens.scp"
+            if not path.is_file():
+                raise TsekitError(f"{path}: file not found (run tsekit tokenize on {self.data_dir} into "
+                                  f"{self.tokens_dir}, and let every job finish)")
+            table = read_table(path)
+            missing = [row for row in self.rows if row not in table]
+            if missing:
+                raise TsekitError(f"{path}: no tokens for {len(missing)} rows of {self.data_dir} (e.g. "
+                                  f"{missing[0]}); tokenize this data dir again")
+            self.token_tables[signal] = table
+
+    def _tokens(self, signal: str, key: str, start: int, frames: int) -> torch.Tensor:
+        """The token frames (K, F) covering samples [start, start + frames) of ``signal``'s entry ``key``."""
+        from tsekit.codec.tokenize import read_tokens
+
+        path = self.tokens_dir / signal / "tokens.scp"
+        tokens = read_tokens(self.token_tables[signal][key], self.token_info, f"{path}: {key}")
+        per_sample = float(self.token_info["frame_rate"]) / self.rate
+        first = int(np.floor(start * per_sample))
+        last = int(np.ceil((start + frames) * per_sample))
+        return torch.from_numpy(np.ascontiguousarray(tokens[:, first:last])).long()
 
     def _tables_needed(self, sampled: bool) -> list[str]:
         names = set()
@@ -229,7 +285,7 @@ class TSEDataset(torch.utils.data.Dataset):
             names.add("spk1.scp")
         if "speaker" in self.needs or self.dynamic_mixing or sampled:
             names.add("utt2spk")
-        if "enroll" in self.needs and not sampled and not self._enrolled_by_target():
+        if self.enrolls and not sampled and not self._enrolled_by_target():
             names.add("enroll.scp")
         names.update(CLIP_NEEDS[need] for need in self.needs & set(CLIP_NEEDS))
         if self.dm_noise:
@@ -237,7 +293,7 @@ class TSEDataset(torch.utils.data.Dataset):
         return sorted(names)
 
     def _enrolled_by_target(self) -> bool:
-        return "enroll" in self.needs and self.enroll_mode == "target"
+        return self.enrolls and self.enroll_mode == "target"
 
     def _read_rows(self, name: str) -> dict[str, str]:
         """A per-row table, checked to have a line for every row of wav.scp."""
@@ -303,7 +359,7 @@ class TSEDataset(torch.utils.data.Dataset):
         total = reader.length(self.tables[source][utt], self._where(source, utt))
         start, frames = span(u[CHUNK], total, self.chunk)
         choices: dict = {"utt": utt, "start": start, "frames": frames, "size": self.chunk or frames}
-        if "enroll" in self.needs:
+        if self.enrolls:
             if self.enroll_mode == "fixed":
                 row, entry, where = "", self.tables["enroll.scp"][utt], self._where("enroll.scp", utt)
             elif self.enroll_mode == "target":  # the target utterance itself (DDTSE's training)
@@ -380,6 +436,15 @@ class TSEDataset(torch.utils.data.Dataset):
                 self._where("enroll.scp", utt)
             item["enroll"] = _tensor(reader.read(example.enroll_entry, where, example.enroll_start,
                                                  example.enroll_frames))
+        if "mixture_tokens" in self.needs:
+            item["mixture_tokens"] = self._tokens("mixture", utt, start, frames)
+        if "target_tokens" in self.needs:
+            item["target_tokens"] = self._tokens("target", utt, start, frames)
+        if "enroll_tokens" in self.needs:
+            from tsekit.codec.tokenize import enrollment_tokens
+
+            signal, key = enrollment_tokens(utt, example.enroll_row)
+            item["enroll_tokens"] = self._tokens(signal, key, example.enroll_start, example.enroll_frames)
         if "speaker" in self.needs:
             index_of = self.speaker_index.get(self.tables["utt2spk"][utt], UNKNOWN_SPEAKER)
             item["speaker"] = torch.tensor(index_of, dtype=torch.int64)
@@ -403,7 +468,8 @@ def _pad_stack(signals: list[torch.Tensor]) -> torch.Tensor:
 
 def collate(items: list[dict]) -> dict:
     """Batch items: signals zero-padded to the longest, ``lengths``/``enroll_lengths``/``enroll_pos_lengths``/
-    ``enroll_neg_lengths`` (int64), ``utts``."""
+    ``enroll_neg_lengths`` (int64), ``utts``; token matrices (B, K, F) padded with PAD_TOKEN, and their
+    ``<need>_lengths``."""
     batch: dict = {
         "mixture": _pad_stack([item["mixture"] for item in items]),
         "lengths": torch.tensor([item.get("length", len(item["mixture"])) for item in items], dtype=torch.int64),
@@ -416,6 +482,14 @@ def collate(items: list[dict]) -> dict:
         batch["enroll_lengths"] = torch.tensor([len(item["enroll"]) for item in items], dtype=torch.int64)
     if "speaker" in items[0]:
         batch["speaker"] = torch.stack([torch.as_tensor(item["speaker"], dtype=torch.int64) for item in items])
+    for need in TOKEN_NEEDS:
+        if need in items[0]:
+            tokens = [item[need] for item in items]
+            batch[need] = torch.full((len(items), tokens[0].shape[0], max(t.shape[1] for t in tokens)), PAD_TOKEN,
+                                     dtype=torch.int64)
+            for row, matrix in enumerate(tokens):
+                batch[need][row, :, : matrix.shape[1]] = matrix
+            batch[f"{need}_lengths"] = torch.tensor([t.shape[1] for t in tokens], dtype=torch.int64)
     for need in CLIP_NEEDS:
         if need in items[0]:
             batch[need] = _pad_stack([item[need] for item in items])

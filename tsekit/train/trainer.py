@@ -296,13 +296,17 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         return compute_loss(net(batch), batch, terms)
 
     data = cfg.data
+
+    def tokens_of(data_dir: Path) -> Path | None:
+        return Path(data.tokens) / Path(data_dir).name if data.tokens else None
+
     train_set = TSEDataset(train_data, needs, data.sample_rate, train=True, chunk_seconds=data.chunk_seconds,
                            enroll=data.enroll, enroll_seconds=data.enroll_seconds,
                            dynamic_mixing=data.dynamic_mixing, dm_sir_range=tuple(data.dm_sir_range),
                            dm_noise=data.dm_noise, dm_snr_range=tuple(data.dm_snr_range), speakers=speakers,
-                           seed=cfg.train.seed)
+                           seed=cfg.train.seed, tokens_dir=tokens_of(train_data))
     valid_set = TSEDataset(valid_data, needs, data.sample_rate, train=False, chunk_seconds=None,
-                           enroll="fixed", speakers=speakers, seed=cfg.train.seed)
+                           enroll="fixed", speakers=speakers, seed=cfg.train.seed, tokens_dir=tokens_of(valid_data))
     steps_per_epoch = len(train_set) // (data.batch_size * dist.world)
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
