@@ -14,6 +14,7 @@ from corpus_trees import (
     write_librispeech_transcripts,
 )
 from recipe_runs import TINY_ZSPEX, recipe_copy, run_recipe
+from test_codec_train import tiny_config as tiny_codec_config
 
 from tsekit.data.table import read_table, write_table
 from tsekit.data.validate import validate_data_dir
@@ -33,10 +34,13 @@ def check_stages_1_2(recipe: Path, sets: tuple[str, ...], root_option: list[str]
     again = run_recipe(recipe, *root_option, "--stop-stage", "2")
     assert again.returncode == 0 and "skipping" in again.stdout
     assert before == {p: p.stat().st_mtime_ns for p in (recipe / "data").rglob("*") if p.is_file()}
-    # stage 3 is not built yet: a clear message and exit 3, not a crash
-    stopped = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "6")
-    assert stopped.returncode == 3
-    assert "needs 'tsekit tokenize'" in stopped.stdout and "Traceback" not in stopped.stderr
+    # stage 3: nothing to do for a system without a codec; a codec it cannot train is one clear line, not a crash
+    skipped = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3")
+    assert skipped.returncode == 0 and "needs no codec or vocoder; skipped" in skipped.stdout
+    missing = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3", "--codec", "exp/nocodec")
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "exp/nocodec is not trained and there is no conf/nocodec.yaml" in missing.stdout
+    assert "Traceback" not in missing.stderr
 
 
 def test_libri2mix_recipe(tmp_path):
@@ -78,6 +82,29 @@ def test_libri2mix_recipe(tmp_path):
     text = page.read_text()
     assert text.count("<audio") == 12 * 4  # 12 utterances: mixture, enrollment, mysys, reference
     assert "<td>mysys</td>" in text and "tsekit score --ref data/test/spk1.scp" in text
+    # stage 3 with a toolkit codec the recipe trains itself (conf/tinycodec.yaml): trained once, the test targets
+    # resynthesized and scored (its ceiling, a row of the report), every set tokenized
+    config = tiny_codec_config("tsekit_codec", steps=12)
+    config["codec"]["params"].update(sample_rate=16000)
+    (recipe / "conf").mkdir(exist_ok=True)
+    (recipe / "conf" / "tinycodec.yaml").write_text(yaml.safe_dump(config))
+    codec = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3", "--codec", "exp/tinycodec",
+                       "--nj", "2", "--ngpu", "0", "--score-metrics", "si_sdr,stoi")
+    assert codec.returncode == 0, codec.stdout + codec.stderr
+    assert (recipe / "exp" / "tinycodec" / "codec.pt").is_file()
+    resynth = recipe / "exp" / "tinycodec" / "resynth_test"
+    assert set(read_table(resynth / "wav.scp")) == set(estimates)
+    assert len((resynth / "scores" / "scores.tsv").read_text().splitlines()) == len(estimates) + 1
+    for name in ("train-100", "dev", "test"):
+        rows = set(read_table(recipe / "data" / name / "wav.scp"))
+        for signal in ("mixture", "target", "enroll"):
+            assert set(read_table(recipe / "dump" / "tinycodec" / name / signal / "tokens.scp")) == rows
+    again = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3", "--codec", "exp/tinycodec",
+                       "--nj", "2", "--ngpu", "0", "--score-metrics", "si_sdr,stoi")
+    assert again.returncode == 0 and "training exp/tinycodec" not in again.stdout  # trained once
+    reported = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    assert reported.returncode == 0, reported.stdout + reported.stderr
+    assert "<td>tinycodec_resynth</td>" in page.read_text()
 
 
 def test_libri2mix_recipe_on_libri3mix(tmp_path):

@@ -7,7 +7,8 @@
 #   train_set valid_set test_sets              Kaldi data dirs under data/
 #   enroll_opts posneg posneg_interferers      stage 2 options
 #   posneg_noise
-#   asr_model score_metrics                    stage 7 options (egs/TEMPLATE/defaults.sh)
+#   codec vocoder                              stage 3: override the system config's codec.spec / vocoder.spec
+#   asr_model score_metrics                    stage 3 and 7 scoring options (egs/TEMPLATE/defaults.sh)
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0")) $*"; }
@@ -73,19 +74,71 @@ if run_stage 2; then
   done
 fi
 
-if run_stage 3; then
-  if [ -f "$conf" ] && ! tsekit train --config "$conf" --print-needs | grep -qw tokens; then
-    log "stage 3: $system needs no codec tokens; skipped"
-  else
-    require_command tokenize "codec tokenization" 3
-  fi
-fi
-
 device=cpu
 [ "$ngpu" -gt 0 ] && device=cuda
 launch="tsekit train"
 # several GPUs: one training process each (DistributedDataParallel); README has multi-node
 [ "$ngpu" -gt 1 ] && launch="torchrun --standalone --nproc-per-node $ngpu -m tsekit train"
+
+# Score the estimates EST (a wav.scp) of data/SET into OUT/scores ($score_cmd jobs): stage 7 for the systems'
+# outputs, stage 3 for a codec's or vocoder's resynthesis of the clean targets (its ceiling).
+score_estimates() {
+  local est=$1 set=$2 out=$3 opts
+  opts="--ref data/$set/spk1.scp --est $est --mix data/$set/wav.scp --enroll data/$set/enroll.scp"
+  [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
+  [ -n "$asr_model" ] && [ -f "data/$set/text" ] && opts="$opts --text data/$set/text"
+  [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
+  # shellcheck disable=SC2086
+  $score_cmd JOB=1:"$nj" "$out/scores/log/score.JOB.log" tsekit score $opts --out "$out/scores" --job JOB --nj "$nj"
+  tsekit score merge "$out/scores"
+}
+
+if run_stage 3; then
+  # the codec and vocoder $system speaks through (codec.spec and vocoder.spec in its config), unless given
+  # with --codec / --vocoder (a registered name or exp/<name>, trained here from conf/<name>.yaml)
+  codec_params={} vocoder_params={}
+  if [ -f "$conf" ]; then
+    [ -z "$codec" ] && codec=$(tsekit train --config "$conf" --print-value codec.spec)
+    [ -z "$vocoder" ] && vocoder=$(tsekit train --config "$conf" --print-value vocoder.spec)
+    codec_params=$(tsekit train --config "$conf" --print-value codec.params)
+    vocoder_params=$(tsekit train --config "$conf" --print-value vocoder.params)
+  fi
+  [ -z "$codec$vocoder" ] && log "stage 3: $system needs no codec or vocoder; skipped"
+  for kind in codec vocoder; do
+    coder=${!kind}
+    [ -z "$coder" ] && continue
+    params_name=${kind}_params
+    params=${!params_name}
+    require_command codec "codec and vocoder training" 3
+    name=$(basename "$coder")
+    if [ "${coder#exp/}" != "$coder" ] && [ ! -f "$coder/codec.pt" ]; then
+      if [ ! -f "conf/$name.yaml" ]; then
+        log "stage 3: $coder is not trained and there is no conf/$name.yaml to train it"
+        exit 1
+      fi
+      log "stage 3: training $coder (conf/$name.yaml); log: $coder/log/train.log"
+      $train_cmd --gpu "$ngpu" --num-threads "$train_threads" "$coder/log/train.log" \
+        tsekit codec train --config "conf/$name.yaml" --train-data "data/$train_set" --valid-data "data/$valid_set" \
+        --exp-dir "$coder" --device "$device"
+      grep -E "valid|already trained" "$coder/log/train.log" | tail -3
+    fi
+    for set in $test_sets; do
+      # the clean targets through the codec (or the vocoder, from their mel): the ceiling of a system using it
+      resynth=exp/$name/resynth_$set
+      log "stage 3: resynthesizing the targets of data/$set through $coder into $resynth ($nj jobs)"
+      $infer_cmd JOB=1:"$nj" "$resynth/log/resynth.JOB.log" \
+        tsekit codec resynth --codec "$coder" --params "$params" "data/$set" "$resynth" --job JOB --nj "$nj"
+      score_estimates "$resynth/wav.scp" "$set" "$resynth"
+    done
+    [ "$kind" = vocoder ] && continue  # a vocoder has no tokens: mel systems compute their mels on the fly
+    require_command tokenize "codec tokenization" 3
+    for set in $all_sets; do
+      log "stage 3: tokenizing data/$set with $coder into dump/$name/$set ($nj jobs)"
+      $infer_cmd JOB=1:"$nj" "dump/$name/$set/log/tokenize.JOB.log" \
+        tsekit tokenize --codec "$coder" --params "$params" "data/$set" "dump/$name/$set" --job JOB --nj "$nj"
+    done
+  done
+fi
 
 if run_stage 4; then
   require_command train "training" 4
@@ -175,13 +228,7 @@ if run_stage 7; then
       log "no $decode/wav.scp: run stage 6 (inference) first"
       exit 1
     fi
-    opts="--ref data/$set/spk1.scp --est $decode/wav.scp --mix data/$set/wav.scp --enroll data/$set/enroll.scp"
-    [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
-    [ -n "$asr_model" ] && [ -f "data/$set/text" ] && opts="$opts --text data/$set/text"
-    [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
-    # shellcheck disable=SC2086
-    $score_cmd JOB=1:"$nj" "$decode/scores/log/score.JOB.log" tsekit score $opts --out "$decode/scores" --job JOB --nj "$nj"
-    tsekit score merge "$decode/scores"
+    score_estimates "$decode/wav.scp" "$set" "$decode"
   done
 fi
 
@@ -192,7 +239,8 @@ if run_stage 8; then
     for scores in exp/*/decode_"$set"/scores/scores.tsv; do
       [ -f "$scores" ] && exps="$exps --exp ${scores%/decode_"$set"/scores/scores.tsv}"
     done
-    for scores in exp/*/decode_"$set"_refine_*/scores/scores.tsv; do  # refinements show as systems of their own
+    # refinements show as systems of their own, and so do the codec and vocoder ceilings of stage 3
+    for scores in exp/*/decode_"$set"_refine_*/scores/scores.tsv exp/*/resynth_"$set"/scores/scores.tsv; do
       [ -f "$scores" ] && exps="$exps --exp ${scores%/scores/scores.tsv}"
     done
     if [ -z "$exps" ]; then

@@ -316,12 +316,13 @@ def train_codec(cfg: CodecTrainConfig, train_data: str | os.PathLike, valid_data
 
     Raises ``tsekit.lock.LockedError`` when another live process trains the same experiment.
     """
+    from tsekit.infer.extract import torch_device
     from tsekit.lock import writer_lock
 
     exp = Path(exp_dir)
     with writer_lock(exp):
         return _train(cfg, Path(train_data), Path(valid_data), exp,
-                      torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+                      torch_device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
 
 
 def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path, device: torch.device) -> Path:

@@ -99,7 +99,9 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     """The results of EXP on DATA (EXP/decode_<basename of DATA>/); every utterance of DATA must be scored.
 
     EXP may also be a decode dir of DATA itself, ``exp/ddtse/decode_test_refine_zspex``: another decode of
-    the same experiment (a refinement of another system's outputs), shown as system ``ddtse_refine_zspex``.
+    the same experiment (a refinement of another system's outputs), shown as system ``ddtse_refine_zspex``;
+    or a codec's or vocoder's resynthesis of DATA's targets, ``exp/codec/resynth_test`` (recipe stage 3),
+    shown as ``codec_resynth``: the ceiling of the systems that speak through it.
     """
     exp_dir = Path(exp_dir)
     decode = exp_dir / f"decode_{data_dir.name}"
@@ -107,6 +109,9 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     if exp_dir.name.startswith(f"decode_{data_dir.name}_"):
         decode, exp_dir = exp_dir, exp_dir.parent
         name = f"{exp_dir.resolve().name}_{decode.name.removeprefix(f'decode_{data_dir.name}_')}"
+    elif exp_dir.name == f"resynth_{data_dir.name}":
+        decode, exp_dir = exp_dir, exp_dir.parent
+        name = f"{exp_dir.resolve().name}_resynth"
     scores_path = decode / "scores" / "scores.tsv"
     if not scores_path.is_file():
         raise TsekitError(f"{scores_path}: not found; score {exp_dir} on {data_dir} first (recipe stage 7)")
@@ -121,17 +126,20 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
     mixture = read_scores(mixture_path)[1] if mixture_path.is_file() else {}
     stage_dirs = sorted((p for p in exp_dir.glob("stage*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
     stage_configs = [p / "config.yaml" for p in stage_dirs if (p / "config.yaml").is_file()]
+    codec_config = [exp_dir / "config.yaml"] if (exp_dir / "config.yaml").is_file() else []  # a codec's exp dir
     config = _read_stage_config(stage_configs[-1]) if stage_configs else None
     teacher = _teacher_dir(config, exp_dir)
     # in the order they ran: the page lists them so
     commands = {} if teacher is None else {"teacher": _log_commands(sorted((teacher / "log").glob("train_stage*.log")))}
-    commands["train"] = _log_commands(sorted((exp_dir / "log").glob("train_stage*.log")))
-    commands["infer"] = _log_commands(sorted((decode / "log").glob("infer.*.log"), key=_job_number))
+    commands["train"] = _log_commands(sorted((exp_dir / "log").glob("train*.log")))  # a codec's: train.log
+    runs = [*(decode / "log").glob("infer.*.log"), *(decode / "log").glob("resynth.*.log")]
+    commands["infer"] = _log_commands(sorted(runs, key=_job_number))
     commands["score"] = _log_commands(sorted((decode / "scores" / "log").glob("score.*.log"), key=_job_number))
     return System(
         name=name, exp_dir=exp_dir, decode_dir=decode, estimates=estimates, metrics=metrics,
         scores=scores, mixture=mixture, enrollments=_enrollments(config, data_dir),
-        configs={p.parent.name: p.read_text(encoding="utf-8") for p in stage_configs}, commands=commands)
+        configs={p.parent.name: p.read_text(encoding="utf-8") for p in stage_configs + codec_config},
+        commands=commands)
 
 
 @dataclass
