@@ -40,6 +40,7 @@ import torch
 import yaml
 
 from tsekit import TsekitError
+from tsekit.codec.registry import resample
 
 CONFIG = "config.yaml"
 WEIGHTS = "codec.pt"
@@ -248,7 +249,7 @@ class CleanCrops(torch.utils.data.Dataset):
         audio, _ = load_audio(entry, f"{self.scp}: {utt}", start, want)
         if audio.ndim != 1:
             raise TsekitError(f"{self.scp}: {utt}: {entry}: {audio.shape[1]} channels, expected mono audio")
-        wav = _resampled(torch.from_numpy(audio), file_rate, self.rate)[: self.samples]
+        wav = resample(torch.from_numpy(audio), file_rate, self.rate)[: self.samples]
         return torch.nn.functional.pad(wav, (0, self.samples - wav.shape[-1]))
 
 
@@ -277,12 +278,6 @@ def _targets(data_dir: Path) -> dict[str, str]:
     if not table:
         raise TsekitError(f"{scp}: no utterances")
     return table
-
-
-def _resampled(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    from tsekit.codec.registry import resample
-
-    return resample(wav, from_rate, to_rate)
 
 
 def codec_rate(generator: torch.nn.Module) -> int:
@@ -493,7 +488,7 @@ def validate(generator: torch.nn.Module, rows: list[tuple[str, str]], rate: int,
         sums["mel_l1"] += float(mel_loss(fake[None].to(device), wav[None].to(device)))
         sums["si_sdr"] += si_sdr(fake.numpy(), wav.numpy())
         pesq_rate = 8000 if rate < 16000 else 16000
-        quality = pesq_score(_resampled(fake, rate, pesq_rate).numpy(), _resampled(wav, rate, pesq_rate).numpy(),
+        quality = pesq_score(resample(fake, rate, pesq_rate).numpy(), resample(wav, rate, pesq_rate).numpy(),
                              pesq_rate)
         if math.isfinite(quality):
             sums["pesq"] += quality
@@ -510,7 +505,7 @@ def load_target(entry: str, what: str, rate: int) -> torch.Tensor:
     audio, file_rate = load_audio(entry, what)
     if audio.ndim != 1:
         raise TsekitError(f"{what}: {entry}: {audio.shape[1]} channels, expected mono audio")
-    return _resampled(torch.from_numpy(audio), file_rate, rate)
+    return resample(torch.from_numpy(audio), file_rate, rate)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -593,8 +588,8 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
             audio, data_rate = load_audio(targets[utt], what)
             if audio.ndim != 1:
                 raise TsekitError(f"{what}: {targets[utt]}: {audio.shape[1]} channels, expected mono audio")
-            wav = _resampled(torch.from_numpy(audio), data_rate, rate).to(device)
-            back = _resampled(resynthesize(codec, wav).cpu(), rate, data_rate)
+            wav = resample(torch.from_numpy(audio), data_rate, rate).to(device)
+            back = resample(resynthesize(codec, wav).cpu(), rate, data_rate)
             back = torch.nn.functional.pad(back, (0, max(len(audio) - back.shape[-1], 0)))[: len(audio)]
             write_audio(wav_path(out, utt), back.numpy(), data_rate)
         seconds = time.perf_counter() - started
