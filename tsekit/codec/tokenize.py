@@ -49,6 +49,7 @@ import numpy as np
 
 from tsekit import TsekitError
 from tsekit.data.table import read_list_table, read_table, sorted_keys, write_table_if_changed, write_text_if_changed
+from tsekit.infer.batch import job_and_speed
 from tsekit.lock import writer_lock
 
 # signal -> the data-dir table it is read from
@@ -75,10 +76,7 @@ class TokenizeSummary:
     nj: int | None = None
 
     def __str__(self) -> str:
-        who = f"job {self.job}/{self.nj}: " if self.job is not None else ""
-        speed = ""
-        if self.encoded:
-            speed = f" in {self.seconds:.1f} s (real-time factor {self.seconds / max(self.audio_seconds, 1e-9):.3f})"
+        who, speed = job_and_speed(self.job, self.nj, self.encoded, self.seconds, self.audio_seconds)
         line = (f"{who}{self.encoded} of {self.mine} signals encoded with {self.codec}{speed}, "
                 f"{self.skipped} already done")
         if self.complete == self.signals:

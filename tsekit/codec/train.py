@@ -280,10 +280,6 @@ def _targets(data_dir: Path) -> dict[str, str]:
     return table
 
 
-def codec_rate(generator: torch.nn.Module) -> int:
-    return int(generator.sample_rate)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the generator's training pass
 
@@ -350,7 +346,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
 
     torch.manual_seed(cfg.train.seed)
     generator = build_codec(cfg.codec.name, cfg.codec.params).to(device)
-    rate = codec_rate(generator)
+    rate = int(generator.sample_rate)
     if cfg.data.sample_rate is not None and cfg.data.sample_rate != rate:
         raise TsekitError(f"data.sample_rate {cfg.data.sample_rate} differs from the sample rate of codec "
                           f"{cfg.codec.name} ({rate}); set codec.params.sample_rate or leave data.sample_rate null")
@@ -577,7 +573,7 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
         if "/" in utt:
             raise TsekitError(f"{data_dir / 'spk1.scp'}: utterance id {utt!r} contains '/'; cannot be a file name")
     codec = load_codec(codec_spec, **(params or {})).to(device)
-    rate = codec_rate(codec)
+    rate = int(codec.sample_rate)
     utts = sorted_keys(targets)
     mine = shard(utts, job, nj) if job is not None else utts
     with writer_lock(out, f"job{job}" if job is not None else ""):

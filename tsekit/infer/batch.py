@@ -34,6 +34,15 @@ from tsekit.data.table import read_table, sorted_keys, write_table
 from tsekit.lock import writer_lock
 
 
+def job_and_speed(job: int | None, nj: int | None, done: int, seconds: float, audio_seconds: float) -> tuple[str, str]:
+    """The parts of a job's summary line naming the job ("job 2/4: ") and its speed (" in 3.0 s (real-time
+    factor 0.012)", empty when it did nothing); shared by tsekit infer and tsekit tokenize."""
+    who = f"job {job}/{nj}: " if job is not None else ""
+    if not done:
+        return who, ""
+    return who, f" in {seconds:.1f} s (real-time factor {seconds / max(audio_seconds, 1e-9):.3f})"
+
+
 @dataclass
 class InferSummary:
     """What one call did; ``str()`` is the line the CLI prints."""
@@ -52,10 +61,7 @@ class InferSummary:
     nj: int | None = None
 
     def __str__(self) -> str:
-        who = f"job {self.job}/{self.nj}: " if self.job is not None else ""
-        speed = ""
-        if self.extracted:
-            speed = f" in {self.seconds:.1f} s (real-time factor {self.seconds / max(self.audio_seconds, 1e-9):.3f})"
+        who, speed = job_and_speed(self.job, self.nj, self.extracted, self.seconds, self.audio_seconds)
         line = (f"{who}{self.extracted} of {self.mine} utterances extracted{speed}, {self.skipped} already done "
                 f"({self.checkpoint}, output level {self.output_level})")
         if self.wrote_scp:
