@@ -53,7 +53,6 @@ import numpy as np
 import torch
 
 from tsekit import TsekitError
-from tsekit.codec.tokenize import enrollment_tokens, read_codec_info, read_tokens
 from tsekit.data.audio import audio_info, is_ark, is_pipe, load_audio
 from tsekit.data.enroll import utt2uniq_of, valid_candidates
 from tsekit.data.mixing import gain_for_ratio, loop_to_length, place
@@ -241,6 +240,8 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _read_token_tables(self, tokens_dir: str | os.PathLike | None) -> None:
         """The tokens.scp of every signal whose tokens are needed, checked to cover every row they serve."""
+        from tsekit.codec.tokenize import read_codec_info
+
         signals = sorted({TOKEN_NEEDS[need] for need in self.needs & set(TOKEN_NEEDS)})
         if "enroll_tokens" in self.needs and self.enroll_mode != "fixed":
             signals = sorted({*signals, "target"} - {"enroll"})  # a sampled or own-target enrollment is a target
@@ -269,6 +270,8 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _tokens(self, signal: str, key: str, start: int, frames: int) -> torch.Tensor:
         """The token frames (K, F) covering samples [start, start + frames) of ``signal``'s entry ``key``."""
+        from tsekit.codec.tokenize import read_tokens
+
         path = self.tokens_dir / signal / "tokens.scp"
         tokens = read_tokens(self.token_tables[signal][key], self.token_info, f"{path}: {key}")
         per_sample = float(self.token_info["frame_rate"]) / self.rate
@@ -438,6 +441,8 @@ class TSEDataset(torch.utils.data.Dataset):
         if "target_tokens" in self.needs:
             item["target_tokens"] = self._tokens("target", utt, start, frames)
         if "enroll_tokens" in self.needs:
+            from tsekit.codec.tokenize import enrollment_tokens
+
             signal, key = enrollment_tokens(utt, example.enroll_row)
             item["enroll_tokens"] = self._tokens(signal, key, example.enroll_start, example.enroll_frames)
         if "speaker" in self.needs:
