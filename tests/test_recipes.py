@@ -14,6 +14,7 @@ from corpus_trees import (
     write_librispeech_transcripts,
 )
 from recipe_runs import TINY_ZSPEX, recipe_copy, run_recipe
+from test_codec_pretrained_vocoders import HIFIGAN_CONFIG, hifigan_reference
 from test_codec_train import tiny_config as tiny_codec_config
 
 from tsekit.data.table import read_table, write_table
@@ -102,9 +103,16 @@ def test_libri2mix_recipe(tmp_path):
     again = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3", "--codec", "exp/tinycodec",
                        "--nj", "2", "--ngpu", "0", "--score-metrics", "si_sdr,stoi")
     assert again.returncode == 0 and "training exp/tinycodec" not in again.stdout  # trained once
+    # a published vocoder by path (HiFi-GAN, the authors' checkpoint format; random weights): its ceiling only
+    _, checkpoint = hifigan_reference(tmp_path / "hifigan", {**HIFIGAN_CONFIG, "sampling_rate": 16000})
+    vocoder = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3", "--vocoder", "hifigan",
+                         "--vocoder-params", f"{{checkpoint: {checkpoint}}}", "--score-metrics", "si_sdr")
+    assert vocoder.returncode == 0, vocoder.stdout + vocoder.stderr
+    assert set(read_table(recipe / "exp" / "hifigan" / "resynth_test" / "wav.scp")) == set(estimates)
+    assert not (recipe / "dump" / "hifigan").exists()  # a vocoder has no tokens
     reported = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
     assert reported.returncode == 0, reported.stdout + reported.stderr
-    assert "<td>tinycodec_resynth</td>" in page.read_text()
+    assert "<td>tinycodec_resynth</td>" in page.read_text() and "<td>hifigan_resynth</td>" in page.read_text()
 
 
 def test_libri2mix_recipe_on_libri3mix(tmp_path):

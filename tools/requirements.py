@@ -17,6 +17,7 @@ NO_DEPS = {
     "openai-whisper": "requires triton, used only by its CUDA kernels",
     "torchaudio": "its wheel's compiled extension is CUDA-only; the Python parts suffice",
     "encodec": "requires torchaudio, whose wheel pins another torch release",
+    "vocos": "requires torchaudio, as encodec does",
 }
 # Installed --no-deps when their extra is chosen; not in setup.cfg because a
 # plain `pip install tsekit[metrics]` would pull webrtcvad, which fails to import.

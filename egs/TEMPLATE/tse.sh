@@ -8,6 +8,7 @@
 #   enroll_opts posneg posneg_interferers      stage 2 options
 #   posneg_noise
 #   codec vocoder                              stage 3: override the system config's codec.spec / vocoder.spec
+#   codec_params vocoder_params                stage 3: the params of those overrides (YAML mappings)
 #   asr_model score_metrics                    stage 3 and 7 scoring options (egs/TEMPLATE/defaults.sh)
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
@@ -94,15 +95,17 @@ score_estimates() {
 }
 
 if run_stage 3; then
-  # the codec and vocoder $system speaks through (codec.spec and vocoder.spec in its config), unless given
-  # with --codec / --vocoder (a registered name or exp/<name>, trained here from conf/<name>.yaml)
-  codec_params={} vocoder_params={}
-  if [ -f "$conf" ]; then
-    [ -z "$codec" ] && codec=$(tsekit train --config "$conf" --print-value codec.spec)
-    [ -z "$vocoder" ] && vocoder=$(tsekit train --config "$conf" --print-value vocoder.spec)
-    codec_params=$(tsekit train --config "$conf" --print-value codec.params)
-    vocoder_params=$(tsekit train --config "$conf" --print-value vocoder.params)
-  fi
+  # the codec and vocoder $system speaks through (codec.spec and .params, vocoder.spec and .params in its
+  # config), unless given with --codec / --vocoder (a registered name with --codec-params / --vocoder-params,
+  # or exp/<name>, trained here from conf/<name>.yaml)
+  for kind in codec vocoder; do
+    params_name=${kind}_params
+    if [ -z "${!kind}" ] && [ -f "$conf" ]; then
+      printf -v "$kind" %s "$(tsekit train --config "$conf" --print-value "$kind.spec")"
+      printf -v "$params_name" %s "$(tsekit train --config "$conf" --print-value "$kind.params")"
+    fi
+    [ -z "${!params_name}" ] && printf -v "$params_name" %s "{}"
+  done
   [ -z "$codec$vocoder" ] && log "stage 3: $system needs no codec or vocoder; skipped"
   for kind in codec vocoder; do
     coder=${!kind}

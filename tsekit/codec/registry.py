@@ -89,6 +89,12 @@ class Vocoder(torch.nn.Module, abc.ABC):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """Log-mel (B, n_mels, F) -> waveforms (B, F * hop_length) at ``sample_rate``."""
 
+    def check_mel(self, mel: torch.Tensor) -> None:
+        """Raise a one-line TsekitError unless ``mel`` is (B, n_mels, F)."""
+        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
+            raise TsekitError(f"vocoder {self.registry_name}: expected a log-mel (batch, {self.n_mels}, frames), "
+                              f"got shape {tuple(mel.shape)}")
+
 
 def codec_params(name: str) -> dict[str, inspect.Parameter]:
     """The constructor parameters of a registered codec or vocoder."""

@@ -185,7 +185,5 @@ class ToolkitVocoder(Vocoder):
         return self.front(wav)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        if mel.dim() != 3 or mel.shape[1] != self.n_mels:
-            raise TsekitError(f"vocoder {self.registry_name}: expected a log-mel (batch, {self.n_mels}, frames), "
-                              f"got shape {tuple(mel.shape)}")
+        self.check_mel(mel)
         return self.generator(mel)
