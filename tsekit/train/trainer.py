@@ -32,6 +32,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -39,6 +40,9 @@ from tsekit import TsekitError
 from tsekit.data.table import atomic_open, read_table
 from tsekit.lock import LockedError, writer_lock
 from tsekit.train import checkpoint as ckpt
+
+if TYPE_CHECKING:  # for annotations only; train() imports the dataset module where it needs it
+    from tsekit.data.dataset import TSEDataset
 
 
 class Distributed:
@@ -272,6 +276,10 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     if "num_speakers" in model_params(cfg.model.name) and "num_speakers" not in params:
         params["num_speakers"] = len(speakers)
         cfg.model.params = params
+    if "codec" in model_params(cfg.model.name) and "codec" not in params and cfg.codec.spec:
+        # a token system decodes with the codec of the config's codec section (what stage 3 tokenized with)
+        params.update(codec=cfg.codec.spec, codec_params=dict(cfg.codec.params))
+        cfg.model.params = params
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model.name, params).to(dist.device)
     messages = []
@@ -307,6 +315,8 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
                            seed=cfg.train.seed, tokens_dir=tokens_of(train_data))
     valid_set = TSEDataset(valid_data, needs, data.sample_rate, train=False, chunk_seconds=None,
                            enroll="fixed", speakers=speakers, seed=cfg.train.seed, tokens_dir=tokens_of(valid_data))
+    for dataset in (train_set, valid_set):
+        check_token_grid(model, dataset)
     steps_per_epoch = len(train_set) // (data.batch_size * dist.world)
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
@@ -474,3 +484,17 @@ def _validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[s
         count += size
     *totals, count = dist.sum(*sums.values(), count)
     return {label: total / max(count, 1) for label, total in zip(sums, totals, strict=True)}
+
+
+def check_token_grid(model: torch.nn.Module, dataset: TSEDataset) -> None:
+    """A token model (``num_codebooks``, ``codebook_size``) must be built for the codec its tokens come from;
+    else a one-line error naming that codec.yaml, before the first step."""
+    info = getattr(dataset, "token_info", None)
+    if info is None or not hasattr(model, "num_codebooks"):
+        return
+    built = (model.num_codebooks, model.codebook_size)
+    if (info["num_codebooks"], info["codebook_size"]) != built:
+        raise TsekitError(f"{dataset.tokens_dir / 'codec.yaml'}: tokens of {info['num_codebooks']} codebooks of "
+                          f"{info['codebook_size']}, but model.params has num_codebooks {built[0]} and codebook_size "
+                          f"{built[1]}")
+
