@@ -163,3 +163,51 @@ def test_tokens_that_do_not_fit_the_model_are_one_line_errors():
     bad = batch_of(tokens(1, 2, 5, 8, 0), tokens(1, 2, 5, 8, 1), tokens(1, 2, 4, 8, 2) + 8)
     with pytest.raises(TsekitError, match="enroll_tokens have 2 codebooks and indices up to 15"):
         model(bad)
+
+
+CODEC = {"sample_rate": 16000, "n_mels": 20, "n_fft": 256, "hop_length": 128, "downsample": 2, "encoder_width": 16,
+         "encoder_blocks": 1, "latent_dim": 8, "num_codebooks": 2, "codebook_size": 16, "decoder_width": 16,
+         "decoder_blocks": 1}
+
+
+def test_trains_through_the_trainer_on_tokenized_data_dirs_and_infers(tmp_path):
+    """Tokenize (a randomly initialised toolkit codec), train, infer: the config's codec reaches the model."""
+    import soundfile as sf
+    import yaml
+    from corpus_trees import make_libri2mix_tree
+
+    from tsekit.codec.tokenize import tokenize_data_dir
+    from tsekit.corpora.librimix import prepare_libri2mix
+    from tsekit.data.enroll import enroll_data_dir
+    from tsekit.data.table import read_table
+    from tsekit.infer import infer_data_dir
+    from tsekit.train.config import config_from_dict
+    from tsekit.train.trainer import train
+
+    make_libri2mix_tree(tmp_path / "Libri2Mix", rates=(16000,), splits=("train-100", "dev"), per_split=16)
+    prepare_libri2mix(tmp_path / "Libri2Mix", tmp_path / "data", sample_rate=16000, splits=("train-100", "dev"))
+    for split in ("train-100", "dev"):
+        enroll_data_dir(tmp_path / "data" / split)
+        tokenize_data_dir("tsekit_codec", tmp_path / "data" / split, tmp_path / "dump" / split, params=CODEC)
+    config = {"model": {"name": "maskgit_tse", "params": {**TINY, "codebook_size": 16, "features": "mel",
+                                                          "mel_hop": 256, "mel_bins": 20}},
+              "codec": {"spec": "tsekit_codec", "params": CODEC},
+              "data": {"sample_rate": 16000, "chunk_seconds": 0.5, "enroll": "sampled", "enroll_seconds": 0.5,
+                       "batch_size": 4, "num_workers": 0, "tokens": str(tmp_path / "dump")},
+              "loss": [{"name": "objective", "output": "objective"}],
+              "scheduler": {"name": "none"}, "train": {"epochs": 1, "keep_best": 1}}
+    train(config_from_dict(config), tmp_path / "data" / "train-100", tmp_path / "data" / "dev", tmp_path / "exp",
+          device="cpu")
+    saved = yaml.safe_load((tmp_path / "exp" / "stage1" / "config.yaml").read_text())
+    assert saved["model"]["params"]["codec"] == "tsekit_codec" and saved["model"]["params"]["codec_params"] == CODEC
+    infer_data_dir(tmp_path / "exp", tmp_path / "data" / "dev", tmp_path / "decode")
+    estimates, mixtures = read_table(tmp_path / "decode" / "wav.scp"), read_table(tmp_path / "data" / "dev" / "wav.scp")
+    assert set(estimates) == set(mixtures)
+    for utt, path in estimates.items():
+        assert sf.info(path).frames == sf.info(mixtures[utt]).frames
+    # a model built for another token grid than the codec of data.tokens: one line naming its codec.yaml
+    config["model"]["params"]["codebook_size"] = 32
+    with pytest.raises(TsekitError, match=r"dump/train-100/codec.yaml: tokens of 2 codebooks of 16, but model.params "
+                                          r"has num_codebooks 2 and codebook_size 32"):
+        train(config_from_dict(config), tmp_path / "data" / "train-100", tmp_path / "data" / "dev",
+              tmp_path / "exp2", device="cpu")

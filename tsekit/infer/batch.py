@@ -88,7 +88,8 @@ def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], 
         if "/" in utt:
             raise TsekitError(f"{data_dir / 'wav.scp'}: utterance id {utt!r} contains '/'; cannot be a file name")
     enrollments = {}
-    for key in sorted(needs & set(ENROLLMENT_FILES)):
+    # a token model trained on an enrollment's tokens encodes the enrollment's waveform at inference
+    for key in sorted(k for k in ENROLLMENT_FILES if k in needs or f"{k}_tokens" in needs):
         path = data_dir / ENROLLMENT_FILES[key]
         if not path.is_file():
             posneg = " --posneg" if key != "enroll" else ""
