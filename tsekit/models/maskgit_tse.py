@@ -232,14 +232,6 @@ class MaskGitTSE(TSEModel):
 
     # --- inputs ---------------------------------------------------------------------------------------------
 
-    def _check_tokens(self, tokens: torch.Tensor, what: str) -> None:
-        valid = tokens[tokens >= 0]
-        if tokens.shape[1] != self.num_codebooks or (valid.numel() and int(valid.max()) >= self.codebook_size):
-            top = int(valid.max()) if valid.numel() else -1
-            raise TsekitError(f"maskgit_tse: {what} have {tokens.shape[1]} codebooks and indices up to {top}; the "
-                              f"model was built for {self.num_codebooks} codebooks of {self.codebook_size} "
-                              "(model.params.num_codebooks / codebook_size must match the codec of data.tokens)")
-
     def _mel(self, mixture: torch.Tensor, frames: int) -> torch.Tensor | None:
         """The mixture's log-mel (B, frames, bins) at the token frame rate, or None without ``features: mel``."""
         if self.logmel is None:
@@ -260,24 +252,23 @@ class MaskGitTSE(TSEModel):
         """With ``target_tokens``: {"objective": (B,)}, the masked-token cross-entropy; without: {"estimate"}."""
         if "target_tokens" not in batch:
             return {"estimate": self.extract(batch["mixture"], batch["enroll"])}
+        # the dataset checked every token file against its codec.yaml, and the trainer that codec's grid
+        # against this model's, so batches are not checked again here
         target, mixture = batch["target_tokens"], batch["mixture_tokens"]
-        for what in ("target_tokens", "mixture_tokens", "enroll_tokens"):
-            self._check_tokens(batch[what], what)
         frames = min(target.shape[-1], mixture.shape[-1])  # aligned crops agree to within a frame
         target, mixture = target[..., :frames], mixture[..., :frames]
         lengths = batch["target_tokens_lengths"].clamp(max=frames)
         valid = torch.arange(frames, device=target.device)[None] < lengths[:, None]
         size = target.shape[0]
+        # masked: the positions scored; hidden: the positions the network sees as masks
         if self.prediction == "parallel":
-            masked = draw_frame_mask(valid)[:, None].expand_as(target)
+            masked = hidden = draw_frame_mask(valid)[:, None].expand_as(target)
         else:  # SoundStorm: levels below q given, level q masked by the schedule, levels above q all masked
-            level = torch.randint(self.num_codebooks, (size,), device=target.device)
+            level = torch.randint(self.num_codebooks, (size,), device=target.device)[:, None, None]
             levels = torch.arange(self.num_codebooks, device=target.device)[None, :, None]
-            frame_mask = draw_frame_mask(valid)[:, None]
-            hidden = (levels > level[:, None, None]) | ((levels == level[:, None, None]) & frame_mask)
-            masked = (levels == level[:, None, None]) & frame_mask
-        inputs = torch.where(masked if self.prediction == "parallel" else hidden, self.codebook_size,
-                             target.clamp(min=0))
+            masked = (levels == level) & draw_frame_mask(valid)[:, None]
+            hidden = (levels > level) | masked
+        inputs = torch.where(hidden, self.codebook_size, target.clamp(min=0))
         dropped = torch.rand(size, device=target.device) < (self.enroll_drop if self.training else 0.0)
         logits = self._logits(inputs, mixture, batch["enroll_tokens"], batch["enroll_tokens_lengths"], ~valid,
                               self._mel(batch["mixture"], frames), dropped)
@@ -321,8 +312,6 @@ class MaskGitTSE(TSEModel):
     def generate(self, mixture_tokens: torch.Tensor, enroll_tokens: torch.Tensor,
                  mel: torch.Tensor | None = None) -> torch.Tensor:
         """Target tokens (B, K, F) for mixture tokens (B, K, F) and enrollment tokens (B, K, Fe)."""
-        self._check_tokens(mixture_tokens, "mixture tokens")
-        self._check_tokens(enroll_tokens, "enrollment tokens")
         size, _, frames = mixture_tokens.shape
         device = mixture_tokens.device
         generator = torch.Generator(device=device).manual_seed(self.seed)
