@@ -449,7 +449,8 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         best = [folder / name for _, name in ckpt.read_best(folder)]
         ckpt.average_checkpoints(best, folder / ckpt.AVERAGED)
     log.close()
-    if dist.world > 1:
+    if dist.world > 1:  # ranks leave together: a rank that exits while rank 0 still averages can abort in gloo
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return stage_dir
 
