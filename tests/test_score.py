@@ -80,7 +80,7 @@ def test_manifest_scoring_tables_and_results(corpus, tmp_path):
                            "--enroll", str(data / "enroll.scp"), "--out", str(tmp_path / "scores"))
     assert code == 0, err
     header, rows = read_tsv(tmp_path / "scores" / "scores.tsv")
-    expected = [m for m in METRICS if m not in ("wer", "cer", "spk_sim_ref")]
+    expected = [m for m in METRICS if m not in ("wer", "cer", "tsasr_wer", "spk_sim_ref")]
     assert header == ["utt", *expected]
     assert list(rows) == sorted(read_table(data / "spk1.scp"))
     _, mixture = read_tsv(tmp_path / "scores" / "mixture.tsv")
@@ -255,3 +255,81 @@ def test_wer_through_the_scorer_with_real_whisper_weights(corpus, tmp_path, monk
     header, *lines = (tmp_path / "text_out" / "asr.tsv").read_text().splitlines()
     assert header.split("\t")[:3] == ["utt", "truth_source", "words"] and len(lines) == 3
     assert all(line.split("\t")[1] == "text" for line in lines)
+
+
+# --- tsasr_wer: the system's own transcripts (no corpus, no ASR model: fast) ----------------------------------
+
+REFERENCE_TEXT = {"utt1": "THE CAT SAT ON THE MAT", "utt2": "A QUICK BROWN FOX"}
+HYPOTHESES = {"utt1": "the cat sat on the mat.", "utt2": "a quick green fox"}  # utt2: one substitution
+
+
+def tsasr_inputs(folder: Path, hypotheses: dict[str, str] = HYPOTHESES) -> list[str]:
+    """Two 8 kHz utterances (reference, estimate, mixture), their text and the system's transcripts; CLI options."""
+    rng = np.random.default_rng(0)
+    tables: dict[str, dict[str, str]] = {"spk1.scp": {}, "est.scp": {}, "wav.scp": {}}
+    folder.mkdir(parents=True, exist_ok=True)
+    for utt in REFERENCE_TEXT:
+        target = 0.3 * np.sin(np.arange(8000) / 7) * rng.uniform(0.5, 1.0, 8000)
+        signals = {"spk1.scp": target, "est.scp": target + 0.01 * rng.standard_normal(8000),
+                   "wav.scp": target + 0.3 * rng.standard_normal(8000)}
+        for name, samples in signals.items():
+            sf.write(folder / f"{utt}_{name[:-4]}.wav", samples.astype(np.float32), 8000)
+            tables[name][utt] = str(folder / f"{utt}_{name[:-4]}.wav")
+    for name, table in tables.items():
+        write_table(folder / name, table)
+    write_table(folder / "text", REFERENCE_TEXT)
+    (folder / "hyp_text").write_text("".join(f"{u} {t}\n" for u, t in hypotheses.items()))
+    return ["--ref", str(folder / "spk1.scp"), "--est", str(folder / "est.scp"), "--mix", str(folder / "wav.scp"),
+            "--text", str(folder / "text"), "--hyp-text", str(folder / "hyp_text")]
+
+
+def test_tsasr_wer_counts_the_system_transcripts_against_text(tmp_path):
+    from tsekit.metrics.scorer import choose_metrics
+
+    assert "tsasr_wer" in choose_metrics(None, {"text", "hyp_text"})[0]
+    assert "tsasr_wer" not in choose_metrics(None, {"text"})[0]
+    with pytest.raises(TsekitError, match="metric tsasr_wer needs --hyp-text"):
+        choose_metrics("tsasr_wer", {"text"})
+    options = tsasr_inputs(tmp_path / "in")
+    code, _, err = score(*options, "--metrics", "si_sdr,tsasr_wer", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    header, rows = read_tsv(tmp_path / "s" / "scores.tsv")
+    assert header == ["utt", "si_sdr", "tsasr_wer"]
+    assert rows["utt1"]["tsasr_wer"] == 0.0 and rows["utt2"]["tsasr_wer"] == 0.25
+    records = {json.loads(line)["utt"]: json.loads(line) for line in
+               (tmp_path / "s" / "parts" / "local.jsonl").read_text().splitlines()}
+    assert [(records[u]["asr"]["tsasr_word_errors"], records[u]["asr"]["words"]) for u in ("utt1", "utt2")] == \
+        [(0, 6), (1, 4)]
+    assert read_tsv(tmp_path / "s" / "mixture.tsv")[0] == ["utt", "si_sdr"]  # the mixture has no transcript
+    results = (tmp_path / "s" / "RESULTS.md").read_text()
+    assert re.search(r"\| tsasr_wer \(%\) \| 12\.50 ± 12\.50 \| \| \| 2 \|", results)
+    assert f"own transcripts `{tmp_path / 'in' / 'hyp_text'}`, against the `text` transcripts: 10.00%." in results
+    assert "transcripts: `asr.tsv`" in results
+    header, *lines = (tmp_path / "s" / "asr.tsv").read_text().splitlines()
+    assert header.split("\t") == ["utt", "truth_source", "words", "tsasr_word_errors", "truth", "tsasr_hyp"]
+    assert lines[1].split("\t") == ["utt2", "text", "4", "1", "A QUICK BROWN FOX", "a quick green fox"]
+
+
+def test_tsasr_wer_of_jobs_is_merged(tmp_path):
+    options = [*tsasr_inputs(tmp_path / "in", {"utt1": "the cat sat on a mat", "utt2": ""}), "--metrics",
+               "si_sdr,tsasr_wer", "--out", str(tmp_path / "s")]  # an empty transcript: every word deleted
+    assert score(*options, "--job", "1", "--nj", "2")[0] == 0
+    assert score(*options, "--job", "2", "--nj", "2")[0] == 0
+    code, out, err = score("merge", str(tmp_path / "s"))
+    assert code == 0, err
+    _, rows = read_tsv(tmp_path / "s" / "scores.tsv")
+    assert rows["utt1"]["tsasr_wer"] == pytest.approx(1 / 6, abs=1e-4) and rows["utt2"]["tsasr_wer"] == 1.0
+    assert "against the `text` transcripts: 50.00%." in out  # (1 + 4) / (6 + 4)
+
+
+def test_tsasr_inputs_are_checked_before_scoring(tmp_path):
+    options = tsasr_inputs(tmp_path / "in", {"utt1": "the cat"})
+    code, _, err = score(*options, "--out", str(tmp_path / "s"))
+    assert code == 1 and err.strip().splitlines() == [
+        f"tsekit: error: {tmp_path / 'in' / 'hyp_text'}: no hypothesis transcript for 1 of 2 reference utterances "
+        "(e.g. utt2)"]
+    assert not (tmp_path / "s").exists()
+    at = options.index("--text")
+    without_text = options[:at] + options[at + 2 :]
+    code, _, err = score(*without_text, "--out", str(tmp_path / "s"))
+    assert code == 1 and "give --text too" in err and not (tmp_path / "s").exists()

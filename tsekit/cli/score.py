@@ -4,7 +4,7 @@ import click
 
 # kept equal to tsekit.metrics.scorer.METRICS by a test; not imported here to keep --help fast
 METRIC_NAMES = ("si_sdr si_sdri snr snri sdr sir sar pesq stoi estoi dnsmos_sig dnsmos_bak dnsmos_ovrl "
-                "dnsmos_p808 wer cer spk_sim spk_sim_ref")
+                "dnsmos_p808 wer cer tsasr_wer spk_sim spk_sim_ref")
 METRIC_HELP = (f"Comma list of metrics; default: every one whose inputs are given, except cer and "
                f"spk_sim_ref. Names: {METRIC_NAMES}.")
 
@@ -14,7 +14,11 @@ METRIC_HELP = (f"Comma list of metrics; default: every one whose inputs are give
 @click.option("--est", type=click.Path(dir_okay=False), help="scp of estimates (the wav.scp of tsekit infer).")
 @click.option("--mix", type=click.Path(dir_okay=False), help="scp of mixtures: baseline, SI-SDRi/SNRi, SIR/SAR.")
 @click.option("--enroll", type=click.Path(dir_okay=False), help="scp of enrollments: speaker similarity.")
-@click.option("--text", type=click.Path(dir_okay=False), help="Transcripts for WER (else: ASR of the reference).")
+@click.option("--text", type=click.Path(dir_okay=False),
+              help="Reference transcripts (Kaldi text) for wer (else: ASR of the reference) and tsasr_wer.")
+@click.option("--hyp-text", type=click.Path(dir_okay=False),
+              help="The system's own transcripts (Kaldi text, e.g. the text of tsekit infer's OUT): tsasr_wer "
+                   "against --text.")
 @click.option("--ref-dir", type=click.Path(file_okay=False), help="Folder of references (instead of --ref).")
 @click.option("--est-dir", type=click.Path(file_okay=False), help="Folder of estimates, matched by file name.")
 @click.option("--mix-dir", type=click.Path(file_okay=False), help="Folder of mixtures, matched by file name.")
@@ -30,14 +34,15 @@ METRIC_HELP = (f"Comma list of metrics; default: every one whose inputs are give
 @click.option("--threshold", type=float, default=1.0, show_default=True,
               help="SI-SDRi (dB) above which an utterance counts as accepted (target-confusion rate).")
 @click.pass_context
-def score(ctx: click.Context, ref, est, mix, enroll, text, ref_dir, est_dir, mix_dir, enroll_dir, out, metrics,
-          nj, job, asr_model, threshold) -> None:
+def score(ctx: click.Context, ref, est, mix, enroll, text, hyp_text, ref_dir, est_dir, mix_dir, enroll_dir, out,
+          metrics, nj, job, asr_model, threshold) -> None:
     """Score estimates against references; writes OUT/scores.tsv and OUT/RESULTS.md.
 
     \b
     tsekit score --ref data/test/spk1.scp --est exp/x/decode_test/wav.scp --mix data/test/wav.scp --out DIR
     tsekit score --ref-dir refs/ --est-dir outputs/ --out DIR
     tsekit score ... --job J --nj N --out DIR   (N jobs, then: tsekit score merge DIR)
+    tsekit score ... --text data/test/text --hyp-text exp/x/decode_test/text   (tsasr_wer)
 
     A killed run resumes where it stopped when run again with the same options.
     """
@@ -59,11 +64,11 @@ def score(ctx: click.Context, ref, est, mix, enroll, text, ref_dir, est_dir, mix
     if out is None:
         raise TsekitError("--out is required")
     if ref and est and not (ref_dir or est_dir):
-        inputs = inputs_from_manifests(ref, est, mix, enroll, text)
+        inputs = inputs_from_manifests(ref, est, mix, enroll, text, hyp_text)
     elif ref_dir and est_dir and not (ref or est or mix or enroll):
+        if text or hyp_text:
+            raise TsekitError(f"{'--text' if text else '--hyp-text'} goes with --ref/--est manifests, not with folders")
         inputs = inputs_from_dirs(ref_dir, est_dir, mix_dir, enroll_dir)
-        if text:
-            raise TsekitError("--text goes with --ref/--est manifests, not with folders")
     else:
         raise TsekitError("give either --ref and --est (scp manifests) or --ref-dir and --est-dir (folders)")
     if job is not None and job > nj:

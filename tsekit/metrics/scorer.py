@@ -6,6 +6,11 @@ encoder and Whisper only when those metrics are asked for) and turns one
 into a `UtteranceScores`: the metric values of the estimate, the same metrics
 of the mixture used as the estimate (the baseline, computed in the same pass so
 SI-SDRi and SNRi reuse it), ASR details and warnings.
+
+``tsasr_wer`` scores no audio: it counts the word errors of the system's own
+transcript (``--hyp-text``, a target-speaker ASR system's ``OUT/text``) against
+the reference transcript (``--text``), normalised as ``wer``; it has no mixture
+baseline and needs no ASR model.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ METRICS: dict[str, frozenset[str]] = {
     "dnsmos_p808": frozenset({"16k"}),
     "wer": frozenset({"asr"}),
     "cer": frozenset({"asr"}),
+    "tsasr_wer": frozenset({"text", "hyp_text"}),
     "spk_sim": frozenset({"enroll"}),
     "spk_sim_ref": frozenset(),
 }
@@ -43,13 +49,15 @@ DNSMOS_SKIPPED = "DNSMOS skipped: it is defined at 16 kHz and this data is below
 IMPROVEMENTS = {"si_sdri": "si_sdr", "snri": "snr"}  # improvement -> the metric it improves
 # asked for by default when their inputs are there; the others only when named
 OPT_IN = frozenset({"spk_sim_ref", "cer"})
+# metrics of the system's own transcript: the mixture has none, so they have no baseline
+NO_BASELINE = frozenset({"tsasr_wer"})
 
 
 def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], list[str]]:
     """(metrics to compute, messages about metrics left out).
 
     ``requested`` is a comma list or None for every metric whose inputs are in
-    ``have`` (a subset of mix, enroll, asr, 16k). Naming a metric whose input is
+    ``have`` (a subset of mix, enroll, asr, text, hyp_text, 16k). Naming a metric whose input is
     missing is an error, except DNSMOS off 16 kHz, which is skipped with a message.
     """
     messages = []
@@ -62,7 +70,7 @@ def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], li
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise TsekitError(f"unknown metric {unknown[0]!r}; valid metrics: {' '.join(METRICS)}")
-    flags = {"mix": "--mix", "enroll": "--enroll", "asr": "--asr-model"}
+    flags = {"mix": "--mix", "enroll": "--enroll", "asr": "--asr-model", "text": "--text", "hyp_text": "--hyp-text"}
     for metric in chosen:
         missing = METRICS[metric] - have - {"16k"}
         if missing:
@@ -83,6 +91,7 @@ class Utterance:
     enroll: np.ndarray | None = None
     enroll_rate: int | None = None
     text: str | None = None
+    hyp_text: str | None = None  # the system's own transcript (tsasr_wer)
 
 
 @dataclass
@@ -139,6 +148,8 @@ class Scorer:
                                  {m: mixture[m] for m in self.metrics if m in mixture})
         if wanted & {"wer", "cer"}:
             self._asr_metrics(utt, result)
+        if "tsasr_wer" in wanted:
+            self._tsasr_metrics(utt, result)
         return result
 
     def _signal_metrics(self, estimate: np.ndarray, utt: Utterance, wanted: set[str]) -> dict[str, float]:
@@ -198,3 +209,13 @@ class Scorer:
                 target["cer"] = char_err / chars if chars else math.nan
         details.update({"words": words, "chars": chars})
         result.asr = details
+
+    def _tsasr_metrics(self, utt: Utterance, result: UtteranceScores) -> None:
+        """WER of the system's own transcript against `text`; counts beside the Whisper ones in ``result.asr``."""
+        from tsekit.metrics.asr import word_errors
+
+        errors, words = word_errors(utt.text, utt.hyp_text)
+        result.scores["tsasr_wer"] = errors / words if words else math.nan
+        # truth and words are those of wer too when both are scored: both count against `text` then
+        result.asr.update({"truth_source": "text", "truth": utt.text, "words": words, "tsasr_hyp": utt.hyp_text,
+                           "tsasr_word_errors": errors})
