@@ -40,7 +40,9 @@ def _common(command):
 @_common
 @click.option("--data", required=True, type=click.Path(file_okay=False),
               help="Data dir: wav.scp (mixtures) and enroll.scp.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes OUT/wav/<utt>.wav, OUT/wav.scp.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Writes OUT/wav/<utt>.wav, OUT/wav.scp (and, for a transcribing system, OUT/txt/<utt>.txt, "
+                   "OUT/text).")
 @click.option("--nj", type=click.IntRange(min=1), default=None,
               help="With --job: the number of jobs. Without: torch threads of this process.")
 @click.option("--job", type=click.IntRange(min=1), default=None,
@@ -80,7 +82,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
               help="Positive enrollment (the target among others), for the pos/neg systems.")
 @click.option("--enroll-neg", type=click.Path(dir_okay=False),
               help="Negative enrollment (the others without the target), for the pos/neg systems.")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Output wav (16-bit).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="Output wav (16-bit); a transcribing system also writes its transcript to OUT with suffix .txt.")
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
@@ -92,11 +95,17 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
     tsekit extract --exp-dir exp/tfgridnet_posneg --mix mixture.wav --enroll-pos pos.wav --enroll-neg neg.wav \\
                    -o target.wav
     """
-    from tsekit.infer.extract import extract_file
+    import time
+
+    from tsekit.infer.extract import extract_file, transcript_path
 
     given = {"enroll": enroll, "enroll_pos": enroll_pos, "enroll_neg": enroll_neg}
+    started = time.time_ns()
     path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
                         checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
                         output_level=output_level, refine=refine, refine_passes=refine_passes,
                         refine_start=refine_start)
-    click.echo(f"wrote {path}", err=True)
+    # a transcribing model writes OUT.txt too; one left by an earlier run is older than this run
+    text = transcript_path(path)
+    transcribed = text.is_file() and text.stat().st_mtime_ns >= started
+    click.echo(f"wrote {path}" + (f" and its transcript {text}" if transcribed else ""), err=True)

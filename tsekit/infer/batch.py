@@ -1,7 +1,15 @@
 """Inference over a data dir (recipe stage 6): ``OUT/wav/<utt>.wav`` per row, then ``OUT/wav.scp``.
 
-Resuming: every wav is written atomically (temporary file + rename), so a
-wav that exists is complete; a rerun skips those and extracts only the rest.
+A system that transcribes the target speaker (``TSEModel.transcribes``) also
+writes ``OUT/txt/<utt>.txt`` (its transcript, one line) per row, before the
+row's wav, and ``OUT/text`` (Kaldi text: ``utt transcript``) from those
+files once every row is done, just before ``OUT/wav.scp`` (so a decode dir
+with ``wav.scp`` has its ``text``). With ``refine`` no transcript is made
+(refinement gives none).
+
+Resuming: every wav (and transcript) is written atomically (temporary file +
+rename), so a wav that exists is complete, and its transcript exists too; a
+rerun skips those rows and extracts only the rest.
 Nothing records which checkpoint wrote them: decode with another checkpoint
 into another OUT. A second process extracting the same shard into the same
 OUT is refused (``tsekit.lock``: one lock per ``--job``, ``.OUT.jobJ.lock``).
@@ -11,7 +19,8 @@ utterances (the same shards as ``tsekit score --job``), for the Kaldi runners
 (``run.pl`` / ``slurm.pl``). No merge step is needed: whichever process finds
 every utterance of the data dir with its wav writes ``OUT/wav.scp``
 (atomically; two jobs finishing together write the same content), so the
-last job to finish writes it, and a rerun after all are done writes it too.
+last job to finish writes it, and a rerun after all are done writes it too;
+``OUT/text`` likewise.
 
 Threads: without ``job``, ``nj`` is the number of torch threads of this one
 process (default: torch's own choice). With ``job``, N processes may share
@@ -30,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.table import read_table, sorted_keys, write_table
+from tsekit.data.table import atomic_open, read_table, sorted_keys, write_table
 from tsekit.lock import writer_lock
 
 
@@ -59,18 +68,25 @@ class InferSummary:
     output_level: str
     job: int | None = None
     nj: int | None = None
+    transcribes: bool = False  # the model's transcripts go to OUT/txt/ and, with wav.scp, OUT/text
 
     def __str__(self) -> str:
         who, speed = job_and_speed(self.job, self.nj, self.extracted, self.seconds, self.audio_seconds)
         line = (f"{who}{self.extracted} of {self.mine} utterances extracted{speed}, {self.skipped} already done "
                 f"({self.checkpoint}, output level {self.output_level})")
+        tables = f"{self.out / 'wav.scp'} and {self.out / 'text'}" if self.transcribes else str(self.out / "wav.scp")
         if self.wrote_scp:
-            return f"{line}; all {self.total} done: {self.out / 'wav.scp'}"
-        return f"{line}; {self.out / 'wav.scp'} is written once every job is done"
+            return f"{line}; all {self.total} done: {tables}"
+        return f"{line}; {tables} {'are' if self.transcribes else 'is'} written once every job is done"
 
 
 def wav_path(out: Path, utt: str) -> Path:
     return out / "wav" / f"{utt}.wav"
+
+
+def txt_path(out: Path, utt: str) -> Path:
+    """Where a transcribing model's transcript of ``utt`` goes (written before the wav)."""
+    return out / "txt" / f"{utt}.txt"
 
 
 # the enrollment inputs a model may need, by batch key, and the data-dir files that hold them
@@ -160,6 +176,18 @@ def write_scp_if_complete(out: Path, utts: list[str]) -> bool:
     return True
 
 
+def write_text_table(out: Path, utts: list[str]) -> None:
+    """Write OUT/text (``utt transcript``, C-sorted) from OUT/txt/<utt>.txt once every utterance is done."""
+    text = {}
+    for utt in utts:
+        path = txt_path(out, utt)
+        if not path.is_file():  # a wav without its transcript: written by a system that does not transcribe
+            raise TsekitError(f"{path}: not found, but {wav_path(out, utt)} is there; remove that wav and rerun "
+                              "to extract it with its transcript")
+        text[utt] = path.read_text(encoding="utf-8").strip()
+    write_table(out / "text", text)
+
+
 def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    nj: int | None = None, job: int | None = None, device: str = "cpu",
                    checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
@@ -171,6 +199,9 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
     (``TSEModel.refine``, ``refine_passes`` times from diffusion time ``refine_start``) instead of
     extracting from the mixture alone.
+
+    A model with ``transcribes`` (and no ``refine``) also writes OUT/txt/<utt>.txt and OUT/text
+    (module docstring).
 
     ``chunk_seconds`` None takes the config's default (``default_chunk_seconds``); 0 never chunks.
     ``output_level`` None takes the experiment's ``infer.output_level`` (``tsekit.infer.level``).
@@ -201,7 +232,9 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
         refine_table = read_refine(refine, utts)
     # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
     with writer_lock(out, f"job{job}" if job is not None else ""):
-        todo = [u for u in mine if not wav_path(out, u).is_file()]
+        with_text = model.transcribes and refine is None
+        # a row is done when its wav exists, and its transcript too when the model transcribes
+        todo = [u for u in mine if not wav_path(out, u).is_file() or (with_text and not txt_path(out, u).is_file())]
         check_inputs(model, (data_dir / "wav.scp", mixtures),
                      {data_dir / ENROLLMENT_FILES[k]: v for k, v in enrolls.items()},
                      None if refine is None else (Path(refine), refine_table), todo, rate)
@@ -219,9 +252,16 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                 enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
                           for k, table in enrolls.items()} or {"enroll": mixture[:0]}
                 initial = None if refine is None else load_mono(refine_table[utt], f"{refine}: {utt}", rate)
-                estimate = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
-                                            output_level=output_level, peak=cfg.infer.peak, refine=initial,
-                                            refine_passes=refine_passes, refine_start=refine_start)
+                result = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
+                                          output_level=output_level, peak=cfg.infer.peak, refine=initial,
+                                          refine_passes=refine_passes, refine_start=refine_start,
+                                          with_text=with_text)
+                estimate = result
+                if with_text:
+                    estimate, text = result
+                    # the transcript first: a wav that exists then implies its transcript does (resuming)
+                    with atomic_open(txt_path(out, utt)) as f:
+                        f.write(text + "\n")
                 write_audio(wav_path(out, utt), estimate, rate)
                 audio_seconds += len(mixture) / rate
                 bar.update(1)
@@ -229,7 +269,10 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
             bar.close()
             torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
         seconds = time.perf_counter() - started
+        # OUT/text before OUT/wav.scp, so that a finished decode dir (wav.scp) always has its text
+        if with_text and all(wav_path(out, u).is_file() for u in utts):
+            write_text_table(out, utts)
         wrote = write_scp_if_complete(out, utts)
         return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
                             skipped=len(mine) - len(todo), audio_seconds=audio_seconds, seconds=seconds,
-                            wrote_scp=wrote, output_level=output_level, job=job, nj=nj)
+                            wrote_scp=wrote, output_level=output_level, job=job, nj=nj, transcribes=with_text)

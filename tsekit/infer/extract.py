@@ -24,6 +24,10 @@ enrollment is given whole to every chunk.
 Output level: the blended output of the whole utterance is then rescaled once
 (``tsekit.infer.level``; the experiment's ``infer.output_level`` unless the
 caller says otherwise), so chunks never get gains of their own.
+
+Transcripts: a system with ``TSEModel.transcribes`` (target-speaker ASR) also
+returns the target speaker's words (``with_text``); chunk transcripts are joined
+in time order, and ``tsekit extract`` writes them beside the wav (``transcript_path``).
 """
 
 from __future__ import annotations
@@ -157,21 +161,31 @@ def _fade_weights(starts: list[int], chunk: int) -> list[np.ndarray]:
 
 
 def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.Tensor],
-         initial: torch.Tensor | None, passes: int, start: float) -> np.ndarray:
-    """Model outputs (B, T) as float64 numpy, cut or zero-padded to the input length.
+         initial: torch.Tensor | None, passes: int, start: float,
+         with_text: bool = False) -> tuple[np.ndarray, list[str] | None]:
+    """(model outputs (B, T) as float64 numpy, cut or zero-padded to the input length; transcripts or None).
 
     ``initial``: estimates of another system to refine (B, T), or None to extract.
+    ``with_text``: extract with ``model.extract_with_text``, which also returns each row's transcript.
     """
     batch = mixtures.shape[0]
     enrollments = {k: v.expand(batch, -1) for k, v in enrollments.items()}
-    if initial is None:
+    texts = None
+    if with_text:
+        estimate, texts = model.extract_with_text(mixtures, enrollments)
+    elif initial is None:
         estimate = model.extract_enrolled(mixtures, enrollments)
     else:
         estimate = model.refine(mixtures, enrollments, initial, passes, start)
     length = mixtures.shape[-1]
     if estimate.shape[-1] < length:
         estimate = torch.nn.functional.pad(estimate, (0, length - estimate.shape[-1]))
-    return estimate[..., :length].double().cpu().numpy()
+    return estimate[..., :length].double().cpu().numpy(), texts
+
+
+def join_transcripts(texts: list[str]) -> str:
+    """Chunk transcripts in time order as one line: single spaces, empty ones dropped."""
+    return " ".join(" ".join(texts).split())
 
 
 @torch.no_grad()
@@ -179,7 +193,7 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
                      sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                      device: str | torch.device | None = None, output_level: str = "none",
                      peak: float = 0.9, refine: np.ndarray | None = None, refine_passes: int = 1,
-                     refine_start: float = 1.0) -> np.ndarray:
+                     refine_start: float = 1.0, with_text: bool = False) -> np.ndarray | tuple[np.ndarray, str]:
     """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
 
     ``enroll`` is one enrollment, or the model's enrollment signals by batch key
@@ -190,7 +204,14 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     ``refine``: another system's estimate (the mixture's length) that the model improves instead of
     extracting from scratch (``TSEModel.refine``, ``refine_passes`` times from diffusion time
     ``refine_start``); it is chunked with the mixture.
+    ``with_text`` (models with ``transcribes``): returns ``(waveform, transcript)``, extracting with
+    ``TSEModel.extract_with_text``; the transcript is the chunks' transcripts in time order joined with
+    single spaces, so a word spoken inside an overlap of two chunks may appear twice. It cannot be
+    combined with ``refine``.
     """
+    if with_text and refine is not None:
+        raise TsekitError("with_text and refine cannot be combined: refining another system's estimate "
+                          "(--refine) gives no transcript")
     mixture = np.asarray(mixture, dtype=np.float32)
     enrollments = {k: np.asarray(v, dtype=np.float32)
                    for k, v in (enroll if isinstance(enroll, dict) else {"enroll": enroll}).items()}
@@ -210,23 +231,27 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
     length = len(mixture)
     chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
     if chunk <= 0 or length <= chunk:
-        estimate = _run(model, mix.unsqueeze(0), enroll_t, None if initial is None else initial.unsqueeze(0),
-                        refine_passes, refine_start)[0]
-        return set_output_level(estimate, mixture, output_level, peak)
+        outputs, texts = _run(model, mix.unsqueeze(0), enroll_t, None if initial is None else initial.unsqueeze(0),
+                              refine_passes, refine_start, with_text)
+        estimate = set_output_level(outputs[0], mixture, output_level, peak)
+        return (estimate, join_transcripts(texts)) if with_text else estimate
     overlap = min(int(round(overlap_seconds * sample_rate)), chunk // 2)
     starts = chunk_starts(length, chunk, overlap)
     weights = _fade_weights(starts, chunk)
     total = np.zeros(length, dtype=np.float64)
     weight_sum = np.zeros(length, dtype=np.float64)
+    chunk_texts: list[str] = []
     for first in range(0, len(starts), CHUNK_BATCH):
         group = starts[first : first + CHUNK_BATCH]
         initial_chunks = None if initial is None else torch.stack([initial[s : s + chunk] for s in group])
-        outputs = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t, initial_chunks,
-                       refine_passes, refine_start)
+        outputs, texts = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t, initial_chunks,
+                              refine_passes, refine_start, with_text)
+        chunk_texts += texts or []
         for output, start, weight in zip(outputs, group, weights[first : first + CHUNK_BATCH], strict=True):
             total[start : start + chunk] += weight * output
             weight_sum[start : start + chunk] += weight
-    return set_output_level(total / weight_sum, mixture, output_level, peak)
+    estimate = set_output_level(total / weight_sum, mixture, output_level, peak)
+    return (estimate, join_transcripts(chunk_texts)) if with_text else estimate
 
 
 def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
@@ -242,6 +267,11 @@ def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
     return samples
 
 
+def transcript_path(out: str | os.PathLike) -> Path:
+    """Where ``tsekit extract`` writes the transcript of a transcribing model: ``out`` with suffix ``.txt``."""
+    return Path(out).with_suffix(".txt")
+
+
 def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[str, str], out: str | os.PathLike,
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
@@ -255,8 +285,12 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     ``enroll`` is one enrollment file, or files by batch key (``enroll_pos``, ``enroll_neg``); they must be
     the enrollments the model needs. ``chunk_seconds`` None takes the config's default; 0 never chunks (as
     ``tsekit infer``). ``output_level`` None takes the experiment's ``infer.output_level``.
+
+    A model with ``transcribes`` also writes its transcript of the target speaker, one line, to
+    ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
     """
     from tsekit.data.audio import write_audio
+    from tsekit.data.table import atomic_open
 
     model, cfg = load_experiment(exp_dir, checkpoint, device)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
@@ -274,10 +308,19 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     if initial is not None and len(initial) != len(mixture_samples):
         raise TsekitError(f"--refine {refine}: {len(initial)} samples, the mixture {len(mixture_samples)}: "
                           "not an estimate of this mixture")
+    with_text = model.transcribes and initial is None
+    if with_text and transcript_path(out) == Path(out):
+        raise TsekitError(f"{out}: the output wav cannot end in .txt; the transcript goes to {transcript_path(out)}")
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
-    estimate = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,
-                                output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak,
-                                refine=initial, refine_passes=refine_passes, refine_start=refine_start)
+    result = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,
+                              output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak,
+                              refine=initial, refine_passes=refine_passes, refine_start=refine_start,
+                              with_text=with_text)
+    estimate = result
+    if with_text:
+        estimate, text = result
+        with atomic_open(transcript_path(out)) as f:
+            f.write(text + "\n")
     write_audio(out, estimate, rate)
     return Path(out)

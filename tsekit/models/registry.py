@@ -46,6 +46,8 @@ class TSEModel(torch.nn.Module, abc.ABC):
     registry_name: ClassVar[str] = ""
     # inputs the dataset must provide besides mixture (always there)
     needs: ClassVar[frozenset[str]] = frozenset({"target", "enroll"})
+    # systems that also transcribe the target speaker (target-speaker ASR): `tsekit infer` then writes OUT/text
+    transcribes: ClassVar[bool] = False
     # the outputs the training losses read, set by the trainer (None: all); a model may skip computing the others,
     # e.g. the pos/neg systems do not run their frozen extractor while distilling
     wanted_outputs: frozenset[str] | None = None
@@ -93,6 +95,11 @@ class TSEModel(torch.nn.Module, abc.ABC):
         overrides it, so inference never branches on the system.
         """
         return self.extract(mixture, enrollments["enroll"])
+
+    def extract_with_text(self, mixture: torch.Tensor,
+                          enrollments: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+        """Target speech (B, T) and the target speaker's transcript of each row; systems with ``transcribes``."""
+        raise TsekitError(f"model {self.registry_name} does not transcribe the target speaker")
 
 
 def model_params(name: str) -> dict[str, inspect.Parameter]:
