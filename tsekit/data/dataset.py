@@ -4,7 +4,7 @@ An item is a dict: ``utt`` (str), ``mixture`` (T,), ``length`` (valid samples
 of ``mixture``; the rest is zero padding), and what the model ``needs``:
 ``target`` (T,), ``enroll`` (Te,), ``speaker`` (int64 scalar), ``enroll_pos``,
 ``enroll_neg``, ``enroll_clean`` (clips), ``mixture_tokens``, ``target_tokens``,
-``enroll_tokens`` (codec tokens, codebooks x frames). Only the tables those need are
+``enroll_tokens`` (codec tokens, codebooks x frames), ``text`` (the target's transcript). Only the tables those need are
 read (wav.scp always; spk1.scp for the target; enroll.scp, or spk2enroll +
 spk1.scp + utt2spk [+ utt2uniq] for sampled enrollments, or only spk1.scp when
 the target utterance itself enrolls (``enroll="target"``); utt2spk for the
@@ -64,7 +64,7 @@ from tsekit.data.table import read_list_table, read_table, sorted_keys
 CLIP_NEEDS = {"enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp", "enroll_clean": "enroll.scp"}
 # codec tokens: need -> the signal of tsekit tokenize's output they are read from
 TOKEN_NEEDS = {"mixture_tokens": "mixture", "target_tokens": "target", "enroll_tokens": "enroll"}
-SUPPORTED_NEEDS = ("enroll", "speaker", "target", *CLIP_NEEDS, *TOKEN_NEEDS)
+SUPPORTED_NEEDS = ("enroll", "speaker", "target", "text", *CLIP_NEEDS, *TOKEN_NEEDS)
 PAD_TOKEN = -1  # batches pad token matrices with it: no codebook index is negative
 ENROLL_MODES = ("fixed", "sampled", "target")
 UNKNOWN_SPEAKER = -100  # torch.nn.CrossEntropyLoss ignores this target by default
@@ -206,6 +206,9 @@ class TSEDataset(torch.utils.data.Dataset):
         for name, pair in (("dm_sir_range", dm_sir_range), ("dm_snr_range", dm_snr_range)):
             if len(pair) != 2 or pair[0] > pair[1]:
                 raise TsekitError(f"{name} must be [low, high] with low <= high, got {list(pair)}")
+        if "text" in self.needs and train and chunk_seconds:
+            raise TsekitError("a model that reads transcripts (text) trains on whole utterances, whose transcripts "
+                              f"they are: set data.chunk_seconds to null (it is {chunk_seconds})")
         self.rate, self.train, self.seed, self.epoch = sample_rate, train, seed, 0
         self.enroll_mode = enroll
         self.chunk = round(chunk_seconds * sample_rate) if train and chunk_seconds else None
@@ -290,6 +293,8 @@ class TSEDataset(torch.utils.data.Dataset):
         names.update(CLIP_NEEDS[need] for need in self.needs & set(CLIP_NEEDS))
         if self.dm_noise:
             names.add("noise1.scp")
+        if "text" in self.needs:
+            names.add("text")
         return sorted(names)
 
     def _enrolled_by_target(self) -> bool:
@@ -297,6 +302,9 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _read_rows(self, name: str) -> dict[str, str]:
         """A per-row table, checked to have a line for every row of wav.scp."""
+        if name == "text" and not (self.data_dir / name).is_file():
+            raise TsekitError(f"{self.data_dir / name}: file not found; the model is trained on the target "
+                              "speaker's transcripts (the corpus's data prep writes them where it has them)")
         table = read_table(self.data_dir / name)
         missing = [utt for utt in self.rows if utt not in table]
         if missing:
@@ -445,6 +453,8 @@ class TSEDataset(torch.utils.data.Dataset):
 
             signal, key = enrollment_tokens(utt, example.enroll_row)
             item["enroll_tokens"] = self._tokens(signal, key, example.enroll_start, example.enroll_frames)
+        if "text" in self.needs:
+            item["text"] = self.tables["text"][utt]
         if "speaker" in self.needs:
             index_of = self.speaker_index.get(self.tables["utt2spk"][utt], UNKNOWN_SPEAKER)
             item["speaker"] = torch.tensor(index_of, dtype=torch.int64)
@@ -480,6 +490,8 @@ def collate(items: list[dict]) -> dict:
     if "enroll" in items[0]:
         batch["enroll"] = _pad_stack([item["enroll"] for item in items])
         batch["enroll_lengths"] = torch.tensor([len(item["enroll"]) for item in items], dtype=torch.int64)
+    if "text" in items[0]:
+        batch["text"] = [item["text"] for item in items]
     if "speaker" in items[0]:
         batch["speaker"] = torch.stack([torch.as_tensor(item["speaker"], dtype=torch.int64) for item in items])
     for need in TOKEN_NEEDS:

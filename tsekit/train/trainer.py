@@ -276,10 +276,12 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     if "num_speakers" in model_params(cfg.model.name) and "num_speakers" not in params:
         params["num_speakers"] = len(speakers)
         cfg.model.params = params
-    if "codec" in model_params(cfg.model.name) and "codec" not in params and cfg.codec.spec:
-        # a token system decodes with the codec of the config's codec section (what stage 3 tokenized with)
-        params.update(codec=cfg.codec.spec, codec_params=dict(cfg.codec.params))
-        cfg.model.params = params
+    for section in ("codec", "vocoder"):
+        reference = getattr(cfg, section)
+        if section in model_params(cfg.model.name) and section not in params and reference.spec:
+            # a token or mel system speaks through the codec or vocoder of its config's section (stage 3 built it)
+            params.update({section: reference.spec, f"{section}_params": dict(reference.params)})
+            cfg.model.params = params
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model.name, params).to(dist.device)
     messages = []

@@ -1,0 +1,205 @@
+"""whisper_cfm: LoRA on a frozen Whisper, the TS-ASR prompt and loss, flow matching, and its pipeline.
+
+Whisper here is openai-whisper's real architecture at a tiny size with random weights, saved as a ``.pt``
+checkpoint (the loader's path for any size); the vocoder is the toolkit's, randomly initialised.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from whisper.model import ModelDimensions, Whisper
+from whisper.tokenizer import get_tokenizer
+
+from tsekit import TsekitError
+from tsekit.models import build_model
+from tsekit.models.whisper_cfm import decoder_prompt
+
+VOCODER = {"sample_rate": 16000, "n_mels": 20, "n_fft": 256, "hop_length": 128, "width": 16, "num_blocks": 1}
+SMALL = {"frame_layers": 1, "frame_heads": 2, "flow_channels": [16, 16], "flow_heads": 2, "flow_head_dim": 8,
+         "flow_mid_blocks": 1, "speaker_encoder": "learned", "speaker_dim": 32, "min_enroll_seconds": 0.3,
+         "vocoder": "tsekit_vocoder", "vocoder_params": VOCODER, "flow_steps": 3}
+
+
+def tiny_whisper(path, multilingual: bool = False) -> str:
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=51865 if multilingual else 51864, n_text_ctx=448, n_text_state=32, n_text_head=2,
+                           n_text_layer=1)
+    model = Whisper(dims)
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # whisper leaves it uninitialised
+    torch.save({"dims": dims.__dict__, "model_state_dict": model.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def whisper_pt(tmp_path_factory) -> str:
+    return tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
+
+
+def make_model(whisper_pt: str, **params) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("whisper_cfm", {"whisper": whisper_pt, **SMALL, **params})
+
+
+def a_batch(size: int = 2) -> dict:
+    generator = torch.Generator().manual_seed(1)
+    mixture = 0.1 * torch.randn(size, 12000, generator=generator)
+    return {"mixture": mixture, "lengths": torch.tensor([12000, 9000][:size]), "target": 0.5 * mixture,
+            "enroll": 0.1 * torch.randn(size, 8000, generator=generator),
+            "enroll_lengths": torch.tensor([8000, 6000][:size]),
+            "text": ["HELLO WORLD", "THE CAT SAT ON THE MAT"][:size]}
+
+
+def test_only_lora_and_the_trainable_parts_learn_and_whisper_stays_out_of_the_checkpoint(whisper_pt):
+    model = make_model(whisper_pt)
+    whisper = model.whisper(torch.device("cpu"))
+    before = {k: v.clone() for k, v in whisper.state_dict().items()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("lora.", "speaker", "frame", "frames_to_mel", "estimator"))
+                             for name in trainable)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model(a_batch())["objective"].mean().backward()
+    assert {name for name, p in model.named_parameters() if p.grad is not None} == trainable
+    assert all(p.grad is None for p in whisper.parameters())
+    up = model.lora["0_query"].up.clone()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in whisper.state_dict().items())  # bit-identical
+    assert not torch.equal(up, model.lora["0_query"].up)
+    assert set(model.state_dict()) == {name for name, _ in model.named_parameters()} | {
+        name for name, _ in model.named_buffers()}
+    assert not any("whisper" in key or "vocoder" in key for key in model.state_dict())
+
+
+def test_lora_starts_as_whisper_itself_and_then_changes_its_attention(whisper_pt):
+    model = make_model(whisper_pt, lora_targets=["query", "key", "value", "out"])
+    attention = model.whisper(torch.device("cpu")).encoder.blocks[1].attn
+    x = torch.randn(2, 7, 32)
+    assert torch.allclose(model._attention(1, attention, x), attention(x)[0], atol=1e-6)
+    torch.nn.init.normal_(model.lora["1_value"].up)
+    assert not torch.allclose(model._attention(1, attention, x), attention(x)[0], atol=1e-3)
+
+
+def test_decoder_prompt_for_english_only_and_multilingual_models(whisper_pt, tmp_path):
+    english = get_tokenizer(False)
+    special = english.special_tokens
+    assert decoder_prompt(english) == [special["<|startoftranscript|>"], special["<|notimestamps|>"]]
+    multilingual = get_tokenizer(True, num_languages=99, language="en", task="transcribe")
+    special = multilingual.special_tokens
+    assert decoder_prompt(multilingual) == [special[name] for name in
+                                            ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")]
+    assert make_model(whisper_pt).prompt == decoder_prompt(english)
+    assert make_model(tiny_whisper(tmp_path / "multi.pt", multilingual=True)).prompt == decoder_prompt(multilingual)
+
+
+def test_asr_loss_scores_each_transcript_after_the_prompt_and_ignores_padding(whisper_pt):
+    model = make_model(whisper_pt)
+    assert model.transcript_tokens(["OLIVER SAID"]) == [[*model.tokenizer.encode(" Oliver said"),
+                                                         model.tokenizer.eot]]
+    frames = torch.randn(2, 9, 32)
+    texts = ["HELLO", "THE CAT SAT ON THE MAT"]
+    batched = model.asr_loss(frames, texts)
+    decoder = model.whisper(torch.device("cpu")).decoder
+    for row, text in enumerate(texts):
+        tokens = model.transcript_tokens([text])[0]
+        sequence = torch.tensor([model.prompt + tokens])
+        logits = decoder(sequence[:, :-1], frames[row : row + 1])[0, len(model.prompt) - 1 :]
+        expected = torch.nn.functional.cross_entropy(logits, torch.tensor(tokens))
+        assert torch.allclose(batched[row], expected, atol=1e-5)
+
+
+def test_flow_matching_loss_on_a_fixed_batch_decreases(whisper_pt):
+    model = make_model(whisper_pt, asr_weight=0.0)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    batch, losses = a_batch(), []
+    model.train()
+    for _ in range(30):
+        torch.manual_seed(0)  # the same times and noise every step: a fixed batch
+        outputs = model(batch)
+        losses.append(float(outputs["cfm"].mean()))
+        optimizer.zero_grad()
+        outputs["objective"].mean().backward()  # asr_weight 0: the flow-matching loss alone
+        optimizer.step()
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("guidance, calls", [(0.0, 3), (0.7, 6)])
+def test_the_sampler_calls_the_estimator_n_or_2n_times_and_fills_the_regulated_length(whisper_pt, guidance, calls):
+    model = make_model(whisper_pt, guidance=guidance).eval()
+    counted, mels = [], []
+    model.estimator.register_forward_pre_hook(lambda *_: counted.append(1))
+    vocoder = model.vocoder()
+    vocoder.register_forward_pre_hook(lambda module, args: mels.append(args[0].shape))
+    mixture, enroll = a_batch(1)["mixture"][:, :11000], a_batch(1)["enroll"]
+    wav, texts = model.extract_with_text(mixture, {"enroll": enroll})
+    assert len(counted) == calls
+    assert mels == [torch.Size([1, 20, -(-11000 // 128)])]  # the vocoder's frames of the mixture's length
+    assert wav.shape == mixture.shape and len(texts) == 1 and isinstance(texts[0], str)
+    assert torch.equal(wav, model.extract(mixture, enroll))  # seeded: the same output again
+
+
+def test_the_enrollment_is_cut_to_what_whispers_30_s_leave_and_a_longer_mixture_is_one_line_error(whisper_pt):
+    model = make_model(whisper_pt).eval()
+    mixture, enroll = 0.1 * torch.randn(1, 16000 * 28), 0.1 * torch.randn(1, 16000 * 4)
+    frames, _, counts = model.encode(mixture, torch.tensor([16000 * 28]), enroll, torch.tensor([16000 * 4]),
+                                     torch.zeros(1, 32))
+    assert frames.shape[1] == 1500 and counts.tolist() == [1400]  # 2 s of the enrollment kept, 28 s of mixture
+    with pytest.raises(TsekitError, match=r"a mixture of 31\.0 s leaves no room for the enrollment in Whisper's 30 s"):
+        model.extract(torch.zeros(1, 16000 * 31), enroll)
+
+
+def test_transcribed_data_dirs_train_and_infer_writes_audio_and_text(whisper_pt, tmp_path):
+    import soundfile as sf
+    import yaml
+    from corpus_trees import make_libri2mix_tree, write_librispeech_transcripts
+
+    from tsekit.corpora.librimix import prepare_libri2mix
+    from tsekit.data.enroll import enroll_data_dir
+    from tsekit.data.table import read_table
+    from tsekit.infer import infer_data_dir
+    from tsekit.train.config import config_from_dict
+    from tsekit.train.trainer import train
+
+    truth = make_libri2mix_tree(tmp_path / "Libri2Mix", rates=(16000,), splits=("train-100", "dev"), per_split=16)
+    write_librispeech_transcripts(tmp_path / "LibriSpeech", truth)
+    prepare_libri2mix(tmp_path / "Libri2Mix", tmp_path / "data", sample_rate=16000, splits=("train-100", "dev"),
+                      librispeech=tmp_path / "LibriSpeech")
+    for split in ("train-100", "dev"):
+        enroll_data_dir(tmp_path / "data" / split)
+    config = {"model": {"name": "whisper_cfm", "params": {**SMALL, "whisper": whisper_pt}},
+              "vocoder": {"spec": "tsekit_vocoder", "params": VOCODER},
+              "data": {"sample_rate": 16000, "chunk_seconds": None, "batch_size": 4, "num_workers": 0},
+              "loss": [{"name": "objective", "output": "objective"}],
+              "scheduler": {"name": "none"}, "train": {"epochs": 1, "keep_best": 1}}
+    train(config_from_dict(config), tmp_path / "data" / "train-100", tmp_path / "data" / "dev", tmp_path / "exp",
+          device="cpu")
+    saved = yaml.safe_load((tmp_path / "exp" / "stage1" / "config.yaml").read_text())
+    assert saved["model"]["params"]["vocoder"] == "tsekit_vocoder"
+    infer_data_dir(tmp_path / "exp", tmp_path / "data" / "dev", tmp_path / "decode")
+    estimates, mixtures = read_table(tmp_path / "decode" / "wav.scp"), read_table(tmp_path / "data" / "dev" / "wav.scp")
+    texts = read_table(tmp_path / "decode" / "text") if (tmp_path / "decode" / "text").stat().st_size else {}
+    assert set(estimates) == set(mixtures)
+    assert (tmp_path / "decode" / "text").read_text().count("\n") == len(mixtures)
+    assert set(texts) <= set(mixtures)
+    for utt, path in estimates.items():
+        assert sf.info(path).frames == sf.info(mixtures[utt]).frames
+    # chunked training crops would cut the transcripts: refused
+    config["data"]["chunk_seconds"] = 1.0
+    with pytest.raises(TsekitError, match="trains on whole utterances"):
+        train(config_from_dict(config), tmp_path / "data" / "train-100", tmp_path / "data" / "dev",
+              tmp_path / "exp_chunked", device="cpu")
+    # a data dir without transcripts: one line naming the file, before training starts
+    (tmp_path / "data" / "train-100" / "text").unlink()
+    config["data"]["chunk_seconds"] = None
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "tsekit", "train", "--config", str(tmp_path / "c.yaml"),
+                           "--train-data", str(tmp_path / "data" / "train-100"), "--valid-data",
+                           str(tmp_path / "data" / "dev"), "--exp-dir", str(tmp_path / "exp_no_text"),
+                           "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{tmp_path / 'data' / 'train-100' / 'text'}: file not found" in proc.stderr
+    assert not (tmp_path / "exp_no_text" / "stage1" / "checkpoints").exists()
