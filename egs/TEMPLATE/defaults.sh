@@ -17,4 +17,5 @@ codec_params=         # stage 3: constructor params of a registered --codec, a Y
 vocoder_params=       # stage 3: likewise for --vocoder ('{checkpoint: /models/hifigan/g_02500000}')
 asr_model=            # Whisper for WER in stage 7 (name, .pt or CTranslate2 folder); empty: no WER
 score_metrics=        # comma list for stage 7; empty: every metric whose inputs exist
+no_transcripts=       # why the corpus has no target transcripts (text); set by recipes without them, checked for systems that need text
 refine=               # another system whose test outputs $system refines in stages 6-7 (X+DDTSE): exp/$system/decode_<set>_refine_<refine>

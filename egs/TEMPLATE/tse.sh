@@ -40,6 +40,12 @@ conf=conf/$system.yaml
 if [ -f "$conf" ] && tsekit train --config "$conf" --print-needs | grep -qw enroll_pos; then
   posneg=true
 fi
+# a system trained on the targets' transcripts (whisper_cfm) cannot run on a corpus without them: say so now
+if [ -n "$no_transcripts" ] && [ ! -f "data/$train_set/text" ] && [ -f "$conf" ] \
+   && tsekit train --config "$conf" --print-needs | grep -qw text; then
+  log "$system is trained on the targets' transcripts (data/<set>/text): $no_transcripts"
+  exit 1
+fi
 
 if run_stage 1; then
   log "stage 1: data preparation ($corpus from $corpus_root)"
@@ -82,12 +88,16 @@ launch="tsekit train"
 [ "$ngpu" -gt 1 ] && launch="torchrun --standalone --nproc-per-node $ngpu -m tsekit train"
 
 # Score the estimates EST (a wav.scp) of data/SET into OUT/scores ($score_cmd jobs): stage 7 for the systems'
-# outputs, stage 3 for a codec's or vocoder's resynthesis of the clean targets (its ceiling).
+# outputs, stage 3 for a codec's or vocoder's resynthesis of the clean targets (its ceiling). HYP (stage 7): the
+# system's own transcripts (a target-speaker ASR system's OUT/text), scored against data/SET/text as tsasr_wer.
 score_estimates() {
-  local est=$1 set=$2 out=$3 opts
+  local est=$1 set=$2 out=$3 hyp=${4:-} opts
   opts="--ref data/$set/spk1.scp --est $est --mix data/$set/wav.scp --enroll data/$set/enroll.scp"
   [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
-  [ -n "$asr_model" ] && [ -f "data/$set/text" ] && opts="$opts --text data/$set/text"
+  if [ -f "data/$set/text" ] && { [ -n "$asr_model" ] || [ -n "$hyp" ]; }; then
+    opts="$opts --text data/$set/text"
+    [ -n "$hyp" ] && opts="$opts --hyp-text $hyp"
+  fi
   [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
   # shellcheck disable=SC2086
   $score_cmd JOB=1:"$nj" "$out/scores/log/score.JOB.log" tsekit score $opts --out "$out/scores" --job JOB --nj "$nj"
@@ -231,7 +241,9 @@ if run_stage 7; then
       log "no $decode/wav.scp: run stage 6 (inference) first"
       exit 1
     fi
-    score_estimates "$decode/wav.scp" "$set" "$decode"
+    hyp=""
+    [ -f "$decode/text" ] && hyp=$decode/text  # written by stage 6 for systems that transcribe (tsasr_wer)
+    score_estimates "$decode/wav.scp" "$set" "$decode" "$hyp"
   done
 fi
 

@@ -31,7 +31,11 @@ esac
 corpus_root=$librimix_root
 prepare_opts="--sample-rate $sample_rate --mode $mode --mixture $mixture"
 prepare_opts="$prepare_opts --splits $(echo $train_set $valid_set $test_sets | tr ' ' ,)"
-[ -n "$librispeech_root" ] && prepare_opts="$prepare_opts --librispeech $librispeech_root"
+if [ -n "$librispeech_root" ]; then
+  prepare_opts="$prepare_opts --librispeech $librispeech_root"
+else
+  no_transcripts="Libri2Mix's transcripts come from LibriSpeech: pass --librispeech-root"
+fi
 enroll_opts=""
 [ -n "$enroll_map" ] && enroll_opts="--from-map $enroll_map --map-format but"
 

@@ -19,6 +19,7 @@ test_sets=tt
 . utils/parse_options.sh
 
 corpus=wham
+no_transcripts="WHAM! has no transcripts in its layout (its mixtures are WSJ0-2mix's, whose WSJ0 .dot transcripts are not part of it)"
 corpus_root=$wham_root
 prepare_opts="--sample-rate $sample_rate --mode $mode --mixture $mixture"
 prepare_opts="$prepare_opts --splits $(echo $train_set $valid_set $test_sets | tr ' ' ,)"

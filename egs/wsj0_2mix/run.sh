@@ -18,6 +18,7 @@ test_sets=tt
 . utils/parse_options.sh
 
 corpus=wsj0-2mix
+no_transcripts="WSJ0-2mix has no transcripts in its layout (its mixtures name WSJ0 utterances, whose .dot transcripts are not part of it)"
 corpus_root=$wsj0_2mix_root
 prepare_opts="--sample-rate $sample_rate --mode $mode --splits $(echo $train_set $valid_set $test_sets | tr ' ' ,)"
 enroll_opts=""
