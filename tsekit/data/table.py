@@ -25,11 +25,12 @@ def sorted_keys(keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=c_sort_key)
 
 
-def read_table(path: str | os.PathLike) -> dict[str, str]:
+def read_table(path: str | os.PathLike, allow_empty: bool = False) -> dict[str, str]:
     """Read ``key value...`` lines into a dict (value = rest of the line, stripped).
 
-    Raises TsekitError naming the file and line on a duplicate key or a line
-    without a value.
+    Raises TsekitError naming the file and line on a duplicate key or, unless
+    ``allow_empty`` (a transcript table, where a system that heard nothing
+    writes only the key), a line without a value.
     """
     path = Path(path)
     if not path.is_file():
@@ -41,9 +42,9 @@ def read_table(path: str | os.PathLike) -> dict[str, str]:
             if not line:
                 continue
             parts = line.split(maxsplit=1)
-            if len(parts) < 2:
+            if len(parts) < 2 and not allow_empty:
                 raise TsekitError(f"{path}:{lineno}: line has a key but no value: {line!r}")
-            key, value = parts
+            key, value = parts[0], parts[1] if len(parts) > 1 else ""
             if key in table:
                 raise TsekitError(f"{path}:{lineno}: duplicate key {key!r}")
             table[key] = value

@@ -68,21 +68,9 @@ def inputs_from_manifests(ref: str, est: str, mix: str | None = None, enroll: st
 
 
 def read_hypotheses(path: str | os.PathLike) -> dict[str, str]:
-    """A Kaldi text table of hypotheses, ``utt transcript``; unlike ``read_table`` a line may hold only the key
-    (a system that heard nothing writes an empty transcript)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TsekitError(f"{path}: file not found")
-    table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split(maxsplit=1)
-            if not fields:
-                continue
-            if fields[0] in table:
-                raise TsekitError(f"{path}:{lineno}: duplicate key {fields[0]!r}")
-            table[fields[0]] = fields[1].strip() if len(fields) > 1 else ""
-    return table
+    """A Kaldi text table of hypotheses, ``utt transcript``; a line may hold only the key (a system that heard
+    nothing writes an empty transcript)."""
+    return read_table(path, allow_empty=True)
 
 
 def _audio_files(folder: Path) -> dict[str, str]:
