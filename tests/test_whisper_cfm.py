@@ -188,6 +188,20 @@ def test_transcribed_data_dirs_train_and_infer_writes_audio_and_text(whisper_pt,
     assert set(texts) <= set(mixtures)
     for utt, path in estimates.items():
         assert sf.info(path).frames == sf.info(mixtures[utt]).frames
+    # decoding settings replaced for one run (tsekit infer --param): another sampler, other outputs
+    utt = sorted(estimates)[0]
+    proc = subprocess.run([sys.executable, "-m", "tsekit", "infer", "--exp-dir", str(tmp_path / "exp"), "--data",
+                           str(tmp_path / "data" / "dev"), "--out", str(tmp_path / "decode1"), "--param",
+                           "flow_steps=1", "--param", "guidance=0"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sf.read(estimates[utt])[0].tolist() != sf.read(tmp_path / "decode1" / "wav" / f"{utt}.wav")[0].tolist()
+    for bad, message in (("steps=1", "model whisper_cfm: unknown parameter 'steps'"),
+                         ("flow_steps", "--param 'flow_steps': expected NAME=VALUE")):
+        proc = subprocess.run([sys.executable, "-m", "tsekit", "infer", "--exp-dir", str(tmp_path / "exp"), "--data",
+                               str(tmp_path / "data" / "dev"), "--out", str(tmp_path / "decode2"), "--param", bad],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+        assert not (tmp_path / "decode2").exists()
     # chunked training crops would cut the transcripts: refused
     config["data"]["chunk_seconds"] = 1.0
     with pytest.raises(TsekitError, match="trains on whole utterances"):

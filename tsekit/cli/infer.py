@@ -30,10 +30,28 @@ def _common(command):
         click.option("--refine-start", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                      help="With --refine: the diffusion time the schedule starts from (1: all of it, as X+DDTSE; "
                           "smaller keeps more of the estimate)."),
+        click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+                     help="Replace a model parameter for this run (repeatable; VALUE is YAML), e.g. a generative "
+                          "system's decoding settings: --param temperature=0.5 --param flow_steps=20."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def parse_params(values: tuple[str, ...]) -> dict:
+    """``NAME=VALUE`` options -> {NAME: VALUE parsed as YAML}; build_model refuses names the model lacks."""
+    import yaml
+
+    from tsekit import TsekitError
+
+    params = {}
+    for value in values:
+        name, equals, text = value.partition("=")
+        if not equals or not name.strip():
+            raise TsekitError(f"--param {value!r}: expected NAME=VALUE (e.g. temperature=0.5)")
+        params[name.strip()] = yaml.safe_load(text)
+    return params
 
 
 @click.command()
@@ -50,8 +68,8 @@ def _common(command):
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="wav.scp of another system's outputs for these rows: a diffusion system (ddtse) starts its "
                    "sampler from them instead of from the mixture (X+DDTSE).")
-def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start, data,
-          out, nj, job, refine) -> None:
+def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
+          params, data, out, nj, job, refine) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
@@ -70,7 +88,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
         raise TsekitError(f"--job {job} is larger than --nj {nj}")
     summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
                              chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level,
-                             refine=refine, refine_passes=refine_passes, refine_start=refine_start)
+                             refine=refine, refine_passes=refine_passes, refine_start=refine_start,
+                             model_params=parse_params(params))
     click.echo(str(summary), err=True)
 
 
@@ -87,7 +106,7 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-            mixture, enroll, enroll_pos, enroll_neg, out, refine) -> None:
+            params, mixture, enroll, enroll_pos, enroll_neg, out, refine) -> None:
     """Extract the enrolled speaker from one mixture file.
 
     \b
@@ -104,7 +123,7 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
     path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
                         checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
                         output_level=output_level, refine=refine, refine_passes=refine_passes,
-                        refine_start=refine_start)
+                        refine_start=refine_start, model_params=parse_params(params))
     # a transcribing model writes OUT.txt too; one left by an earlier run is older than this run
     text = transcript_path(path)
     transcribed = text.is_file() and text.stat().st_mtime_ns >= started

@@ -193,7 +193,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                    checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
                    overlap_seconds: float = 1.0, output_level: str | None = None,
                    refine: str | os.PathLike | None = None, refine_passes: int = 1,
-                   refine_start: float = 1.0) -> InferSummary:
+                   refine_start: float = 1.0, model_params: dict | None = None) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
 
     ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
@@ -205,6 +205,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
 
     ``chunk_seconds`` None takes the config's default (``default_chunk_seconds``); 0 never chunks.
     ``output_level`` None takes the experiment's ``infer.output_level`` (``tsekit.infer.level``).
+    ``model_params`` replace model parameters for this run (``load_experiment``): a generative system's decoding
+    settings. Nothing records them in OUT: decode with other settings into another OUT.
     """
     import torch
     from tqdm import tqdm
@@ -223,7 +225,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     if job is not None and (nj is None or not 1 <= job <= nj):
         raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
     path = find_checkpoint(exp_dir, checkpoint)
-    model, cfg = load_experiment(exp_dir, path, device)
+    model, cfg = load_experiment(exp_dir, path, device, model_params)
     rate = cfg.data.sample_rate
     mixtures, enrolls = read_inputs(data_dir, model.needs)
     utts = sorted_keys(mixtures)

@@ -110,8 +110,13 @@ def torch_device(device: str | torch.device) -> torch.device:
 
 
 def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                    device: str | torch.device = "cpu") -> tuple[TSEModel, ExperimentConfig]:
-    """(model in eval mode on ``device``, its ExperimentConfig) of a trained experiment or stage folder."""
+                    device: str | torch.device = "cpu",
+                    model_params: dict | None = None) -> tuple[TSEModel, ExperimentConfig]:
+    """(model in eval mode on ``device``, its ExperimentConfig) of a trained experiment or stage folder.
+
+    ``model_params`` replace model parameters of the stored config for this inference (a generative system's
+    decoding settings: steps, guidance, temperature); the returned config holds them.
+    """
     from tsekit.models.registry import build_model
     from tsekit.train.config import config_from_dict, load_config
 
@@ -124,6 +129,8 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
         cfg = load_config(path.parent.parent / "config.yaml")
     else:
         raise TsekitError(f"{path}: holds no config and there is no {path.parent.parent / 'config.yaml'}")
+    if model_params:
+        cfg.model.params = {**cfg.model.params, **model_params}
     model = build_model(cfg.model.name, cfg.model.params)
     ckpt.load_weights(model, state["model"], path)
     return model.to(device).eval(), cfg
@@ -276,7 +283,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
-                 refine_start: float = 1.0) -> Path:
+                 refine_start: float = 1.0, model_params: dict | None = None) -> Path:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
 
     ``refine``: another system's estimate of the target in this mixture, which the model improves
@@ -288,11 +295,12 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
 
     A model with ``transcribes`` also writes its transcript of the target speaker, one line, to
     ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
+    ``model_params``: as ``load_experiment``'s.
     """
     from tsekit.data.audio import write_audio
     from tsekit.data.table import atomic_open
 
-    model, cfg = load_experiment(exp_dir, checkpoint, device)
+    model, cfg = load_experiment(exp_dir, checkpoint, device, model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
     wanted = sorted(model.needs & set(ENROLLMENT_FILES))
     if sorted(enroll) != wanted:
