@@ -55,13 +55,14 @@ def a_batch(size: int = 2) -> dict:
             "text": ["HELLO WORLD", "THE CAT SAT ON THE MAT"][:size]}
 
 
-def test_only_lora_and_the_trainable_parts_learn_and_whisper_stays_out_of_the_checkpoint(whisper_pt):
-    model = make_model(whisper_pt)
+@pytest.mark.parametrize("mixture_mel", [False, True])
+def test_only_lora_and_the_trainable_parts_learn_and_whisper_stays_out_of_the_checkpoint(whisper_pt, mixture_mel):
+    model = make_model(whisper_pt, mixture_mel=mixture_mel)
     whisper = model.whisper(torch.device("cpu"))
     before = {k: v.clone() for k, v in whisper.state_dict().items()}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith(("lora.", "speaker", "frame", "frames_to_mel", "estimator"))
-                             for name in trainable)
+                             or (mixture_mel and name.startswith("mixture_to_mel")) for name in trainable)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     model(a_batch())["objective"].mean().backward()

@@ -47,7 +47,10 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   conditions dropped with p 0.2. Inference: ``flow_steps`` (10) Euler steps on the cosine time schedule,
   guidance 0.7. The mel is the vocoder's own (its rate, hop and bins; seed A: 22.05 kHz, hop 256, 80 bins),
   normalised by fixed ``mel_mean`` / ``mel_std`` (Matcha normalises by corpus statistics; fixed values
-  measured on the mini corpus's targets serve any corpus of speech).
+  measured on the mini corpus's targets serve any corpus of speech). ``mixture_mel: true`` (not in the paper,
+  off by default) adds the mixture's own mel, through a convolution, to ``mu``: Whisper's 50 Hz frames carry
+  the words and the speaker but little spectral detail, which the mixture's mel holds where the target
+  dominates (the role of maskgit_tse's ``features: mel``); it is dropped with ``mu`` for guidance.
 - **Vocoder** (``vocoder`` / ``vocoder_params``; the trainer fills them from the config's ``vocoder`` section):
   the toolkit's trained one or a published Vocos / HiFi-GAN by path, loaded on first use, outside the
   checkpoint. Its output is resampled to ``sample_rate`` and cut or padded to the mixture's length. The outputs
@@ -138,7 +141,8 @@ class WhisperCFM(TSEModel):
                  flow_heads: int = 4, flow_head_dim: int = 64, flow_dropout: float = 0.05, sigma_min: float = 1e-6,
                  condition_drop: float = 0.2, flow_steps: int = 10, guidance: float = 0.7,
                  time_schedule: Literal["cosine", "uniform"] = "cosine", temperature: float = 1.0,
-                 mel_mean: float = -6.4, mel_std: float = 2.5, seed: int = 0, sample_rate: int = 16000,
+                 mixture_mel: bool = False, mel_mean: float = -6.4, mel_std: float = 2.5, seed: int = 0,
+                 sample_rate: int = 16000,
                  vocoder: str | None = None, vocoder_params: dict | None = None):
         super().__init__()
         choices = {"input_padding": (input_padding, ("crop", "pad30")),
@@ -190,6 +194,7 @@ class WhisperCFM(TSEModel):
                                                 for _ in range(frame_layers))
         self.frames_to_mel = torch.nn.Linear(self.width, n_feats)
         self.speaker_to_mel = torch.nn.Linear(self.speaker.dim, n_feats)
+        self.mixture_to_mel = torch.nn.Conv1d(n_feats, n_feats, 3, padding=1) if mixture_mel else None
         self.estimator = FlowEstimator(n_feats, tuple(flow_channels), flow_blocks, flow_mid_blocks, flow_heads,
                                        flow_head_dim, flow_dropout)
 
@@ -353,10 +358,20 @@ class WhisperCFM(TSEModel):
 
     # --- flow matching --------------------------------------------------------------------------------------
 
+    def vocoder_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """The vocoder's log-mel (B, n_mels, M) of waveforms (B, T) at ``sample_rate``, normalised."""
+        from tsekit.codec.registry import resample
+
+        vocoder = self.vocoder(wav.device)
+        with torch.no_grad():
+            mel = vocoder.mel(resample(wav, self.sample_rate, vocoder.sample_rate))
+        return (mel - self.mel_mean) / self.mel_std
+
     def regulate(self, mixture_frames: torch.Tensor, counts: torch.Tensor, mel_frames: torch.Tensor,
-                 speaker: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 speaker: torch.Tensor, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mu (B, n_mels, M), mel mask (B, 1, M), speaker condition (B, n_mels)) from the mixture part's encoder
-        frames (B, Fm, width) with ``counts`` valid, stretched to ``mel_frames`` (B,) by linear interpolation."""
+        frames (B, Fm, width) with ``counts`` valid, stretched to ``mel_frames`` (B,) by linear interpolation;
+        with ``mixture_mel`` the mixture's (waveform (B, T)) own mel, through a convolution, is added to mu."""
         padding = torch.arange(mixture_frames.shape[1], device=counts.device)[None] >= counts[:, None]
         x = mixture_frames
         for block in self.frame_blocks:
@@ -370,6 +385,9 @@ class WhisperCFM(TSEModel):
             mu[row, :, : int(mel_frames[row])] = stretched[0]
         mu = self.frames_to_mel(mu.transpose(1, 2)).transpose(1, 2)
         mask = (torch.arange(longest, device=counts.device)[None] < mel_frames[:, None]).float()[:, None]
+        if self.mixture_to_mel is not None:
+            mixture_mel = self.vocoder_mel(mixture)[..., :longest]
+            mu = mu + self.mixture_to_mel(F.pad(mixture_mel, (0, longest - mixture_mel.shape[-1])) * mask)
         return mu * mask, mask, self.speaker_to_mel(speaker)
 
     def _mel_frames(self, samples: torch.Tensor) -> torch.Tensor:
@@ -384,20 +402,15 @@ class WhisperCFM(TSEModel):
         """With ``target``: {"objective", "cfm", "asr_ce"} per example; without: {"estimate"}."""
         if "target" not in batch:
             return {"estimate": self.extract(batch["mixture"], batch["enroll"])}
-        from tsekit.codec.registry import resample
-
         if "text" not in batch:
             raise TsekitError("whisper_cfm: the batch has no transcripts (text); the data dir needs a text file")
         mixture, lengths = batch["mixture"], batch["lengths"]
         speaker = self.speaker(batch["enroll"], batch["enroll_lengths"])
         frames, mixture_part, counts = self.encode(mixture, lengths, batch["enroll"], batch["enroll_lengths"],
                                                       speaker)
-        vocoder = self.vocoder(mixture.device)
-        with torch.no_grad():
-            mel = vocoder.mel(resample(batch["target"], self.sample_rate, vocoder.sample_rate))
-        mel = (mel - self.mel_mean) / self.mel_std
+        mel = self.vocoder_mel(batch["target"])
         mel_frames = self._mel_frames(lengths).clamp(max=mel.shape[-1])
-        mu, mask, spk = self.regulate(mixture_part, counts, mel_frames, speaker)
+        mu, mask, spk = self.regulate(mixture_part, counts, mel_frames, speaker, mixture)
         generator = None if self.training else torch.Generator(device=mu.device).manual_seed(self.seed)
         cfm = cfm_loss(self.estimator, mel[..., : mu.shape[-1]] * mask, mask, mu, spk, self.sigma_min,
                        self.condition_drop if self.training else 0.0, self.time_schedule, generator)
@@ -414,10 +427,10 @@ class WhisperCFM(TSEModel):
 
     @torch.no_grad()
     def generate_mel(self, mixture_part: torch.Tensor, counts: torch.Tensor, lengths: torch.Tensor,
-                     speaker: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     speaker: torch.Tensor, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The target's normalised mel (B, n_mels, M) and its frame counts, by the guided Euler sampler."""
         mel_frames = self._mel_frames(lengths)
-        mu, mask, spk = self.regulate(mixture_part, counts, mel_frames, speaker)
+        mu, mask, spk = self.regulate(mixture_part, counts, mel_frames, speaker, mixture)
         generator = torch.Generator(device=mu.device).manual_seed(self.seed)
         mel = euler_sample(self.estimator, mu, mask, spk, self.flow_steps, self.guidance, self.time_schedule,
                            self.temperature, generator)
@@ -432,7 +445,7 @@ class WhisperCFM(TSEModel):
         enroll_lengths = torch.full((size,), enroll.shape[-1], dtype=torch.long, device=mixture.device)
         speaker = self.speaker(enroll, enroll_lengths)
         frames, mixture_part, counts = self.encode(mixture, lengths, enroll, enroll_lengths, speaker)
-        mel, _ = self.generate_mel(mixture_part, counts, lengths, speaker)
+        mel, _ = self.generate_mel(mixture_part, counts, lengths, speaker, mixture)
         vocoder = self.vocoder(mixture.device)
         wav = resample(vocoder(mel * self.mel_std + self.mel_mean), vocoder.sample_rate, self.sample_rate)
         wav = F.pad(wav, (0, max(length - wav.shape[-1], 0)))[..., :length]
