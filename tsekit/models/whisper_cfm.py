@@ -20,9 +20,9 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   the mixture (the speaker embedding still sees all of it). ``input_padding: crop`` (default) runs the encoder
   on the input's own length, the positional embedding cropped to it; ``pad30`` pads every input to Whisper's
   30 s as it was trained. Measured (bench/whisper_input.py, docs/RESULTS.md): untrained, cropping breaks
-  Whisper (tiny.en on 2 s clean clips: it loops, WER several hundred per cent against 61% padded), but the
-  encoder costs several times less on the few seconds of a TSE input, and a training step about 5 times
-  less; LoRA is trained on cropped inputs and learns them (the TS-ASR WER in RESULTS). Crop is the default
+  Whisper (tiny.en on 2 s clean clips: it loops, WER 578% against 61% padded), but the encoder costs 2.2
+  times less on the few seconds of a TSE input and a training step 2.7 times less; LoRA trained on cropped
+  inputs learns them (the trained TS-ASR WER is 75%). Crop is the default
   because only it trains within a CPU budget; pad30 is there for GPUs. Either way a mixture must leave room
   for some enrollment in 30 s (one-line error otherwise).
 - **Speaker embedding** (``speaker_encoder``, default the offline ``resemblyzer`` d-vector of
