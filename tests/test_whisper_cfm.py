@@ -203,6 +203,14 @@ def test_transcribed_data_dirs_train_and_infer_writes_audio_and_text(whisper_pt,
                               capture_output=True, text=True)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
         assert not (tmp_path / "decode2").exists()
+    # one file: the wav and, beside it, the transcript
+    enrolls = read_table(tmp_path / "data" / "dev" / "enroll.scp")
+    proc = subprocess.run([sys.executable, "-m", "tsekit", "extract", "--exp-dir", str(tmp_path / "exp"), "--mix",
+                           mixtures[utt], "--enroll", enrolls[utt], "-o", str(tmp_path / "one.wav")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"and its transcript {tmp_path / 'one.txt'}" in proc.stderr
+    assert (tmp_path / "one.txt").read_text().strip() == texts.get(utt, "")
     # chunked training crops would cut the transcripts: refused
     config["data"]["chunk_seconds"] = 1.0
     with pytest.raises(TsekitError, match="trains on whole utterances"):

@@ -51,10 +51,10 @@ _WHISPER_HEAD_DIM = 64  # every Whisper size uses 64-dim heads (used if num_head
 def is_ct2_model_dir(path: str | os.PathLike) -> bool:
     """True for a folder that holds a CTranslate2 model (``model.bin`` or split ``model.bin.part1``)."""
     path = Path(path)
-    return path.is_dir() and (path / "config.json").is_file() and bool(_model_bin_parts(path))
+    return path.is_dir() and (path / "config.json").is_file() and bool(model_bin_parts(path))
 
 
-def _model_bin_parts(folder: Path) -> list[Path]:
+def model_bin_parts(folder: Path) -> list[Path]:
     """``model.bin``, or the parts of a split one: ``model.bin.part1``, ``.part2``, ...
 
     Registry packages over the size limit ship the file in pieces, one package
@@ -87,7 +87,7 @@ def read_ct2_variables(folder: str | os.PathLike) -> tuple[str, dict[str, np.nda
     float32 and bfloat16 is widened to float32; float16/float32 keep their type.
     """
     folder = Path(folder)
-    parts = _model_bin_parts(folder)
+    parts = model_bin_parts(folder)
     if not parts:
         raise TsekitError(f"{folder}: no model.bin (or model.bin.part1) in this CTranslate2 model folder")
     data = b"".join(p.read_bytes() for p in parts)
@@ -274,7 +274,7 @@ def cached_checkpoint_path(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder).resolve()
     key = [str(folder), str(CONVERTER_VERSION)]
-    for part in _model_bin_parts(folder):
+    for part in model_bin_parts(folder):
         stat = part.stat()
         key += [str(part.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
     digest = hashlib.sha1("\n".join(key).encode()).hexdigest()[:12]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsekit import TsekitError
-from tsekit.asr.ct2 import _model_bin_parts, convert_ct2_model, is_ct2_model_dir
+from tsekit.asr.ct2 import convert_ct2_model, is_ct2_model_dir, model_bin_parts
 
 if TYPE_CHECKING:
     from whisper.model import Whisper
@@ -68,7 +68,7 @@ def packaged_model_dir(name: str) -> Path | None:
         folders.append(Path(list(spec.submodule_search_locations)[0]) / inside)
     if not folders or not is_ct2_model_dir(folders[0]):
         return None
-    if len(_model_bin_parts(folders[0])) < len(folders):
+    if len(model_bin_parts(folders[0])) < len(folders):
         packages = " and ".join(_pip_name(package) for package, _ in entries)
         raise TsekitError(f"{folders[0]}: Whisper {name} is split over {packages}, which must be installed "
                           f"side by side (found parts in {', '.join(str(f) for f in folders)})")

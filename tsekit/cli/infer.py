@@ -114,17 +114,12 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
     tsekit extract --exp-dir exp/tfgridnet_posneg --mix mixture.wav --enroll-pos pos.wav --enroll-neg neg.wav \\
                    -o target.wav
     """
-    import time
-
-    from tsekit.infer.extract import extract_file, transcript_path
+    from tsekit.infer.extract import extract_file
 
     given = {"enroll": enroll, "enroll_pos": enroll_pos, "enroll_neg": enroll_neg}
-    started = time.time_ns()
-    path = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
-                        checkpoint=checkpoint, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds,
-                        output_level=output_level, refine=refine, refine_passes=refine_passes,
-                        refine_start=refine_start, model_params=parse_params(params))
-    # a transcribing model writes OUT.txt too; one left by an earlier run is older than this run
-    text = transcript_path(path)
-    transcribed = text.is_file() and text.stat().st_mtime_ns >= started
-    click.echo(f"wrote {path}" + (f" and its transcript {text}" if transcribed else ""), err=True)
+    path, transcript = extract_file(exp_dir, mixture, {k: v for k, v in given.items() if v}, out, device=device,
+                                    checkpoint=checkpoint, chunk_seconds=chunk_seconds,
+                                    overlap_seconds=overlap_seconds, output_level=output_level, refine=refine,
+                                    refine_passes=refine_passes, refine_start=refine_start,
+                                    model_params=parse_params(params))
+    click.echo(f"wrote {path}" + (f" and its transcript {transcript}" if transcript else ""), err=True)

@@ -135,6 +135,22 @@ def load_codec(spec: str | os.PathLike, **params) -> Codec | Vocoder:
     return build_codec(str(spec), params).eval()
 
 
+def load_for_system(spec: str | None, params: dict, kind: type[Codec] | type[Vocoder], system: str,
+                    section: str) -> Codec | Vocoder:
+    """The codec or vocoder a TSE system speaks through (its config's ``section``, ``spec`` and ``params``), frozen
+    in evaluation mode; a one-line error when the section is empty or names the other kind."""
+    if spec is None:
+        raise TsekitError(f"{system}: no {section}; set the config's {section} section ({section}.spec: "
+                          f"exp/<name> or a registered {section} with its params)")
+    module = load_codec(spec, **params)
+    if not isinstance(module, kind):
+        wanted = "a codec with tokens" if kind is Codec else "a mel vocoder"
+        raise TsekitError(f"{system}: {section} {spec} is not {wanted}")
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module.eval()
+
+
 def codec_options(params: str | None, **named) -> dict:
     """Constructor params of a registered codec from the command line: ``--params`` (a YAML mapping, as
     ``tsekit train --print-value codec.params`` prints it) updated by the named options that are not None."""

@@ -302,9 +302,6 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _read_rows(self, name: str) -> dict[str, str]:
         """A per-row table, checked to have a line for every row of wav.scp."""
-        if name == "text" and not (self.data_dir / name).is_file():
-            raise TsekitError(f"{self.data_dir / name}: file not found; the model is trained on the target "
-                              "speaker's transcripts (the corpus's data prep writes them where it has them)")
         table = read_table(self.data_dir / name)
         missing = [utt for utt in self.rows if utt not in table]
         if missing:

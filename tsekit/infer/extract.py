@@ -283,7 +283,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
-                 refine_start: float = 1.0, model_params: dict | None = None) -> Path:
+                 refine_start: float = 1.0, model_params: dict | None = None) -> tuple[Path, Path | None]:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
 
     ``refine``: another system's estimate of the target in this mixture, which the model improves
@@ -295,7 +295,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
 
     A model with ``transcribes`` also writes its transcript of the target speaker, one line, to
     ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
-    ``model_params``: as ``load_experiment``'s.
+    ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
     """
     from tsekit.data.audio import write_audio
     from tsekit.data.table import atomic_open
@@ -325,10 +325,10 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                               output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak,
                               refine=initial, refine_passes=refine_passes, refine_start=refine_start,
                               with_text=with_text)
-    estimate = result
+    estimate, transcript = result, None
     if with_text:
-        estimate, text = result
-        with atomic_open(transcript_path(out)) as f:
+        (estimate, text), transcript = result, transcript_path(out)
+        with atomic_open(transcript) as f:
             f.write(text + "\n")
     write_audio(out, estimate, rate)
-    return Path(out)
+    return Path(out), transcript

@@ -279,19 +279,14 @@ class MaskGitTSE(TSEModel):
     def codec(self, device: torch.device):
         """The tokens' codec, loaded once (``codec`` / ``codec_params``), on ``device``."""
         if not self._codec:
-            if self.codec_spec is None:
-                raise TsekitError("maskgit_tse: no codec to decode tokens with; set the config's codec section "
-                                  "(codec.spec: exp/<codec> or a registered codec name)")
-            from tsekit.codec.registry import Codec, load_codec
+            from tsekit.codec.registry import Codec, load_for_system
 
-            codec = load_codec(self.codec_spec, **self.codec_params)
-            if not isinstance(codec, Codec):
-                raise TsekitError(f"maskgit_tse: {self.codec_spec} is a vocoder, not a codec with tokens")
+            codec = load_for_system(self.codec_spec, self.codec_params, Codec, "maskgit_tse", "codec")
             if (codec.num_codebooks, codec.codebook_size) != (self.num_codebooks, self.codebook_size):
                 raise TsekitError(f"maskgit_tse: codec {self.codec_spec} has {codec.num_codebooks} codebooks of "
                                   f"{codec.codebook_size}; the model was trained for {self.num_codebooks} of "
                                   f"{self.codebook_size}")
-            self._codec.append(codec.eval())
+            self._codec.append(codec)
         return self._codec[0].to(device)
 
     @torch.no_grad()

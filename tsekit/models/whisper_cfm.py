@@ -167,7 +167,6 @@ class WhisperCFM(TSEModel):
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self._whisper = _Frozen(model)
-        self.whisper_spec = whisper
         dims = model.dims
         self.n_mels, self.width, self.audio_ctx = dims.n_mels, dims.n_audio_state, dims.n_audio_ctx
         self.tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language="en",
@@ -179,17 +178,16 @@ class WhisperCFM(TSEModel):
         self.sigma_min, self.condition_drop, self.time_schedule = sigma_min, condition_drop, time_schedule
         self.flow_steps, self.guidance, self.temperature, self.seed = flow_steps, guidance, temperature, seed
         self.mel_mean, self.mel_std, self.sample_rate = mel_mean, mel_std, sample_rate
-        self.lora_targets = tuple(lora_targets)
-        rank_scale = float(lora_alpha if lora_alpha is not None else lora_rank)
+        alpha = float(lora_alpha if lora_alpha is not None else lora_rank)
         self.lora = torch.nn.ModuleDict({
-            f"{index}_{name}": LoRA(self.width, self.width, lora_rank, rank_scale, lora_dropout)
-            for index in range(dims.n_audio_layer) for name in self.lora_targets})
+            f"{index}_{name}": LoRA(self.width, self.width, lora_rank, alpha, lora_dropout)
+            for index in range(dims.n_audio_layer) for name in lora_targets})
         self.speaker = build_speaker_embedder(speaker_encoder, sample_rate, speaker_dim, speaker_onnx,
                                               min_enroll_seconds)
         self.speaker_to_encoder = torch.nn.Linear(self.speaker.dim, self.width)
         self.vocoder_spec, self.vocoder_params = vocoder, dict(vocoder_params or {})
         self._vocoder: list = []  # loaded on first use, outside the module tree: not in the checkpoint
-        n_feats = int(self.vocoder_params.get("n_mels", 80)) if vocoder is None else self.vocoder().n_mels
+        n_feats = 80 if vocoder is None else self.vocoder().n_mels  # without a vocoder it cannot train; 80 mels
         self.frame_blocks = torch.nn.ModuleList(Block(self.width, frame_heads, 4, 0.1, False, 0)
                                                 for _ in range(frame_layers))
         self.frames_to_mel = torch.nn.Linear(self.width, n_feats)
@@ -213,17 +211,10 @@ class WhisperCFM(TSEModel):
     def vocoder(self, device: torch.device | None = None):
         """The mel vocoder (``vocoder`` / ``vocoder_params``), loaded once."""
         if not self._vocoder:
-            if self.vocoder_spec is None:
-                raise TsekitError("whisper_cfm: no vocoder; set the config's vocoder section (vocoder.spec: "
-                                  "exp/<vocoder> or a registered vocoder such as vocos or hifigan with its path)")
-            from tsekit.codec.registry import Vocoder, load_codec
+            from tsekit.codec.registry import Vocoder, load_for_system
 
-            vocoder = load_codec(self.vocoder_spec, **self.vocoder_params)
-            if not isinstance(vocoder, Vocoder):
-                raise TsekitError(f"whisper_cfm: {self.vocoder_spec} is a codec, not a mel vocoder")
-            for parameter in vocoder.parameters():
-                parameter.requires_grad_(False)
-            self._vocoder.append(vocoder.eval())
+            self._vocoder.append(load_for_system(self.vocoder_spec, self.vocoder_params, Vocoder, "whisper_cfm",
+                                                 "vocoder"))
         return self._vocoder[0] if device is None else self._vocoder[0].to(device)
 
     # --- the encoder ----------------------------------------------------------------------------------------
