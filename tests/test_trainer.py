@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -36,18 +38,28 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    make_libri2mix_tree(root / "Libri2Mix", rates=(8000,), splits=("train-100", "dev"), per_split=16)
-    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=8000, splits=("train-100", "dev"))
+def tiny_data(root: Path, rate: int) -> Path:
+    make_libri2mix_tree(root / "Libri2Mix", rates=(rate,), splits=("train-100", "dev"), per_split=16)
+    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=rate, splits=("train-100", "dev"))
     for split in ("train-100", "dev"):
         enroll_data_dir(root / "data" / split)
     return root / "data"
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tiny_data(tmp_path_factory.mktemp("train"), 8000)
+
+
+@pytest.fixture(scope="module")
+def data16k(tmp_path_factory) -> Path:
+    return tiny_data(tmp_path_factory.mktemp("train16k"), 16000)
+
+
 def write_config(path: Path, **sections) -> Path:
-    config = {key: {**TINY.get(key, {}), **sections.get(key, {})} for key in {*TINY, *sections}}
+    config = {key: {**TINY.get(key, {}), **sections.get(key, {})} for key in {*TINY, *sections} if key != "loss"}
+    if "loss" in sections:  # a list of terms: replaced, not merged
+        config["loss"] = sections["loss"]
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -78,8 +90,20 @@ def test_training_lowers_the_loss_and_writes_the_experiment(data, tmp_path):
     assert again.returncode == 0 and "already trained (3 epochs); nothing to do" in again.stdout
 
 
-def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp_path):
-    config = write_config(tmp_path / "c.yaml")
+# a system that draws inside its loss (diffusion times and noise): per-rank streams and saved states matter
+TINY_DDTSE = {
+    "model": {"name": "ddtse", "params": {
+        "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "speaker_encoder": "learned",
+        "embed_dim": 16, "min_enroll_seconds": 0.3, "steps": 2}},
+    "data": {"sample_rate": 16000, "enroll": "target"},
+    "loss": [{"name": "objective", "output": "objective"}],
+}
+
+
+@pytest.mark.parametrize("sections, data_fixture", [({}, "data"), (TINY_DDTSE, "data16k")], ids=["spex_plus", "ddtse"])
+def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(request, tmp_path, sections, data_fixture):
+    data = request.getfixturevalue(data_fixture)
+    config = write_config(tmp_path / "c.yaml", **sections)
     straight = subprocess.run(train_command(config, data, tmp_path / "straight"), capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
     killed = subprocess.Popen(train_command(config, data, tmp_path / "killed"), stdout=subprocess.DEVNULL,
@@ -191,10 +215,21 @@ def test_two_process_torchrun_trains(data, tmp_path):
         refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "is being written by another process" in refused.stderr
     assert not (tmp_path / "exp" / "stage1").exists()
+    odd = subprocess.run([*command, "data.batch_size=3"], capture_output=True, text=True, timeout=120)
+    assert odd.returncode != 0 and "data.batch_size 3 is the batch of all 2 processes together" in odd.stderr
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("trained:") == 1  # only rank 0 reports and writes
+    assert "batch 4 in all (2 in each of 2 processes)" in proc.stdout
+    latest = ckpt.load_checkpoint(tmp_path / "exp" / "stage1" / "checkpoints" / ckpt.LATEST)
     assert (tmp_path / "exp" / "stage1" / "checkpoints" / ckpt.AVERAGED).is_file()
+    # each rank drew from its own stream: the saved states give different draws
+    draws = []
+    for state in latest["rng"]:
+        ckpt.set_rng_state(state, torch.device("cpu"))
+        draws.append((torch.rand(4), np.random.rand(4).tolist(), random.random()))
+    assert len(draws) == 2
+    assert not torch.equal(draws[0][0], draws[1][0]) and draws[0][1] != draws[1][1] and draws[0][2] != draws[1][2]
 
 
 def logged(stage: Path, name: str) -> list[float]:
@@ -203,7 +238,8 @@ def logged(stage: Path, name: str) -> list[float]:
 
 
 def test_two_processes_with_half_batches_train_like_one_process(data, tmp_path):
-    """torchrun with 2 processes x batch 2 = 1 process x batch 4: the same loss at every step and validation.
+    """torchrun with 2 processes = 1 process at the same data.batch_size (4: 2 in each process): the same loss at
+    every step and validation.
 
     Stage 2 with the speaker encoder frozen: its BatchNorm layers then use their
     running statistics, which do not depend on how a batch is split (in training
@@ -227,8 +263,7 @@ def test_two_processes_with_half_batches_train_like_one_process(data, tmp_path):
     assert one.returncode == 0, one.stderr
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m",
                 "tsekit"]
-    two = subprocess.run([*torchrun, *train_command(config, tmp_path / "data", tmp_path / "two", *stage2,
-                                                    "data.batch_size=2")[1:]],
+    two = subprocess.run([*torchrun, *train_command(config, tmp_path / "data", tmp_path / "two", *stage2)[1:]],
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("trained:") == 1  # only rank 0 reports and writes

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tsekit import TsekitError
@@ -51,6 +53,42 @@ def load_weights(model: torch.nn.Module, weights: dict, path: str | os.PathLike,
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise TsekitError(f"{path}: weights do not fit model {getattr(model, 'registry_name', type(model).__name__)} "
                           f"as configured ({detail})") from None
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of process ``rank``'s random stream (from ``step`` on): stable, distinct for every triple."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a training step may draw from: torch (CPU and CUDA), numpy and Python's."""
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def rng_state(device: torch.device) -> dict:
+    """The generators' states as tensors and plain values, so that a checkpoint holding them still loads with
+    ``weights_only=True`` (numpy's key array travels as a tensor)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position,
+                                                       has_gauss, gauss), "random": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict | torch.Tensor, device: torch.device) -> None:
+    """Restore what ``rng_state`` saved; a bare tensor is the torch state alone (checkpoints before 2026-12-07)."""
+    if torch.is_tensor(state):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(state["random"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def read_best(folder: Path) -> list[tuple[float, str]]:

@@ -5,19 +5,29 @@ speaker index of the CE loss), ``checkpoints/`` (``latest.pt``, the best N
 ``epochN.pt`` by validation loss, ``averaged.pt``), ``log/scalars.tsv`` (and
 TensorBoard event files when the tensorboard package is installed).
 
-Resuming is bit-for-bit on the same hardware: the checkpoint holds model,
-optimizer, scheduler, grad scaler, torch RNG, epoch and the number of batches
-done in that epoch; each epoch's sample order depends only on (seed, epoch)
-and each example's randomness on (seed, epoch, index), so the resumed run
-sees exactly the batches the uninterrupted one would have.
+Randomness: every process seeds torch, numpy and Python's ``random`` with
+``train.seed`` to build the model, so all ranks start from the same weights;
+then each rank switches to its own stream, seeded by (seed, rank), for the
+draws of training (a diffusion model's times and noise, MaskGIT's masks,
+dropout): ranks with the same stream would repeat each other's draws.
 
-Under torchrun, each of the W processes takes batches of ``data.batch_size``
-from its shard of the epoch (``EpochSampler``), DDP averages the gradients,
-and only rank 0 writes checkpoints and logs; validation runs on every row,
-sharded, with the sums reduced across ranks. W processes with batch B/W
-therefore train like one process with batch B, up to floating-point
-rounding, except in BatchNorm layers (the SpEx+ speaker encoder's), which
-normalise a training batch with the statistics of each process's part of it.
+Resuming is bit-for-bit on the same hardware: the checkpoint holds model,
+optimizer, scheduler, grad scaler, every rank's generator states (torch,
+CUDA, numpy, ``random``), epoch and the number of batches done in that
+epoch; each epoch's sample order depends only on (seed, epoch) and each
+example's randomness on (seed, epoch, index), so the resumed run sees exactly
+the batches the uninterrupted one would have, and draws what it would have.
+
+``data.batch_size`` is the batch of one optimizer step over all processes.
+Under torchrun, each of the W processes takes batches of ``batch_size / W``
+(which must divide evenly) from its shard of the epoch (``EpochSampler``),
+DDP averages the gradients, and only rank 0 writes checkpoints and logs;
+validation runs on every row, sharded, with the sums reduced across ranks
+(``data.valid_batch_size`` is per process: it sets memory use, not results).
+A config therefore trains alike on any number of processes, up to
+floating-point rounding, except in BatchNorm layers (the SpEx+ speaker
+encoder's), which normalise a training batch with the statistics of each
+process's part of it.
 
 One writer: the stage folder's writer lock (``tsekit.lock``) is held from
 before anything is read or written until training ends; under torchrun rank
@@ -282,7 +292,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
             # a token or mel system speaks through the codec or vocoder of its config's section (stage 3 built it)
             params.update({section: reference.spec, f"{section}_params": dict(reference.params)})
             cfg.model.params = params
-    torch.manual_seed(cfg.train.seed)
+    ckpt.seed_everything(cfg.train.seed)  # every rank builds the same initial model
     model = build_model(cfg.model.name, params).to(dist.device)
     messages = []
     frozen_prefixes: list[str] = []
@@ -319,11 +329,20 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
                            enroll="fixed", speakers=speakers, seed=cfg.train.seed, tokens_dir=tokens_of(valid_data))
     for dataset in (train_set, valid_set):
         check_token_grid(model, dataset)
-    steps_per_epoch = len(train_set) // (data.batch_size * dist.world)
+        if dataset.skipped:
+            messages.append(f"{dataset.data_dir}: {dataset.skipped} rows without a transcript (targets cut short) "
+                            f"left out; {len(dataset)} used")
+    if data.batch_size % dist.world:
+        raise TsekitError(f"data.batch_size {data.batch_size} is the batch of all {dist.world} processes together "
+                          "and must divide evenly among them")
+    rank_batch = data.batch_size // dist.world
+    steps_per_epoch = len(train_set) // data.batch_size
     if cfg.train.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise TsekitError(f"{train_data}: {len(train_set)} rows make no batch of {data.batch_size}")
+    messages.append(f"batch {data.batch_size}" + (f" in all ({rank_batch} in each of {dist.world} processes)"
+                                                  if dist.world > 1 else "") + f", {steps_per_epoch} steps an epoch")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable)
     scheduler, per_step = make_scheduler(cfg, optimizer, steps_per_epoch)
@@ -334,6 +353,9 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     if dist.world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.device] if amp else None)
 
+    # each rank its own stream from here on: the same draws on every rank (diffusion times, masks, noise,
+    # dropout) would make W processes do the work of one
+    ckpt.seed_everything(ckpt.rank_seed(cfg.train.seed, dist.rank))
     epoch, batches_done, step, nonfinite = 0, 0, 0, 0
     if resume and (folder / ckpt.LATEST).is_file():
         state = ckpt.load_checkpoint(folder / ckpt.LATEST, map_location=dist.device)
@@ -345,7 +367,12 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"][dist.rank] if dist.rank < len(state["rng"]) else state["rng"][0])
+        if len(state["rng"]) == dist.world:
+            ckpt.set_rng_state(state["rng"][dist.rank], dist.device)
+        else:  # the batches stay those of the first run (the batch is global); the draws cannot
+            ckpt.seed_everything(ckpt.rank_seed(cfg.train.seed, dist.rank, state["step"]))
+            messages.append(f"saved by {len(state['rng'])} processes, resumed by {dist.world}: random draws "
+                            "continue from new streams")
         epoch, batches_done, step, nonfinite = (state[k] for k in ("epoch", "batches_done", "step", "nonfinite"))
         if epoch >= cfg.train.epochs and (folder / ckpt.AVERAGED).is_file():
             if dist.main:
@@ -363,10 +390,10 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     log = ScalarLog(stage_dir / "log", dist.main)
 
     def snapshot() -> dict:
-        rng = [torch.get_rng_state()]
+        rng = [ckpt.rng_state(dist.device)]
         if dist.world > 1:
-            rng = [torch.empty_like(rng[0]) for _ in range(dist.world)]
-            torch.distributed.all_gather_object(rng, torch.get_rng_state())
+            rng = [None] * dist.world
+            torch.distributed.all_gather_object(rng, ckpt.rng_state(dist.device))
         weights = {"model": model.state_dict()}
         if average is not None:
             weights = {"model": average.state, "train_weights": model.state_dict()}
@@ -379,9 +406,12 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         train_set.set_epoch(epoch)
         model.set_epoch(epoch)
         sampler = EpochSampler(len(train_set), cfg.train.seed, epoch, True, dist.rank, dist.world,
-                               data.batch_size, batches_done)
-        loader = torch.utils.data.DataLoader(train_set, batch_size=data.batch_size, sampler=sampler,
-                                             num_workers=data.num_workers, collate_fn=collate, drop_last=True)
+                               rank_batch, batches_done)
+        # the loader's own generator: one from the global stream would shift the model's draws after a resume
+        # (examples are seeded by index, so worker seeds do not matter)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=rank_batch, sampler=sampler,
+                                             num_workers=data.num_workers, collate_fn=collate, drop_last=True,
+                                             generator=torch.Generator().manual_seed(cfg.train.seed + epoch))
         wrapped.train()
         for name, module in model.named_modules():  # frozen parts keep their normalisation statistics too
             if name and any(name == p or name.startswith(p + ".") for p in frozen_prefixes):
