@@ -50,6 +50,7 @@ class FakeMixture:
     source_utts: tuple[str, ...]
     speakers: tuple[str, ...]
     texts: tuple[str, ...] = ("", "")
+    seconds: tuple[float, ...] = ()  # each source utterance's whole length (LibriMix: its LibriSpeech flac)
 
 
 def speechlike(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -79,10 +80,12 @@ def _fit(signal: np.ndarray, frames: int) -> np.ndarray:
     return np.pad(signal, (0, frames - len(signal)))
 
 
-def _sources(rate: int, mode: str, seed: int, num_sources: int = 2) -> dict[str, np.ndarray]:
-    """s1, s2[, s3] and noise of one mixture, all of the mixture's length."""
+def _sources(rate: int, mode: str, seed: int, num_sources: int = 2,
+             seconds: Sequence[float] = ()) -> dict[str, np.ndarray]:
+    """s1, s2[, s3] and noise of one mixture, all of the mixture's length; sources of ``seconds`` if given."""
     rng = np.random.default_rng(seed)
-    speech = [speechlike(rng.uniform(0.3, 0.6), rate, rng) for _ in range(num_sources)]
+    seconds = seconds or [rng.uniform(0.3, 0.6) for _ in range(num_sources)]
+    speech = [speechlike(length, rate, rng) for length in seconds]
     frames = (min if mode == "min" else max)(len(s) for s in speech)
     noise = rng.normal(0, 0.01, frames).astype(np.float32)
     return {**{f"s{k}": _fit(s, frames) for k, s in enumerate(speech, 1)}, "noise": noise}
@@ -98,8 +101,9 @@ def _mixture_audio(sources: dict[str, np.ndarray], mixture: str) -> np.ndarray:
 
 
 def _write_mixture_files(split_dir: Path, name: str, rate: int, mode: str, seed: int,
-                         mixtures: Sequence[str], noise: bool, num_sources: int = 2) -> None:
-    sources = _sources(rate, mode, seed, num_sources)
+                         mixtures: Sequence[str], noise: bool, num_sources: int = 2,
+                         seconds: Sequence[float] = ()) -> None:
+    sources = _sources(rate, mode, seed, num_sources, seconds)
     for sub in sources:
         if sub != "noise" or noise:
             write_wav(split_dir / sub / name, sources[sub], rate)
@@ -164,7 +168,9 @@ def libri_mixtures(splits: Sequence[str], per_split: int, seed: int = 0, num_sou
             utts = tuple(f"{spk}-{1000 * k + split_number}-{index + 10 * (k - 1):04d}"
                          for k, spk in enumerate(speakers, 1))  # fmt: skip
             texts = tuple(" ".join(rng.choice(LIBRI_WORDS, size=4)) for _ in range(num_sources))
-            out.append(FakeMixture(split, "_".join(utts), utts, speakers, texts))
+            lengths = np.random.default_rng([seed, split_number, index])  # its own: speakers and texts as before
+            seconds = tuple(float(lengths.uniform(0.3, 0.6)) for _ in range(num_sources))
+            out.append(FakeMixture(split, "_".join(utts), utts, speakers, texts, seconds))
     return out
 
 
@@ -219,7 +225,8 @@ def make_librimix_tree(
             for number, mix in enumerate(mixtures):
                 seed = 2000 * rate + 10 * number + (mode == "max")
                 _write_mixture_files(mode_dir / mix.split, f"{mix.mixture_id}.wav", rate, mode, seed,
-                                     mixtures=LIBRIMIX_MIXTURES, noise=True, num_sources=num_sources)
+                                     mixtures=LIBRIMIX_MIXTURES, noise=True, num_sources=num_sources,
+                                     seconds=mix.seconds)
                 source = mode_dir / mix.split / "s1" / f"{mix.mixture_id}.wav"
                 lengths[mix.mixture_id] = sf.info(str(source)).frames
             for split in splits:
@@ -235,12 +242,16 @@ make_libri3mix_tree = partial(make_librimix_tree, num_sources=3)
 
 
 def write_librispeech_transcripts(folder: Path, mixtures: Sequence[FakeMixture]) -> None:
-    """``folder/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt`` with each source's text."""
+    """``folder/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt`` with each source's text, and beside it each
+    source's ``<utt>.flac`` (16 kHz silence of the source's whole length: only its header is read)."""
     by_chapter: dict[tuple[str, str], list[str]] = {}
     for mix in mixtures:
-        for utt, text in zip(mix.source_utts, mix.texts, strict=True):
+        for utt, text, seconds in zip(mix.source_utts, mix.texts, mix.seconds, strict=True):
             spk, chapter, _ = utt.split("-")
             by_chapter.setdefault((spk, chapter), []).append(f"{utt} {text}")
+            flac = folder / "dev-clean" / spk / chapter / f"{utt}.flac"
+            flac.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(flac, np.zeros(int(seconds * 16000), dtype=np.int16), 16000)
     for (spk, chapter), lines in by_chapter.items():
         path = folder / "dev-clean" / spk / chapter / f"{spk}-{chapter}.trans.txt"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -277,6 +277,21 @@ def test_missing_rows_are_reported_with_the_table(data, tmp_path):
         TSEDataset(copy, ALL, RATE, train=True)
 
 
+def test_a_model_that_reads_text_gets_only_the_rows_that_have_one(data, tmp_path):
+    """A target cut short has no transcript (LibriMix min mode): its row is left out, the others keep theirs."""
+    copy = copy_without(data, tmp_path)
+    rows = sorted(table(data, "wav.scp"))
+    transcribed = {utt: f"WORDS OF {index}" for index, utt in enumerate(rows) if index % 3}
+    write_table(copy / "text", transcribed)
+    dataset = TSEDataset(copy, frozenset({"target", "text"}), RATE, train=True, chunk_seconds=None)
+    assert len(dataset) == len(transcribed) and dataset.skipped == len(rows) - len(transcribed)
+    assert {dataset[i]["utt"]: dataset[i]["text"] for i in range(len(dataset))} == transcribed
+    assert len(TSEDataset(copy, frozenset({"target"}), RATE, train=True)) == len(rows)  # no text read: every row
+    write_table(copy / "text", {})
+    with pytest.raises(TsekitError, match="text: no transcript for any row of wav.scp"):
+        TSEDataset(copy, frozenset({"target", "text"}), RATE, train=True, chunk_seconds=None)
+
+
 def test_speaker_index_is_the_position_in_the_training_speaker_list(data):
     utt2spk = table(data, "utt2spk")
     speakers = sorted(set(utt2spk.values()))

@@ -73,8 +73,9 @@ def check_data_dir(
         assert keys == sorted(keys, key=c_sort_key) and len(keys) == len(set(keys)), name
         tables[name] = read_table(data / name)
     utts = set(tables["wav.scp"])
-    for name in present - {"spk2utt"}:
+    for name in present - {"spk2utt", "text"}:
         assert set(tables[name]) == utts, name
+    assert set(tables.get("text", {})) <= utts  # only targets that keep every word have one
 
     expected = {}
     for mix in truth:
@@ -235,17 +236,21 @@ def test_libri2mix_csv_variants(tmp_path: Path, columns: dict | None, spaces: bo
     check_data_dir(tmp_path / "data" / "dev", root, truth, 16000, "min", "mix_clean")
 
 
-def test_libri2mix_librispeech_text(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode, rate", [("min", 16000), ("min", 8000), ("max", 16000)])
+def test_libri2mix_text_only_for_targets_that_keep_every_word(tmp_path: Path, mode: str, rate: int) -> None:
+    """min mode cuts every source to the shortest: only that one keeps the words of its transcript."""
     root = tmp_path / "Libri2Mix"
-    truth = make_libri2mix_tree(root, splits=("dev", "test"), per_split=3)
+    truth = make_libri2mix_tree(root, splits=("dev", "test"), per_split=3, modes=(mode,), rates=(rate,))
     write_librispeech_transcripts(tmp_path / "LibriSpeech", truth)
-    prepare("libri2mix", root, tmp_path / "data", "--splits", "dev,test",
-            "--librispeech", tmp_path / "LibriSpeech")
+    prepare("libri2mix", root, tmp_path / "data", "--splits", "dev,test", "--mode", mode,
+            "--sample-rate", str(rate), "--librispeech", tmp_path / "LibriSpeech")
     for split in ("dev", "test"):
         mixtures = [m for m in truth if m.split == split]
-        tables = check_data_dir(tmp_path / "data" / split, root, mixtures, 16000, "min", "mix_clean")
-        expected = {f"{m.speakers[i]}-{m.mixture_id}-s{i + 1}": m.texts[i] for m in mixtures for i in (0, 1)}
+        tables = check_data_dir(tmp_path / "data" / split, root, mixtures, rate, mode, "mix_clean")
+        whole = {(m, i) for m in mixtures for i in (0, 1) if mode == "max" or m.seconds[i] == min(m.seconds)}
+        expected = {f"{m.speakers[i]}-{m.mixture_id}-s{i + 1}": m.texts[i] for m, i in whole}
         assert tables["text"] == expected
+        assert len(expected) == len(mixtures) * (2 if mode == "max" else 1)
         check_validates(tmp_path / "data" / split)
 
 
@@ -418,7 +423,8 @@ def test_libri3mix_three_rows_per_mixture(tmp_path: Path) -> None:
     for split in ("dev", "test"):
         mixtures = [m for m in truth if m.split == split]
         tables = check_data_dir(tmp_path / "data" / split, root, mixtures, 16000, "min", "mix_clean", (1, 2, 3))
-        expected = {f"{m.speakers[i]}-{m.mixture_id}-s{i + 1}": m.texts[i] for m in mixtures for i in range(3)}
+        expected = {f"{m.speakers[i]}-{m.mixture_id}-s{i + 1}": m.texts[i] for m in mixtures for i in range(3)
+                    if m.seconds[i] == min(m.seconds)}  # min mode: the shortest source alone keeps every word
         assert tables["text"] == expected
         check_validates(tmp_path / "data" / split)
         assert split in output

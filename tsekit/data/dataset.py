@@ -222,6 +222,13 @@ class TSEDataset(torch.utils.data.Dataset):
         self.rows = sorted_keys(self.tables["wav.scp"])
         if not self.rows:
             raise TsekitError(f"{self.data_dir / 'wav.scp'}: no rows")
+        self.skipped = 0  # rows left out: without a transcript, for a model that reads one
+        if "text" in self.needs:  # a target cut short has no transcript (PARTIAL_FILES): its row is left out
+            self.tables["text"] = read_table(self.data_dir / "text")
+            kept = [utt for utt in self.rows if utt in self.tables["text"]]
+            if not kept:
+                raise TsekitError(f"{self.data_dir / 'text'}: no transcript for any row of wav.scp")
+            self.skipped, self.rows = len(self.rows) - len(kept), kept
         # an enrollment is chosen for its waveform, its tokens, or both
         self.enrolls = bool(self.needs & {"enroll", "enroll_tokens"})
         sampled = self.enrolls and enroll == "sampled"
@@ -293,15 +300,13 @@ class TSEDataset(torch.utils.data.Dataset):
         names.update(CLIP_NEEDS[need] for need in self.needs & set(CLIP_NEEDS))
         if self.dm_noise:
             names.add("noise1.scp")
-        if "text" in self.needs:
-            names.add("text")
         return sorted(names)
 
     def _enrolled_by_target(self) -> bool:
         return self.enrolls and self.enroll_mode == "target"
 
     def _read_rows(self, name: str) -> dict[str, str]:
-        """A per-row table, checked to have a line for every row of wav.scp."""
+        """A per-row table, checked to have a line for every row read."""
         table = read_table(self.data_dir / name)
         missing = [utt for utt in self.rows if utt not in table]
         if missing:

@@ -3,7 +3,7 @@
 Kaldi's checks: required files present, every table sorted and free of
 duplicate keys, utt2spk and spk2utt consistent, utt2spk sorted by speaker too
 (speaker ids are prefixes of utterance ids), per-utterance files cover exactly
-the utterances of wav.scp, text/utt2dur well formed.
+the utterances of wav.scp (``text`` may leave rows out: targets cut short have none), text/utt2dur well formed.
 TSE rules: every row has a mixture, a target and (once stage 2 ran) an
 enrollment; the enrollment is not the target recording itself; all audio of a
 data dir shares one sample rate; target and noise are as long as the mixture;
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info
-from tsekit.data.datadir import PER_UTT_FILES, REQUIRED_FILES, SCP_FILES, utt2spk_sorted_by_speaker
+from tsekit.data.datadir import PARTIAL_FILES, PER_UTT_FILES, REQUIRED_FILES, SCP_FILES, utt2spk_sorted_by_speaker
 from tsekit.data.table import c_sort_key, invert_utt2spk, read_list_table, read_table
 
 DURATION_TOLERANCE = 0.01  # seconds; utt2dur is written with 3 decimals
@@ -61,7 +61,7 @@ def validate_data_dir(path: str | os.PathLike, check_audio: bool = True, require
     for name in PER_UTT_FILES:
         if name in tables and set(tables[name]) != utts:
             missing, extra = utts - set(tables[name]), set(tables[name]) - utts
-            if missing:
+            if missing and name not in PARTIAL_FILES:
                 problems.append(f"{path}/{name}: {len(missing)} utterances of wav.scp missing ({_examples(missing)})")
             if extra:
                 problems.append(f"{path}/{name}: {len(extra)} utterances not in wav.scp ({_examples(extra)})")

@@ -32,7 +32,7 @@ class ScoreInputs:
     est: dict[str, str]
     mix: dict[str, str] | None = None
     enroll: dict[str, str] | None = None
-    text: dict[str, str] | None = None
+    text: dict[str, str] | None = None  # may lack rows: targets cut short have no transcript
     hyp_text: dict[str, str] | None = None  # utt -> the system's own transcript (tsasr_wer)
     sources: dict[str, str] | None = None  # role -> manifest or folder it was read from
 
@@ -59,12 +59,14 @@ def inputs_from_manifests(ref: str, est: str, mix: str | None = None, enroll: st
         raise TsekitError(f"{ref}: no utterances")
     what = {"est": "estimate", "hyp_text": "hypothesis transcript"}
     for role, table in tables.items():
-        missing = [u for u in reference if u not in table]
+        # a reference transcript may be absent (a target cut short has none: PARTIAL_FILES); such a row gets no WER
+        missing = [u for u in reference if u not in table and role != "text"]
         if missing:
             raise TsekitError(f"{paths[role]}: no {what.get(role, role)} for {len(missing)} of {len(reference)} "
                               f"reference utterances (e.g. {sorted_keys(missing)[0]})")
     sources = {role: str(path) for role, path in paths.items() if path is not None}
-    return ScoreInputs(**{role: {u: tables[role][u] for u in reference} for role in tables}, sources=sources)
+    return ScoreInputs(**{role: {u: tables[role][u] for u in reference if u in tables[role]} for role in tables},
+                       sources=sources)
 
 
 def read_hypotheses(path: str | os.PathLike) -> dict[str, str]:
@@ -173,7 +175,8 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
         mixture=audio["mix"][0][:shortest] if "mix" in audio else None,
         enroll=audio["enroll"][0] if "enroll" in audio else None,
         enroll_rate=audio["enroll"][1] if "enroll" in audio else None,
-        text=inputs.text[utt] if inputs.text is not None else None,
+        text=inputs.text.get(utt) if inputs.text is not None else None,
+        untranscribed=inputs.text is not None and utt not in inputs.text,
         hyp_text=inputs.hyp_text[utt] if inputs.hyp_text is not None else None,
     )
     return utterance, warnings

@@ -148,15 +148,18 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
                 row += f" {scale * mix_mean:.2f} ± {scale * mix_std:.2f} | {scale * (mean - mix_mean):+.2f} |"
         lines.append(row + f" {n} |")
     lines.append("")
+    untranscribed = sum(r["asr"].get("truth_source") == "none" for r in records.values())
+    skipped = (f" ({untranscribed} of {len(records)} rows have no transcript, their targets being cut short, "
+               "and are left out)") if untranscribed else ""
     if "wer" in metrics:
-        source = {r["asr"]["truth_source"] for r in records.values()}
+        source = {r["asr"]["truth_source"] for r in records.values()} - {"none"}
         against = "the `text` transcripts" if source == {"text"} else "Whisper's transcript of the clean reference"
-        lines.append(f"WER over all words (errors / words), against {against}, ASR model "
+        lines.append(f"WER over all words (errors / words){skipped}, against {against}, ASR model "
                      f"`{settings['asr_model']}`: estimate {_corpus_wer(records, 'estimate'):.2f}%"
                      + (f", mixture {_corpus_wer(records, 'mixture'):.2f}%" if has_mix else "") + ".")
         lines.append("")
     if "tsasr_wer" in metrics:
-        lines.append(f"TS-ASR WER over all words (errors / words) of the system's own transcripts "
+        lines.append(f"TS-ASR WER over all words (errors / words){skipped} of the system's own transcripts "
                      f"`{settings['inputs']['hyp_text']}`, against the `text` transcripts: "
                      f"{_corpus_wer(records, 'tsasr'):.2f}%.")
         lines.append("")

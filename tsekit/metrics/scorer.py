@@ -91,6 +91,9 @@ class Utterance:
     enroll: np.ndarray | None = None
     enroll_rate: int | None = None
     text: str | None = None
+    # the corpus has transcripts, but not of this row (its target was cut short): no WER, rather than one against
+    # another kind of truth than the other rows'
+    untranscribed: bool = False
     hyp_text: str | None = None  # the system's own transcript (tsasr_wer)
 
 
@@ -146,9 +149,11 @@ class Scorer:
                     scores[improvement] = scores[base] - mixture[base]
         result = UtteranceScores(utt.utt, {m: scores[m] for m in self.metrics if m in scores},
                                  {m: mixture[m] for m in self.metrics if m in mixture})
-        if wanted & {"wer", "cer"}:
+        if utt.untranscribed and wanted & {"wer", "cer", "tsasr_wer"}:
+            result.asr = {"truth_source": "none"}
+        elif wanted & {"wer", "cer"}:
             self._asr_metrics(utt, result)
-        if "tsasr_wer" in wanted:
+        if "tsasr_wer" in wanted and not utt.untranscribed:
             self._tsasr_metrics(utt, result)
         return result
 
