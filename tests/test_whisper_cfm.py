@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -301,3 +302,23 @@ def test_the_frame_encoder_runs_at_frame_width_behind_a_projection_of_whispers_w
     with pytest.raises(TsekitError, match="the frame encoder's width 15 .* must be a positive multiple of frame_heads"):
         make_model(whisper_pt, frame_width=15, frame_heads=2)
 
+
+WHISPER_CFM_CONFIGS = sorted(Path(__file__).resolve().parent.parent.glob("egs/*/conf/whisper_cfm*.yaml"))
+
+
+@pytest.mark.parametrize("path", WHISPER_CFM_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_training_enrolls_with_as_much_as_inference_keeps(path):
+    """The model keeps at most max_enroll_seconds of an enrollment at both times; a data.enroll_seconds crop
+    would train it on shorter enrollments than it is given at inference."""
+    from tsekit.train.config import load_config
+
+    assert load_config(path).data.enroll_seconds is None
+
+
+def test_the_published_config_pads_to_30_s_and_sizes_the_frame_encoder_as_cosyvoice():
+    from tsekit.train.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "egs/libri2mix/conf/whisper_cfm.yaml")
+    params = config.model.params
+    assert params["input_padding"] == "pad30"
+    assert (params["frame_width"], params["frame_layers"], params["frame_heads"]) == (512, 6, 8)
