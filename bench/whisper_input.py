@@ -62,7 +62,7 @@ def main() -> None:
             with torch.no_grad():
                 mel = whisper_log_mel(padded, torch.tensor([wav.shape[1]]), whisper.dims.n_mels)
                 started = time.perf_counter()
-                frames = model._encoder(whisper, mel, None)
+                frames, _ = model._encoder(whisper, mel, None)
                 total["seconds"] += time.perf_counter() - started
                 hypothesis = model.transcribe(frames)[0]
             errors, words = word_errors(texts[utt], hypothesis)

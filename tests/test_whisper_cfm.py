@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,7 +148,7 @@ def test_the_sampler_calls_the_estimator_n_or_2n_times_and_fills_the_regulated_l
 def test_the_enrollment_is_cut_to_what_whispers_30_s_leave_and_a_longer_mixture_is_one_line_error(whisper_pt):
     model = make_model(whisper_pt).eval()
     mixture, enroll = 0.1 * torch.randn(1, 16000 * 28), 0.1 * torch.randn(1, 16000 * 4)
-    frames, _, counts = model.encode(mixture, torch.tensor([16000 * 28]), enroll, torch.tensor([16000 * 4]),
+    frames, _, _, counts = model.encode(mixture, torch.tensor([16000 * 28]), enroll, torch.tensor([16000 * 4]),
                                      torch.zeros(1, 32))
     assert frames.shape[1] == 1500 and counts.tolist() == [1400]  # 2 s of the enrollment kept, 28 s of mixture
     with pytest.raises(TsekitError, match=r"a mixture of 31\.0 s leaves no room for the enrollment in Whisper's 30 s"):
@@ -253,8 +254,71 @@ def test_whisper_input_and_greedy_transcription_match_whisper_itself():
     model = make_model("tiny.en", max_text_tokens=64).eval()
     whisper = model.whisper(torch.device("cpu"))
     with torch.no_grad():
-        hypothesis = model.transcribe(model._encoder(whisper, theirs, None))[0]
+        hypothesis = model.transcribe(model._encoder(whisper, theirs, None)[0])[0]
         reference = openai_whisper.decode(whisper, theirs[0], openai_whisper.DecodingOptions(
             language="en", without_timestamps=True, fp16=False, temperature=0.0)).text
     assert normalize_text(hypothesis) == normalize_text(reference)
     assert normalize_text(hypothesis).startswith("please open the window before you")
+
+
+@pytest.mark.parametrize("input_padding, injection", [("crop", "overwrite"), ("crop", "prepend"),
+                                                       ("pad30", "overwrite")])
+def test_an_example_beside_a_longer_one_in_its_batch_gets_the_mu_and_asr_loss_it_gets_alone(whisper_pt, input_padding,
+                                                                                             injection):
+    """Batch padding is invisible: Whisper's encoder, its decoder's cross-attention and the frame encoder see
+    only an example's own frames (with pad30, its own 30 s as Whisper pads them)."""
+    model = make_model(whisper_pt, input_padding=input_padding, speaker_injection=injection).eval()
+    mus = []
+    model.estimator.register_forward_pre_hook(lambda module, args: mus.append(args[2]))  # (x_t, mask, mu, t, spk)
+    batch = a_batch()  # row 1 is the shorter, in mixture and in enrollment
+    alone = {"mixture": batch["mixture"][1:, :9000], "lengths": batch["lengths"][1:],
+             "target": batch["target"][1:, :9000], "enroll": batch["enroll"][1:, :6000],
+             "enroll_lengths": batch["enroll_lengths"][1:], "text": batch["text"][1:]}
+    with torch.no_grad():
+        together, by_itself = model(batch), model(alone)
+    frames = mus[1].shape[-1]
+    assert frames < mus[0].shape[-1]
+    assert torch.allclose(mus[0][1:, :, :frames], mus[1], atol=1e-5)
+    assert torch.allclose(together["asr_ce"][1:], by_itself["asr_ce"], atol=1e-5)
+    texts, heard = [], []  # heard: what the decoder's first cross-attention gives the prompt
+    cross = model.whisper(torch.device("cpu")).decoder.blocks[0].cross_attn.out
+    cross.register_forward_hook(lambda module, args, out: heard.append(out))
+    for b in (batch, alone):
+        with torch.no_grad():
+            speaker = model.speaker(b["enroll"], b["enroll_lengths"])
+            frames, keys, _, _ = model.encode(b["mixture"], b["lengths"], b["enroll"], b["enroll_lengths"], speaker)
+            first = len(heard)  # the index of this run's first step
+            texts.append(model.transcribe(frames, keys))
+    assert torch.allclose(heard[0][1:], heard[first], atol=1e-5)
+    assert texts[0][1:] == texts[1]
+
+
+def test_the_frame_encoder_runs_at_frame_width_behind_a_projection_of_whispers_width(whisper_pt):
+    model = make_model(whisper_pt, frame_width=16, frame_heads=2)
+    assert model.frame_blocks[0].attention.embed_dim == 16 and model.frames_to_mel.in_features == 16
+    model.train()
+    model(a_batch())["objective"].mean().backward()
+    assert model.frame_input[0].weight.shape == (16, 32) and model.frame_input[0].weight.grad is not None
+    with pytest.raises(TsekitError, match="the frame encoder's width 15 .* must be a positive multiple of frame_heads"):
+        make_model(whisper_pt, frame_width=15, frame_heads=2)
+
+
+WHISPER_CFM_CONFIGS = sorted(Path(__file__).resolve().parent.parent.glob("egs/*/conf/whisper_cfm*.yaml"))
+
+
+@pytest.mark.parametrize("path", WHISPER_CFM_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_training_enrolls_with_as_much_as_inference_keeps(path):
+    """The model keeps at most max_enroll_seconds of an enrollment at both times; a data.enroll_seconds crop
+    would train it on shorter enrollments than it is given at inference."""
+    from tsekit.train.config import load_config
+
+    assert load_config(path).data.enroll_seconds is None
+
+
+def test_the_published_config_pads_to_30_s_and_sizes_the_frame_encoder_as_cosyvoice():
+    from tsekit.train.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "egs/libri2mix/conf/whisper_cfm.yaml")
+    params = config.model.params
+    assert params["input_padding"] == "pad30"
+    assert (params["frame_width"], params["frame_layers"], params["frame_heads"]) == (512, 6, 8)

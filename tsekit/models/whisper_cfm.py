@@ -15,16 +15,26 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   Whisper again from ``whisper``.
 - **Input**: Whisper's log-mel (80 or 128 bins, 25 ms / 10 ms at 16 kHz) of enrollment + mixture concatenated,
   normalised per example as Whisper normalises a clip (log10, floor at max - 8, (x + 4) / 4) over the valid
-  frames. The enrollment is cut to a whole number of encoder frames (320 samples at 16 kHz) so the mixture part
-  starts on an encoder frame, and to at most ``max_enroll_seconds`` (10) and what Whisper's 30 s leave beside
-  the mixture (the speaker embedding still sees all of it). ``input_padding: crop`` (default) runs the encoder
-  on the input's own length, the positional embedding cropped to it; ``pad30`` pads every input to Whisper's
-  30 s as it was trained. Measured (bench/whisper_input.py, docs/RESULTS.md): untrained, cropping breaks
-  Whisper (tiny.en on 2 s clean clips: it loops, WER 578% against 61% padded), but the encoder costs 2.2
-  times less on the few seconds of a TSE input and a training step 2.7 times less; LoRA trained on cropped
-  inputs learns them (the trained TS-ASR WER is 75%). Crop is the default
-  because only it trains within a CPU budget; pad30 is there for GPUs. Either way a mixture must leave room
-  for some enrollment in 30 s (one-line error otherwise).
+  frames; the STFT frames at the end of a clip see zeros after it, as in Whisper's zero-padded 30 s. The
+  enrollment is cut to a whole number of encoder frames (320 samples at 16 kHz) so the mixture part starts on
+  an encoder frame, and to its first ``max_enroll_seconds`` (10), less where Whisper's 30 s leave less beside
+  the mixture (the speaker embedding still sees all of it). That cut is the same in training and at
+  inference and is the only one: a recipe trains on whole enrollments (no ``data.enroll_seconds``), else the
+  model would learn on shorter enrollments than inference gives it. ``input_padding: crop`` (default) runs the
+  encoder on the input's own length, the positional embedding cropped to it; ``pad30`` pads every input to
+  Whisper's 30 s as it was trained. Measured (bench/whisper_input.py, docs/RESULTS.md): untrained, cropping
+  breaks Whisper (tiny.en on 2 s clean clips: it loops, WER 578% against 61% padded), but the encoder costs
+  2.2 times less on the few seconds of a TSE input and a training step 2.7 times less; LoRA trained on cropped
+  inputs learns them (the trained TS-ASR WER is 75%). Crop is the default because only it trains within a CPU
+  budget (the mini recipe); the published config (egs/libri2mix) pads, as Whisper expects. Either way a
+  mixture must leave room for some enrollment in 30 s (one-line error otherwise).
+- **Batch padding**: an example's outputs do not depend on the others in its batch. With ``pad30`` every
+  example is its own 30 s, Whisper's padding included, and nothing is masked: Whisper attended to that
+  padding in all its training, and hiding it would be a new input to it. With ``crop`` the batch is padded to
+  its longest input; beyond an example's own length its log-mel reads as zeros (what the convolutions pad an
+  example alone with), and neither the encoder's self-attention nor the decoder's cross-attention attends to
+  those frames (a key mask; Whisper's own modules have none, so the forwards here apply it), nor does the
+  frame encoder of the flow model.
 - **Speaker embedding** (``speaker_encoder``, default the offline ``resemblyzer`` d-vector of
   ``tsekit.models.layers.speaker_embedding``; the paper uses CAM++), projected to the encoder width and, as the
   authors' TS-Whisper, written over the first encoder frame after conv2 (``speaker_injection: overwrite``) or
@@ -36,21 +46,30 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   weights into the state dict; the encoder's forward here applies the adapters itself instead.
 - **Target-speaker ASR**: the frozen decoder prompted with ``<|startoftranscript|><|en|><|transcribe|>
   <|notimestamps|>`` (English-only models have neither language nor task token), cross-attending to all encoder
-  frames; cross-entropy on the target transcript (``text``) plus end-of-text, averaged per example. Transcripts
-  are written in ``text_case`` (``sentence``: LibriSpeech's upper case becomes "Oliver said ...", closer to what
-  Whisper was trained to write; scoring normalises case anyway). Inference decodes greedily, special tokens
-  other than end-of-text suppressed, at most ``max_text_tokens``.
-- **Flow matching** (CosyVoice / Matcha-TTS): the encoder frames of the mixture part go through
-  ``frame_layers`` transformer blocks, are interpolated (linear) to the mel frame rate and projected to the mel
-  width: ``mu``; the speaker embedding is projected to the mel width; the estimator is the 1-D U-Net with
-  transformer blocks of ``tsekit.models.layers.flow_matching`` on [x_t, mu, spk]; OT-CFM with sigma_min 1e-6,
-  conditions dropped with p 0.2. Inference: ``flow_steps`` (10) Euler steps on the cosine time schedule,
-  guidance 0.7. The mel is the vocoder's own (its rate, hop and bins; seed A: 22.05 kHz, hop 256, 80 bins),
-  normalised by fixed ``mel_mean`` / ``mel_std`` (Matcha normalises by corpus statistics; fixed values
-  measured on the mini corpus's targets serve any corpus of speech). ``mixture_mel: true`` (not in the paper,
-  off by default) adds the mixture's own mel, through a convolution, to ``mu``: Whisper's 50 Hz frames carry
-  the words and the speaker but little spectral detail, which the mixture's mel holds where the target
-  dominates (the role of maskgit_tse's ``features: mel``); it is dropped with ``mu`` for guidance.
+  frames (the example's own, above); cross-entropy on the target transcript (``text``) plus end-of-text,
+  averaged per example. Transcripts are written in ``text_case`` (``sentence``: LibriSpeech's upper case becomes
+  "Oliver said ...", closer to what Whisper was trained to write; scoring normalises case anyway). Inference
+  decodes greedily, special tokens other than end-of-text suppressed, at most ``max_text_tokens``.
+- **Flow matching** (CosyVoice / Matcha-TTS): the encoder frames of the mixture part go through a frame encoder, are
+  interpolated (linear) to the mel frame rate and projected to the mel width: ``mu``. The frame encoder stands where
+  CosyVoice's flow encoder reads its 50 Hz speech tokens: a conformer of 6 blocks, 512 wide, 8 heads, feed-forward
+  2048, behind a "linear" input layer (Linear + LayerNorm), without convolution module or macaron feed-forward (its
+  released ``cosyvoice.yaml``), so pre-norm transformer blocks (4x GELU feed-forward, dropout 0.1). ``frame_width``
+  sets the width: the frames are projected from Whisper's width by Linear + LayerNorm (CosyVoice's input layer) and
+  ``frame_layers`` blocks of ``frame_heads`` heads follow; unset, the blocks run at Whisper's width with no
+  projection (the mini configs). At large-v2's 1280, 6 blocks at Whisper's width and their projection to the mel are
+  118.2 M parameters, six times CosyVoice's; ``frame_width: 512`` (egs/libri2mix) makes them 19.6 M (0.66 M input
+  layer, 18.9 M blocks, 0.04 M to the mel). Departures: no relative positional encoding (Whisper's frames already
+  carry its positions) and no final LayerNorm (a linear projection to the mel follows). The speaker embedding is
+  projected to the mel width; the estimator is the 1-D U-Net with transformer blocks of
+  ``tsekit.models.layers.flow_matching`` on [x_t, mu, spk]; OT-CFM with sigma_min 1e-6, conditions dropped with p
+  0.2. Inference: ``flow_steps`` (10) Euler steps on the cosine time schedule, guidance 0.7. The mel is the
+  vocoder's own (its rate, hop and bins; seed A: 22.05 kHz, hop 256, 80 bins), normalised by fixed ``mel_mean`` /
+  ``mel_std`` (Matcha normalises by corpus statistics; fixed values measured on the mini corpus's targets serve any
+  corpus of speech). ``mixture_mel: true`` (not in the paper, off by default) adds the mixture's own mel, through a
+  convolution, to ``mu``: Whisper's 50 Hz frames carry the words and the speaker but little spectral detail, which
+  the mixture's mel holds where the target dominates (the role of maskgit_tse's ``features: mel``); it is dropped
+  with ``mu`` for guidance.
 - **Vocoder** (``vocoder`` / ``vocoder_params``; the trainer fills them from the config's ``vocoder`` section):
   the toolkit's trained one or a published Vocos / HiFi-GAN by path, loaded on first use, outside the
   checkpoint. Its output is resampled to ``sample_rate`` and cut or padded to the mixture's length. The outputs
@@ -86,16 +105,31 @@ def decoder_prompt(tokenizer) -> list[int]:
 
 def whisper_log_mel(audio: torch.Tensor, lengths: torch.Tensor, n_mels: int) -> torch.Tensor:
     """Whisper's log-mel (B, n_mels, T // 160) of 16 kHz audio (B, T), normalised per example over its valid
-    frames (``lengths`` samples) as Whisper normalises a clip; padding frames get the example's floor."""
+    frames (``lengths`` samples) as Whisper normalises a clip; padding frames get the example's floor.
+
+    The frames at the end of a clip see zeros after it, as in Whisper's zero-padded 30 s, whatever follows in
+    the batch (the STFT's own reflection would make an example's last frame depend on the batch's length)."""
     from whisper.audio import N_FFT, mel_filters
 
     window = torch.hann_window(N_FFT, device=audio.device)
-    stft = torch.stft(audio, N_FFT, WHISPER_HOP, window=window, return_complex=True)
-    power = stft[..., :-1].abs() ** 2
+    stft = torch.stft(F.pad(audio, (0, N_FFT // 2)), N_FFT, WHISPER_HOP, window=window, return_complex=True)
+    power = stft[..., : audio.shape[-1] // WHISPER_HOP].abs() ** 2
     mel = (mel_filters(audio.device, n_mels) @ power).clamp(min=1e-10).log10()
     valid = torch.arange(mel.shape[-1], device=audio.device)[None] < (lengths // WHISPER_HOP)[:, None]
     floor = mel.masked_fill(~valid[:, None], -math.inf).amax((1, 2), keepdim=True) - 8.0
     return (torch.where(valid[:, None], torch.maximum(mel, floor), floor) + 4.0) / 4.0
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int,
+           keys: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    """Whisper's multi-head attention (scale 1 / sqrt(head width)) of projections query (B, L, d) over key and
+    value (B, S, d), attending only to the keys marked True in ``keys`` (B, S) (None: all), or, ``causal``, each
+    query to the keys up to its own position."""
+    batch, length, width = query.shape
+    query, key, value = (x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in (query, key, value))
+    mask = None if keys is None else keys[:, None, None]
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal).transpose(
+        1, 2).reshape(batch, length, width)
 
 
 class LoRA(torch.nn.Module):
@@ -136,7 +170,8 @@ class WhisperCFM(TSEModel):
                  speaker_encoder: str = "resemblyzer", speaker_dim: int = 256, speaker_onnx: str | None = None,
                  min_enroll_seconds: float = 1.0, speaker_injection: Literal["overwrite", "prepend"] = "overwrite",
                  asr_weight: float = 1.0, text_case: Literal["sentence", "lower", "keep"] = "sentence",
-                 max_text_tokens: int = 128, frame_layers: int = 2, frame_heads: int = 4,
+                 max_text_tokens: int = 128, frame_width: int | None = None, frame_layers: int = 2,
+                 frame_heads: int = 4,
                  flow_channels: tuple[int, ...] = (256, 256), flow_blocks: int = 1, flow_mid_blocks: int = 2,
                  flow_heads: int = 4, flow_head_dim: int = 64, flow_dropout: float = 0.05, sigma_min: float = 1e-6,
                  condition_drop: float = 0.2, flow_steps: int = 10, guidance: float = 0.7,
@@ -188,9 +223,16 @@ class WhisperCFM(TSEModel):
         self.vocoder_spec, self.vocoder_params = vocoder, dict(vocoder_params or {})
         self._vocoder: list = []  # loaded on first use, outside the module tree: not in the checkpoint
         n_feats = 80 if vocoder is None else self.vocoder().n_mels  # without a vocoder it cannot train; 80 mels
-        self.frame_blocks = torch.nn.ModuleList(Block(self.width, frame_heads, 4, 0.1, False, 0)
+        blocks_width = self.width if frame_width is None else frame_width
+        if blocks_width < 1 or frame_heads < 1 or blocks_width % frame_heads:
+            raise TsekitError(f"whisper_cfm: the frame encoder's width {blocks_width} (frame_width, else Whisper's) "
+                              f"must be a positive multiple of frame_heads ({frame_heads})")
+        # CosyVoice's "linear" input layer, here from Whisper's width to the frame encoder's
+        self.frame_input = None if frame_width is None else torch.nn.Sequential(
+            torch.nn.Linear(self.width, frame_width), torch.nn.LayerNorm(frame_width))
+        self.frame_blocks = torch.nn.ModuleList(Block(blocks_width, frame_heads, 4, 0.1, False, 0)
                                                 for _ in range(frame_layers))
-        self.frames_to_mel = torch.nn.Linear(self.width, n_feats)
+        self.frames_to_mel = torch.nn.Linear(blocks_width, n_feats)
         self.speaker_to_mel = torch.nn.Linear(self.speaker.dim, n_feats)
         self.mixture_to_mel = torch.nn.Conv1d(n_feats, n_feats, 3, padding=1) if mixture_mel else None
         self.estimator = FlowEstimator(n_feats, tuple(flow_channels), flow_blocks, flow_mid_blocks, flow_heads,
@@ -219,10 +261,10 @@ class WhisperCFM(TSEModel):
 
     # --- the encoder ----------------------------------------------------------------------------------------
 
-    def encode(self, mixture: torch.Tensor, lengths: torch.Tensor, enroll: torch.Tensor,
-               enroll_lengths: torch.Tensor, speaker: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encoder frames of enrollment + mixture: (all frames (B, N, width), the mixture part's frames
-        (B, Fm, width) zero-padded, their counts (B,))."""
+    def encode(self, mixture: torch.Tensor, lengths: torch.Tensor, enroll: torch.Tensor, enroll_lengths: torch.Tensor,
+               speaker: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Encoder frames of enrollment + mixture: (all frames (B, N, width), which of them are the example's own
+        (B, N) (None with pad30: all), the mixture part's frames (B, Fm, width) zero-padded, their counts (B,))."""
         from tsekit.codec.registry import resample
 
         whisper = self.whisper(mixture.device)
@@ -250,35 +292,47 @@ class WhisperCFM(TSEModel):
             audio[row, first:first + count] = mixture[row, :count]
         valid = enroll_kept + mix_frames * FRAME_SAMPLES
         mel = whisper_log_mel(audio, valid, self.n_mels)
-        frames = self._encoder(whisper, mel, speaker)
+        frames, keys = self._encoder(whisper, mel, speaker, None if self.input_padding == "pad30" else
+                                     valid // WHISPER_HOP)
         starts = enroll_frames + extra
         index = starts[:, None] + torch.arange(int(mix_frames.max()), device=frames.device)[None]
         index = index.clamp(max=frames.shape[1] - 1)
         mixture_part = frames.gather(1, index[..., None].expand(-1, -1, self.width))
         inside = torch.arange(index.shape[1], device=frames.device)[None] < mix_frames[:, None]
-        return frames, mixture_part * inside[..., None], mix_frames
+        return frames, keys, mixture_part * inside[..., None], mix_frames
 
-    def _encoder(self, whisper, mel: torch.Tensor, speaker: torch.Tensor | None) -> torch.Tensor:
+    def _encoder(self, whisper, mel: torch.Tensor, speaker: torch.Tensor | None,
+                 mel_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Whisper's encoder with the speaker embedding injected (none: Whisper's own input, for
-        bench/whisper_input.py) and LoRA on its attention projections."""
+        bench/whisper_input.py) and LoRA on its attention projections: (frames (B, N, width), which are the
+        example's own (B, N)). ``mel_lengths`` (B,): each example's own mel frames, the rest batch padding that
+        its frames do not see (None: every frame is the example's)."""
         encoder = whisper.encoder
+        keys = None
+        if mel_lengths is not None:  # batch padding reads as the zeros the convolutions pad an example alone with
+            mel = mel * (torch.arange(mel.shape[-1], device=mel.device)[None] < mel_lengths[:, None])[:, None]
         x = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mel)))).transpose(1, 2)
+        prepended = speaker is not None and self.speaker_injection == "prepend"
         if speaker is not None:
             injected = self.speaker_to_encoder(speaker)[:, None]
-            x = torch.cat([injected, x[:, 1:]] if self.speaker_injection == "overwrite" else [injected, x], 1)
+            x = torch.cat([injected, x] if prepended else [injected, x[:, 1:]], 1)
+        if mel_lengths is not None:
+            own = mel_lengths // ENCODER_STRIDE + int(prepended)
+            keys = torch.arange(x.shape[1], device=x.device)[None] < own[:, None]
         x = x + encoder.positional_embedding[: x.shape[1]].to(x.dtype)
         for index, block in enumerate(encoder.blocks):
-            x = x + self._attention(index, block.attn, block.attn_ln(x))
+            x = x + self._attention(index, block.attn, block.attn_ln(x), keys)
             x = x + block.mlp(block.mlp_ln(x))
-        return encoder.ln_post(x)
+        x = encoder.ln_post(x)
+        return (x, None) if keys is None else (x * keys[..., None], keys)
 
-    def _attention(self, index: int, attention, x: torch.Tensor) -> torch.Tensor:
+    def _attention(self, index: int, attention, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         def projection(name: str, inputs: torch.Tensor) -> torch.Tensor:
             out = getattr(attention, name)(inputs)
             key = f"{index}_{name}"
             return out + self.lora[key](inputs) if key in self.lora else out
 
-        mixed, _ = attention.qkv_attention(projection("query", x), projection("key", x), projection("value", x))
+        mixed = attend(projection("query", x), projection("key", x), projection("value", x), attention.n_head, keys)
         return projection("out", mixed)
 
     # --- target-speaker ASR ---------------------------------------------------------------------------------
@@ -295,8 +349,38 @@ class WhisperCFM(TSEModel):
             out.append([*self.tokenizer.encode(" " + text), self.tokenizer.eot])
         return out
 
-    def asr_loss(self, frames: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        """Per-example cross-entropy (B,) of the frozen decoder on the target transcripts."""
+    @staticmethod
+    def _decode(decoder, tokens: torch.Tensor, memory: list[tuple[torch.Tensor, torch.Tensor]],
+                keys: torch.Tensor | None, cache: list | None = None) -> torch.Tensor:
+        """Logits (B, L, vocab) of Whisper's frozen decoder for ``tokens`` (B, L), its cross-attention limited to
+        each example's own encoder frames ``keys`` (B, N) (None: all); ``memory``: each block's cross-attention
+        keys and values (``_memory``). ``cache`` (greedy decoding): a list, empty at first, that keeps each
+        block's self-attention keys and values, so that each later call passes only the next token. Whisper's
+        own forward has no key mask (and its cache hooks serve only that forward)."""
+        offset = cache[0][0].shape[1] if cache else 0
+        x = decoder.token_embedding(tokens) + decoder.positional_embedding[offset : offset + tokens.shape[1]]
+        for index, (block, (key, value)) in enumerate(zip(decoder.blocks, memory, strict=True)):
+            attention, h = block.attn, block.attn_ln(x)
+            past = (attention.key(h), attention.value(h))
+            if cache is not None and index < len(cache):
+                past = cache[index] = tuple(torch.cat(pair, 1) for pair in zip(cache[index], past, strict=True))
+            elif cache is not None:
+                cache.append(past)
+            # causal over the tokens of this call; a later call's one token sees all before it
+            x = x + attention.out(attend(attention.query(h), *past, attention.n_head, causal=offset == 0))
+            cross = block.cross_attn
+            x = x + cross.out(attend(cross.query(block.cross_attn_ln(x)), key, value, cross.n_head, keys))
+            x = x + block.mlp(block.mlp_ln(x))
+        return (decoder.ln(x) @ decoder.token_embedding.weight.T).float()
+
+    @staticmethod
+    def _memory(decoder, frames: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder block's cross-attention keys and values of the encoder frames, computed once."""
+        return [(block.cross_attn.key(frames), block.cross_attn.value(frames)) for block in decoder.blocks]
+
+    def asr_loss(self, frames: torch.Tensor, texts: list[str], keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-example cross-entropy (B,) of the frozen decoder on the target transcripts, attending to the
+        encoder frames marked in ``keys`` (B, N) (None: all)."""
         decoder = self.whisper(frames.device).decoder
         targets = self.transcript_tokens(texts)
         width = len(self.prompt) + max(len(t) for t in targets) - 1
@@ -309,14 +393,15 @@ class WhisperCFM(TSEModel):
         if width > decoder.positional_embedding.shape[0]:
             raise TsekitError(f"whisper_cfm: a transcript of {width} tokens is longer than the decoder's "
                               f"{decoder.positional_embedding.shape[0]}")
-        logits = decoder(inputs.to(frames.device), frames)
+        logits = self._decode(decoder, inputs.to(frames.device), self._memory(decoder, frames), keys)
         labels = labels.to(frames.device)
         ce = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
         return ce.sum(1) / (labels != IGNORE).sum(1)
 
     @torch.no_grad()
-    def transcribe(self, frames: torch.Tensor) -> list[str]:
-        """Greedy transcripts of encoder frames (B, N, width) by the frozen decoder."""
+    def transcribe(self, frames: torch.Tensor, keys: torch.Tensor | None = None) -> list[str]:
+        """Greedy transcripts of encoder frames (B, N, width) by the frozen decoder, attending to the frames
+        marked in ``keys`` (B, N) (None: all)."""
         whisper = self.whisper(frames.device)
         size = frames.shape[0]
         tokens = torch.tensor([self.prompt] * size, device=frames.device)
@@ -324,23 +409,18 @@ class WhisperCFM(TSEModel):
         suppressed = torch.zeros(whisper.dims.n_vocab, dtype=torch.bool, device=frames.device)
         suppressed[eot + 1:] = True  # every special token but end-of-text
         done = torch.zeros(size, dtype=torch.bool, device=frames.device)
-        cache, hooks = whisper.install_kv_cache_hooks()
-        try:
-            step_input = tokens
-            for step in range(self.max_text_tokens):
-                logits = whisper.decoder(step_input, frames, kv_cache=cache)[:, -1]
-                logits = logits.masked_fill(suppressed, -math.inf)
-                if step == 0:  # no empty transcript: Whisper's blank suppression
-                    logits[:, eot] = -math.inf
-                chosen = torch.where(done, eot, logits.argmax(-1))
-                tokens = torch.cat([tokens, chosen[:, None]], 1)
-                done |= chosen == eot
-                if bool(done.all()):
-                    break
-                step_input = chosen[:, None]
-        finally:
-            for hook in hooks:
-                hook.remove()
+        memory, cache, step_input = self._memory(whisper.decoder, frames), [], tokens
+        for step in range(self.max_text_tokens):
+            logits = self._decode(whisper.decoder, step_input, memory, keys, cache)[:, -1]
+            logits = logits.masked_fill(suppressed, -math.inf)
+            if step == 0:  # no empty transcript: Whisper's blank suppression
+                logits[:, eot] = -math.inf
+            chosen = torch.where(done, eot, logits.argmax(-1))
+            tokens = torch.cat([tokens, chosen[:, None]], 1)
+            done |= chosen == eot
+            if bool(done.all()):
+                break
+            step_input = chosen[:, None]
         texts = []
         for row in tokens[:, len(self.prompt):].tolist():
             row = row[: row.index(eot)] if eot in row else row
@@ -361,10 +441,11 @@ class WhisperCFM(TSEModel):
     def regulate(self, mixture_frames: torch.Tensor, counts: torch.Tensor, mel_frames: torch.Tensor,
                  speaker: torch.Tensor, mixture: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mu (B, n_mels, M), mel mask (B, 1, M), speaker condition (B, n_mels)) from the mixture part's encoder
-        frames (B, Fm, width) with ``counts`` valid, stretched to ``mel_frames`` (B,) by linear interpolation;
+        frames (B, Fm, width) with ``counts`` valid, through the frame encoder (projected to ``frame_width``,
+        ``frame_layers`` blocks), stretched to ``mel_frames`` (B,) by linear interpolation;
         with ``mixture_mel`` the mixture's (waveform (B, T)) own mel, through a convolution, is added to mu."""
         padding = torch.arange(mixture_frames.shape[1], device=counts.device)[None] >= counts[:, None]
-        x = mixture_frames
+        x = mixture_frames if self.frame_input is None else self.frame_input(mixture_frames)
         for block in self.frame_blocks:
             x = block(x, padding)
         x = x.transpose(1, 2)
@@ -397,8 +478,8 @@ class WhisperCFM(TSEModel):
             raise TsekitError("whisper_cfm: the batch has no transcripts (text); the data dir needs a text file")
         mixture, lengths = batch["mixture"], batch["lengths"]
         speaker = self.speaker(batch["enroll"], batch["enroll_lengths"])
-        frames, mixture_part, counts = self.encode(mixture, lengths, batch["enroll"], batch["enroll_lengths"],
-                                                      speaker)
+        frames, keys, mixture_part, counts = self.encode(mixture, lengths, batch["enroll"],
+                                                         batch["enroll_lengths"], speaker)
         mel = self.vocoder_mel(batch["target"])
         mel_frames = self._mel_frames(lengths).clamp(max=mel.shape[-1])
         mu, mask, spk = self.regulate(mixture_part, counts, mel_frames, speaker, mixture)
@@ -406,11 +487,11 @@ class WhisperCFM(TSEModel):
         cfm = cfm_loss(self.estimator, mel[..., : mu.shape[-1]] * mask, mask, mu, spk, self.sigma_min,
                        self.condition_drop if self.training else 0.0, self.time_schedule, generator)
         if self.asr_weight > 0:
-            ce = self.asr_loss(frames, batch["text"])
+            ce = self.asr_loss(frames, batch["text"], keys)
             objective = cfm + self.asr_weight * ce
         else:  # the flow-only ablation: the transcripts are still scored, without a gradient
             with torch.no_grad():
-                ce = self.asr_loss(frames, batch["text"])
+                ce = self.asr_loss(frames, batch["text"], keys)
             objective = cfm
         return {"objective": objective, "cfm": cfm.detach(), "asr_ce": ce.detach()}
 
@@ -435,12 +516,12 @@ class WhisperCFM(TSEModel):
         lengths = torch.full((size,), length, dtype=torch.long, device=mixture.device)
         enroll_lengths = torch.full((size,), enroll.shape[-1], dtype=torch.long, device=mixture.device)
         speaker = self.speaker(enroll, enroll_lengths)
-        frames, mixture_part, counts = self.encode(mixture, lengths, enroll, enroll_lengths, speaker)
+        frames, keys, mixture_part, counts = self.encode(mixture, lengths, enroll, enroll_lengths, speaker)
         mel, _ = self.generate_mel(mixture_part, counts, lengths, speaker, mixture)
         vocoder = self.vocoder(mixture.device)
         wav = resample(vocoder(mel * self.mel_std + self.mel_mean), vocoder.sample_rate, self.sample_rate)
         wav = F.pad(wav, (0, max(length - wav.shape[-1], 0)))[..., :length]
-        return wav, self.transcribe(frames) if with_text else []
+        return wav, self.transcribe(frames, keys) if with_text else []
 
     @torch.no_grad()
     def extract(self, mixture: torch.Tensor, enroll: torch.Tensor) -> torch.Tensor:
