@@ -5,6 +5,9 @@ token files themselves are checked against their codec.yaml when read: tests/tes
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,47 +161,129 @@ def test_extract_goes_through_the_codec_and_keeps_the_mixture_length():
 
 CODEC = {"sample_rate": 16000, "n_mels": 20, "n_fft": 256, "hop_length": 128, "downsample": 2, "encoder_width": 16,
          "encoder_blocks": 1, "latent_dim": 8, "num_codebooks": 2, "codebook_size": 16, "decoder_width": 16,
-         "decoder_blocks": 1}
+         "decoder_blocks": 1, "kmeans_iters": 0}
 
 
-def test_trains_through_the_trainer_on_tokenized_data_dirs_and_infers(tmp_path):
-    """Tokenize (a randomly initialised toolkit codec), train, infer: the config's codec reaches the model."""
-    import soundfile as sf
-    import yaml
+def recipe_config() -> dict:
+    """maskgit_tse through the codec exp/codec, with its tokens in dump/codec: paths as a recipe's conf/ has them."""
+    return {"model": {"name": "maskgit_tse", "params": {**TINY, "codebook_size": 16, "features": "mel",
+                                                        "mel_hop": 256, "mel_bins": 20}},
+            "codec": {"spec": "exp/codec"},
+            "data": {"sample_rate": 16000, "chunk_seconds": 0.5, "enroll": "sampled", "enroll_seconds": 0.5,
+                     "batch_size": 4, "num_workers": 0, "tokens": "dump/codec"},
+            "loss": [{"name": "objective", "output": "objective"}],
+            "scheduler": {"name": "none"}, "train": {"epochs": 1, "keep_best": 1}}
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    """A recipe folder after stages 1-4 of maskgit_tse, each run from inside it with the recipe's relative paths:
+    data/, exp/codec (a toolkit codec as tsekit codec train leaves it, with random weights), dump/codec/<set>
+    (its tokens), exp/maskgit (trained through it)."""
     from corpus_trees import make_libri2mix_tree
+    from trained import codec_experiment
 
     from tsekit.codec.tokenize import tokenize_data_dir
     from tsekit.corpora.librimix import prepare_libri2mix
     from tsekit.data.enroll import enroll_data_dir
+    from tsekit.train.config import config_from_dict
+    from tsekit.train.trainer import train
+
+    root = tmp_path_factory.mktemp("recipe")
+    make_libri2mix_tree(root / "Libri2Mix", rates=(16000,), splits=("train-100", "dev"), per_split=16)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        prepare_libri2mix(root / "Libri2Mix", Path("data"), sample_rate=16000, splits=("train-100", "dev"))
+        codec_experiment(Path("exp/codec"), "tsekit_codec", CODEC, seed=0)
+        for split in ("train-100", "dev"):
+            enroll_data_dir(Path("data") / split)
+            tokenize_data_dir("exp/codec", Path("data") / split, Path("dump/codec") / split)
+        train(config_from_dict(recipe_config()), Path("data/train-100"), Path("data/dev"), Path("exp/maskgit"),
+              device="cpu")
+    return root
+
+
+def test_trains_through_the_trainer_on_tokenized_data_dirs_and_infers_from_any_directory(recipe, tmp_path,
+                                                                                        monkeypatch):
+    """Tokenize, train, infer: the config's codec reaches the model, which finds it from another directory."""
+    import soundfile as sf
+    import yaml
+
+    from tsekit.codec.registry import load_codec
     from tsekit.data.table import read_table
     from tsekit.infer import infer_data_dir
     from tsekit.train.config import config_from_dict
     from tsekit.train.trainer import train
 
-    make_libri2mix_tree(tmp_path / "Libri2Mix", rates=(16000,), splits=("train-100", "dev"), per_split=16)
-    prepare_libri2mix(tmp_path / "Libri2Mix", tmp_path / "data", sample_rate=16000, splits=("train-100", "dev"))
-    for split in ("train-100", "dev"):
-        enroll_data_dir(tmp_path / "data" / split)
-        tokenize_data_dir("tsekit_codec", tmp_path / "data" / split, tmp_path / "dump" / split, params=CODEC)
-    config = {"model": {"name": "maskgit_tse", "params": {**TINY, "codebook_size": 16, "features": "mel",
-                                                          "mel_hop": 256, "mel_bins": 20}},
-              "codec": {"spec": "tsekit_codec", "params": CODEC},
-              "data": {"sample_rate": 16000, "chunk_seconds": 0.5, "enroll": "sampled", "enroll_seconds": 0.5,
-                       "batch_size": 4, "num_workers": 0, "tokens": str(tmp_path / "dump")},
-              "loss": [{"name": "objective", "output": "objective"}],
-              "scheduler": {"name": "none"}, "train": {"epochs": 1, "keep_best": 1}}
-    train(config_from_dict(config), tmp_path / "data" / "train-100", tmp_path / "data" / "dev", tmp_path / "exp",
-          device="cpu")
-    saved = yaml.safe_load((tmp_path / "exp" / "stage1" / "config.yaml").read_text())
-    assert saved["model"]["params"]["codec"] == "tsekit_codec" and saved["model"]["params"]["codec_params"] == CODEC
-    infer_data_dir(tmp_path / "exp", tmp_path / "data" / "dev", tmp_path / "decode")
-    estimates, mixtures = read_table(tmp_path / "decode" / "wav.scp"), read_table(tmp_path / "data" / "dev" / "wav.scp")
+    infer_data_dir(recipe / "exp" / "maskgit", recipe / "data" / "dev", tmp_path / "decode")  # from the tests' cwd
+    estimates, mixtures = read_table(tmp_path / "decode" / "wav.scp"), read_table(recipe / "data" / "dev" / "wav.scp")
     assert set(estimates) == set(mixtures)
     for utt, path in estimates.items():
         assert sf.info(path).frames == sf.info(mixtures[utt]).frames
+    saved = yaml.safe_load((recipe / "exp" / "maskgit" / "stage1" / "config.yaml").read_text())["model"]["params"]
+    # the codec relative to the stage folder, and known by its weights
+    assert saved["codec"] == "../../codec" and saved["codec_params"] == {}
+    assert saved["codec_sha256"] == load_codec(recipe / "exp" / "codec").weights_sha256
     # a model built for another token grid than the codec of data.tokens: one line naming its codec.yaml
+    config = recipe_config()
     config["model"]["params"]["codebook_size"] = 32
-    with pytest.raises(TsekitError, match=r"dump/train-100/codec.yaml: tokens of 2 codebooks of 16, but model.params "
-                                          r"has num_codebooks 2 and codebook_size 32"):
-        train(config_from_dict(config), tmp_path / "data" / "train-100", tmp_path / "data" / "dev",
-              tmp_path / "exp2", device="cpu")
+    monkeypatch.chdir(recipe)
+    with pytest.raises(TsekitError, match=r"dump/codec/train-100/codec.yaml: tokens of 2 codebooks of 16, but "
+                                          r"model.params has num_codebooks 2 and codebook_size 32"):
+        train(config_from_dict(config), Path("data/train-100"), Path("data/dev"), tmp_path / "exp2", device="cpu")
+
+
+def test_an_experiment_loads_after_its_recipe_moves_and_refuses_a_retrained_codec(recipe, tmp_path, monkeypatch):
+    from trained import codec_experiment
+
+    from tsekit.codec.registry import load_codec
+    from tsekit.infer.extract import load_experiment
+    from tsekit.train import checkpoint as ckpt
+
+    shutil.copytree(recipe, tmp_path / "before")
+    (tmp_path / "before").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    mixture, enroll = 0.1 * torch.randn(1, 4000), 0.1 * torch.randn(1, 4000)
+    model, cfg = load_experiment("moved/exp/maskgit")
+    assert model.extract(mixture, enroll).shape == (1, 4000)
+    assert cfg.model.params["codec"] == os.path.join("moved", "exp", "codec")
+    # the codec retrained in its place: one line naming it and both hashes
+    trained = load_codec("moved/exp/codec").weights_sha256
+    codec_experiment(Path("moved/exp/codec"), "tsekit_codec", CODEC, seed=1)
+    with pytest.raises(TsekitError) as err:
+        load_experiment("moved/exp/maskgit")[0].extract(mixture, enroll)
+    retrained = load_codec("moved/exp/codec").weights_sha256
+    assert str(err.value).startswith(f"maskgit_tse: codec {os.path.join('moved', 'exp', 'codec')} holds weights "
+                                     f"sha256 {retrained[:16]}, but the experiment was trained through weights sha256 "
+                                     f"{trained[:16]}") and "\n" not in str(err.value)
+    # an experiment written before paths and hashes were recorded: exp/codec as the recipe folder saw it
+    averaged = Path("moved/exp/maskgit/stage1/checkpoints/averaged.pt")
+    state = ckpt.load_checkpoint(averaged)
+    state["config"]["model"]["params"]["codec"] = "exp/codec"
+    del state["config"]["model"]["params"]["codec_sha256"]
+    ckpt.save_checkpoint(averaged, state)
+    model, cfg = load_experiment("moved/exp/maskgit")
+    assert cfg.model.params["codec"] == str(tmp_path / "moved" / "exp" / "codec")
+    assert model.extract(mixture, enroll).shape == (1, 4000)
+
+
+def test_tokens_of_another_codec_than_the_experiments_are_refused_before_training(recipe, tmp_path, monkeypatch):
+    from trained import codec_experiment
+
+    from tsekit.codec.registry import load_codec
+    from tsekit.codec.tokenize import read_codec_info
+    from tsekit.train.config import config_from_dict
+    from tsekit.train.trainer import train
+
+    shutil.copytree(recipe, tmp_path / "recipe")
+    monkeypatch.chdir(tmp_path / "recipe")
+    codec_experiment(Path("exp/codec"), "tsekit_codec", CODEC, seed=1)
+    with pytest.raises(TsekitError) as err:
+        train(config_from_dict(recipe_config()), Path("data/train-100"), Path("data/dev"), Path("exp/again"),
+              device="cpu")
+    tokens, retrained = read_codec_info("dump/codec/train-100"), load_codec("exp/codec").weights_sha256
+    assert str(err.value).startswith(
+        f"{os.path.join('dump', 'codec', 'train-100', 'codec.yaml')}: tokens of {tokens['codec']} with weights sha256 "
+        f"{tokens['weights_sha256'][:16]}, but codec {os.path.join('exp', 'codec')} holds weights sha256 "
+        f"{retrained[:16]}") and "\n" not in str(err.value)
+    assert not Path("exp/again/stage1/checkpoints").exists()

@@ -9,6 +9,7 @@ audio files directly, not from the arks.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import kaldiio
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from click.testing import CliRunner
 
 from tsekit import TsekitError
@@ -91,7 +93,8 @@ def test_tokens_of_every_signal_match_the_audio_and_read_back(one_torch_thread, 
     codec = load_codec("encodec_24khz", bandwidth=3.0, weights=str(weights))
     info = read_codec_info(out)
     assert info == {"codec": "encodec_24khz", "bandwidth": 3.0, "sample_rate": 24000, "frame_rate": 75.0,
-                    "num_codebooks": 4, "codebook_size": 1024}
+                    "num_codebooks": 4, "codebook_size": 1024, "weights_sha256": codec.weights_sha256}
+    assert len(codec.weights_sha256) == 64
     for signal, table_name in SIGNALS.items():
         table = read_table(data / table_name)
         scp = read_table(out / signal / "tokens.scp")
@@ -206,6 +209,21 @@ def test_another_codec_setting_into_the_same_out_is_refused(one_torch_thread, da
         run(data, out, weights, bandwidth=3.0)
     assert "\n" not in str(err.value)
     assert read_codec_info(out)["num_codebooks"] == 2
+    # the same codec and setting with other weights (a retrained codec): refused, naming both
+    other = random_checkpoint(tmp_path / "other.th", 1)
+    recorded = read_codec_info(out)["weights_sha256"]
+    with pytest.raises(TsekitError) as err:
+        run(data, out, other, bandwidth=1.5)
+    named = re.search(f"^{re.escape(str(out / 'codec.yaml'))}: tokens of encodec_24khz with weights sha256 "
+                      f"{recorded[:16]}, but codec encodec_24khz holds weights sha256 ([0-9a-f]{{16}}) ",
+                      str(err.value))
+    assert named and named[1] != recorded[:16] and "\n" not in str(err.value)
+    # a codec.yaml written before the hash was recorded: accepted, and left without one
+    info = read_codec_info(out)
+    del info["weights_sha256"]
+    (out / "codec.yaml").write_text(yaml.safe_dump(info))
+    assert run(data, out, other, bandwidth=1.5).encoded == 0
+    assert "weights_sha256" not in read_codec_info(out)
 
 
 def test_read_tokens_checks_codebooks_range_and_format(tmp_path):

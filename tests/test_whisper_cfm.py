@@ -322,3 +322,42 @@ def test_the_published_config_pads_to_30_s_and_sizes_the_frame_encoder_as_cosyvo
     params = config.model.params
     assert params["input_padding"] == "pad30"
     assert (params["frame_width"], params["frame_layers"], params["frame_heads"]) == (512, 6, 8)
+
+
+def test_an_experiment_finds_its_vocoder_from_any_directory_and_refuses_a_retrained_one(whisper_pt, tmp_path,
+                                                                                        monkeypatch):
+    """The recipe's whisper_cfm loaded from the project root: its vocoder recorded relative to its stage folder
+    (as the trainer records it now) or, by an older experiment, as exp/vocoder relative to the recipe folder."""
+    from trained import codec_experiment
+
+    from tsekit.codec.registry import load_codec
+    from tsekit.infer.extract import load_experiment
+    from tsekit.train import checkpoint as ckpt
+    from tsekit.train.config import config_from_dict, config_to_dict
+
+    recipe = tmp_path / "egs" / "mini"
+    vocoder = codec_experiment(recipe / "exp" / "vocoder", "tsekit_vocoder", VOCODER, seed=0)
+    weights = make_model(whisper_pt, vocoder=str(vocoder), vocoder_params={}).state_dict()
+    averaged = recipe / "exp" / "whisper_cfm" / "stage1" / "checkpoints" / "averaged.pt"
+
+    def save(**recorded) -> None:
+        params = {**SMALL, "whisper": whisper_pt, "vocoder_params": {}, **recorded}
+        config = config_to_dict(config_from_dict({"model": {"name": "whisper_cfm", "params": params}}))
+        ckpt.save_checkpoint(averaged, {"model": weights, "config": config})
+
+    monkeypatch.chdir(tmp_path)  # the project root
+    save(vocoder="exp/vocoder")
+    model, cfg = load_experiment("egs/mini/exp/whisper_cfm")
+    assert cfg.model.params["vocoder"] == str(vocoder)
+    trained = load_codec(vocoder).weights_sha256
+    assert model.vocoder().weights_sha256 == trained
+    save(vocoder="../../vocoder", vocoder_sha256=trained)
+    model, cfg = load_experiment("egs/mini/exp/whisper_cfm")
+    assert cfg.model.params["vocoder"] == "egs/mini/exp/vocoder" and model.vocoder().weights_sha256 == trained
+    codec_experiment(vocoder, "tsekit_vocoder", VOCODER, seed=1)  # retrained in its place
+    with pytest.raises(TsekitError) as err:
+        load_experiment("egs/mini/exp/whisper_cfm")
+    message = str(err.value)
+    assert message.startswith(f"whisper_cfm: vocoder egs/mini/exp/vocoder holds weights sha256 "
+                              f"{load_codec(vocoder).weights_sha256[:16]}, but the experiment was trained through "
+                              f"weights sha256 {trained[:16]}") and "\n" not in message

@@ -26,3 +26,19 @@ def train_tiny(root: Path, config: dict, rate: int, per_split: int = 16) -> tupl
     cfg = load_config(root / "config.yaml")
     train(cfg, root / "data" / "train-100", root / "data" / "dev", root / "exp", device="cpu")
     return cfg, root / "data"
+
+
+def codec_experiment(exp: Path, name: str, params: dict, seed: int) -> Path:
+    """A codec or vocoder experiment dir as ``tsekit codec train`` leaves it (config.yaml, codec.pt), holding the
+    random weights ``seed`` gives: another seed is the same codec retrained."""
+    import torch
+
+    from tsekit.codec.registry import build_codec
+    from tsekit.train import checkpoint as ckpt
+
+    torch.manual_seed(seed)
+    codec = build_codec(name, params)
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "config.yaml").write_text(yaml.safe_dump({"codec": {"name": name, "params": params}}))
+    ckpt.save_checkpoint(exp / "codec.pt", {"model": codec.state_dict(), "step": 0})
+    return exp

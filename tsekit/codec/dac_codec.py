@@ -49,6 +49,8 @@ def default_weights() -> Path:
 class DAC16k(Codec):
     """Pretrained DAC 16 kHz: 12 codebooks at 50 Hz."""
 
+    path_params = ("weights",)
+
     def __init__(self, weights: str | None = None):
         super().__init__()
         try:

@@ -70,6 +70,8 @@ def random_checkpoint(path: str | os.PathLike, seed: int) -> Path:
 class EnCodec24k(Codec):
     """Pretrained EnCodec 24 kHz at one bandwidth (1.5, 3, 6, 12 or 24 kbps)."""
 
+    path_params = ("weights",)
+
     def __init__(self, bandwidth: float = 6.0, weights: str | None = None):
         super().__init__()
         if float(bandwidth) not in BANDWIDTHS:

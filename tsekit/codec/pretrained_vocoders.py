@@ -46,6 +46,8 @@ LEAKY_SLOPE = 0.1  # HiFi-GAN's slope everywhere but before conv_post, where it 
 class PretrainedVocos(Vocoder):
     """A published Vocos mel vocoder from ``path`` (its directory, or its ``pytorch_model.bin``)."""
 
+    path_params = ("path",)
+
     def __init__(self, path: str):
         super().__init__()
         import yaml
@@ -163,6 +165,8 @@ class PretrainedHifiGan(Vocoder):
     filters from f_min to f_max, log(max(x, 1e-5))), which is what ``LogMel`` computes; it needs
     ``win_size == n_fft``, as every published config has.
     """
+
+    path_params = ("checkpoint", "config")
 
     def __init__(self, checkpoint: str, config: str | None = None):
         super().__init__()

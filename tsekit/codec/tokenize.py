@@ -3,7 +3,8 @@ system reads.
 
 Layout of OUT::
 
-    codec.yaml                     codec spec, bandwidth, sample_rate, frame_rate, num_codebooks, codebook_size
+    codec.yaml                     codec spec, bandwidth, sample_rate, frame_rate, num_codebooks, codebook_size,
+                                   weights_sha256 (the hash of the codec's weights, ``registry.hash_weights``)
     <signal>/tokens.scp            key -> <ark>:<offset> (absolute), written once the signal is complete
     <signal>/tokens.ark            the matrices of a run without --job
     <signal>/tokens.<J>.ark        the matrices of job J
@@ -21,6 +22,13 @@ its tokens are ``target/tokens.scp[R]`` (as are those of a row enrolled by its o
 ``spk2enroll`` lists is checked to be a row of ``spk1.scp``, so all of them have tokens; nothing is encoded
 twice under two names. ``enrollment_tokens`` says this in code.
 
+Which codec made the tokens: ``codec.yaml`` names it by its spec (a trained codec's experiment dir as an absolute
+path) and knows it by the hash of its weights, so tokens are never read through a codec retrained in the
+same place: the trainer compares the hash with that of the codec the experiment speaks through
+(``check_token_codec``), and a rerun into the same OUT with other weights is refused. A codec.yaml without the
+hash (written before it was recorded) or with a null one (a toolkit codec built by name: random weights) is
+read as before, checked by its token grid only.
+
 A matrix is (codebooks x frames) int32. Kaldi has no integer matrices, so kaldiio stores each as an NPY
 blob inside the ark (``write_function="numpy"``); ``read_tokens`` reads only such blobs (it checks the
 ``NPY`` flag, so no pickle in a foreign ark is ever loaded) and checks them against ``codec.yaml``.
@@ -34,7 +42,7 @@ the ark (harmless) and a torn last line in its record (dropped). A rerun skips e
 whichever run or job wrote it. Whoever finds a signal complete writes its ``tokens.scp`` atomically (the
 last job to finish; a rerun after all are done writes it too): there is never a half-written
 ``tokens.scp``. A second process on the same shard is refused (``tsekit.lock``, ``.OUT.jobJ.lock``). A
-rerun with another codec or bandwidth into the same OUT is refused (``codec.yaml`` differs).
+rerun with another codec, bandwidth or weights into the same OUT is refused (``codec.yaml`` differs).
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from tsekit.lock import writer_lock
 
 # signal -> the data-dir table it is read from
 SIGNALS = {"mixture": "wav.scp", "target": "spk1.scp", "enroll": "enroll.scp"}
-# what codec.yaml records; a rerun into the same OUT must agree on all of it
+# what codec.yaml records (and weights_sha256, absent from older ones); a rerun into the same OUT must agree on all
 CODEC_FIELDS = ("codec", "bandwidth", "sample_rate", "frame_rate", "num_codebooks", "codebook_size")
 
 
@@ -122,7 +130,8 @@ def codec_info(codec, spec: str) -> dict:
     bandwidth = getattr(codec, "bandwidth", None)
     return {"codec": spec, "bandwidth": None if bandwidth is None else float(bandwidth),
             "sample_rate": int(codec.sample_rate), "frame_rate": float(codec.frame_rate),
-            "num_codebooks": int(codec.num_codebooks), "codebook_size": int(codec.codebook_size)}
+            "num_codebooks": int(codec.num_codebooks), "codebook_size": int(codec.codebook_size),
+            "weights_sha256": codec.weights_sha256}
 
 
 def read_codec_info(out_dir: str | os.PathLike) -> dict:
@@ -144,12 +153,27 @@ def _write_codec_info(out: Path, info: dict) -> None:
     path = out / "codec.yaml"
     if path.is_file():
         old = read_codec_info(out)
-        if {k: old[k] for k in CODEC_FIELDS} != info:
+        if any(old[k] != info[k] for k in CODEC_FIELDS):
             raise TsekitError(f"{path}: {out} holds tokens of {old['codec']} (bandwidth {old['bandwidth']}, "
                               f"{old['num_codebooks']} codebooks), not of {info['codec']} (bandwidth "
                               f"{info['bandwidth']}, {info['num_codebooks']} codebooks); tokenize into another "
                               "OUT or remove it")
+        check_token_codec(out, old, info["codec"], info["weights_sha256"])
+        if "weights_sha256" not in old:
+            return  # tokens of unknown weights: this run cannot vouch for those already there
     write_text_if_changed(path, yaml.safe_dump(info, sort_keys=False))
+
+
+def check_token_codec(tokens_dir: Path, info: Mapping, spec: str | None, sha256: str | None) -> None:
+    """A one-line error naming ``tokens_dir``'s codec.yaml (``info``) and the codec ``spec`` unless the tokens were
+    made with weights of hash ``sha256`` (``registry.same_weights``: an unknown hash on either side passes)."""
+    from tsekit.codec.registry import same_weights, short_hash
+
+    recorded = info.get("weights_sha256")
+    if not same_weights(recorded, sha256):
+        raise TsekitError(f"{Path(tokens_dir) / 'codec.yaml'}: tokens of {info['codec']} with weights sha256 "
+                          f"{short_hash(recorded)}, but codec {spec} holds weights sha256 {short_hash(sha256)} "
+                          f"(retrained or replaced since): remove {tokens_dir} and tokenize again (recipe stage 3)")
 
 
 def _load_codec(spec: str, params: Mapping):

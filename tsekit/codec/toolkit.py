@@ -45,6 +45,8 @@ from tsekit.codec.vocos import ConvNeXtStack, LogMel, VocosGenerator
 class ToolkitCodec(Codec):
     """Waveform <-> (codebooks x frames) tokens; every size is a parameter (defaults: CPU-sized, see module doc)."""
 
+    random_init = True  # its weights come from tsekit codec train, loaded from the experiment dir
+
     def __init__(self, sample_rate: int = 16000, features: str = "mel", n_mels: int = 80, n_fft: int = 1024,
                  hop_length: int = 256, downsample: int = 1, encoder_width: int = 256, encoder_blocks: int = 4,
                  latent_dim: int = 128, num_codebooks: int = 8, codebook_size: int = 1024,

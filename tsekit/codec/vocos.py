@@ -174,6 +174,8 @@ class ToolkitVocoder(Vocoder):
     ``mel`` and ``forward`` share n_fft and hop, so ``forward(mel(wav))`` has ``ceil(T / hop) * hop`` samples.
     """
 
+    random_init = True  # its weights come from tsekit codec train, loaded from the experiment dir
+
     def __init__(self, sample_rate: int = 22050, n_mels: int = 80, n_fft: int = 1024, hop_length: int = 256,
                  f_min: float = 0.0, f_max: float | None = None, width: int = 256, num_blocks: int = 6):
         super().__init__()

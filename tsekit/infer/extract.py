@@ -3,6 +3,10 @@
 An experiment dir alone is enough: the checkpoint holds the resolved config,
 which rebuilds the model (``config_from_dict`` + ``build_model``), and the
 weights load with ``weights_only=True``, so nothing in the file can run code.
+The codec or vocoder a system speaks through is recorded relative to the
+stage folder, and found from there (``registry.resolve_codec_references``):
+an experiment loads from any working directory and after its recipe folder
+moved; the codec loaded must hold the weights it was trained through.
 
 Which checkpoint (``find_checkpoint``): in the last training stage that has
 one (``stage2`` before ``stage1``; or the stage folder given), ``averaged.pt``,
@@ -115,8 +119,10 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     """(model in eval mode on ``device``, its ExperimentConfig) of a trained experiment or stage folder.
 
     ``model_params`` replace model parameters of the stored config for this inference (a generative system's
-    decoding settings: steps, guidance, temperature); the returned config holds them.
+    decoding settings: steps, guidance, temperature); the returned config holds them, and the paths of its
+    codec or vocoder as found from the working directory.
     """
+    from tsekit.codec.registry import resolve_codec_references
     from tsekit.models.registry import build_model
     from tsekit.train.config import config_from_dict, load_config
 
@@ -131,6 +137,7 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
         raise TsekitError(f"{path}: holds no config and there is no {path.parent.parent / 'config.yaml'}")
     if model_params:
         cfg.model.params = {**cfg.model.params, **model_params}
+    cfg.model.params = resolve_codec_references(cfg.model.params, path.parent.parent)  # <stage>/checkpoints/<file>
     model = build_model(cfg.model.name, cfg.model.params)
     ckpt.load_weights(model, state["model"], path)
     return model.to(device).eval(), cfg

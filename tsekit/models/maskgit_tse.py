@@ -35,7 +35,8 @@ The published system's settings are not known (SEEDS.md). What is taken here, an
   calls. ``guidance_scale`` w > 0 uses cond + w (cond - uncond), both in one batched call. Random numbers
   come from a generator seeded with ``seed``, so a given seed gives the same tokens.
 - **Codec**: the tokens' codec (``codec`` and ``codec_params``; the trainer fills them from the config's
-  ``codec`` section) is loaded on first use at inference and kept out of the checkpoint. Waveforms are
+  ``codec`` section, and ``codec_sha256``, the hash of its weights, which the codec loaded must match:
+  ``tsekit.codec.registry``) is loaded on first use at inference and kept out of the checkpoint. Waveforms are
   resampled from ``sample_rate`` to the codec's rate and back, and the output is as long as the mixture.
 
 Published sizes of comparable systems are about 12 layers of width 512-1024 (egs/libri2mix); the mini
@@ -201,7 +202,8 @@ class MaskGitTSE(TSEModel):
                  features: Literal["none", "mel"] = "none", mel_bins: int = 80, mel_hop: int = 256,
                  prediction: Literal["parallel", "coarse_to_fine"] = "parallel", enroll_drop: float = 0.1,
                  iterations: int = 16, temperature: float = 1.0, guidance_scale: float = 0.0, seed: int = 0,
-                 sample_rate: int = 16000, codec: str | None = None, codec_params: dict | None = None):
+                 sample_rate: int = 16000, codec: str | None = None, codec_params: dict | None = None,
+                 codec_sha256: str | None = None):
         super().__init__()
         choices = {"enroll_conditioning": (enroll_conditioning, ("prefix", "cross")),
                    "block": (block, ("transformer", "conformer")), "features": (features, ("none", "mel")),
@@ -225,7 +227,7 @@ class MaskGitTSE(TSEModel):
             from tsekit.codec.vocos import LogMel
 
             self.logmel = LogMel(sample_rate, 4 * mel_hop, mel_hop, mel_bins)
-        self.codec_spec, self.codec_params = codec, dict(codec_params or {})
+        self.codec_spec, self.codec_params, self.codec_sha256 = codec, dict(codec_params or {}), codec_sha256
         self._codec: list = []  # loaded on first use, outside the module tree: not in the checkpoint
         self.network = TokenTransformer(num_codebooks, codebook_size, width, layers, heads, ff_mult, dropout,
                                         enroll_conditioning, block, conv_kernel, mel_bins if features == "mel" else 0)
@@ -281,7 +283,8 @@ class MaskGitTSE(TSEModel):
         if not self._codec:
             from tsekit.codec.registry import Codec, load_for_system
 
-            codec = load_for_system(self.codec_spec, self.codec_params, Codec, "maskgit_tse", "codec")
+            codec = load_for_system(self.codec_spec, self.codec_params, Codec, "maskgit_tse", "codec",
+                                    self.codec_sha256)
             if (codec.num_codebooks, codec.codebook_size) != (self.num_codebooks, self.codebook_size):
                 raise TsekitError(f"maskgit_tse: codec {self.codec_spec} has {codec.num_codebooks} codebooks of "
                                   f"{codec.codebook_size}; the model was trained for {self.num_codebooks} of "

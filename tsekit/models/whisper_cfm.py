@@ -70,7 +70,8 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   convolution, to ``mu``: Whisper's 50 Hz frames carry the words and the speaker but little spectral detail, which
   the mixture's mel holds where the target dominates (the role of maskgit_tse's ``features: mel``); it is dropped
   with ``mu`` for guidance.
-- **Vocoder** (``vocoder`` / ``vocoder_params``; the trainer fills them from the config's ``vocoder`` section):
+- **Vocoder** (``vocoder`` / ``vocoder_params``; the trainer fills them from the config's ``vocoder`` section,
+  and ``vocoder_sha256``, the hash of its weights, which the vocoder loaded must match):
   the toolkit's trained one or a published Vocos / HiFi-GAN by path, loaded on first use, outside the
   checkpoint. Its output is resampled to ``sample_rate`` and cut or padded to the mixture's length. The outputs
   are not sample-aligned with the reference: judge this system on DNSMOS, WER, speaker similarity, not SI-SDR.
@@ -178,7 +179,7 @@ class WhisperCFM(TSEModel):
                  time_schedule: Literal["cosine", "uniform"] = "cosine", temperature: float = 1.0,
                  mixture_mel: bool = False, mel_mean: float = -6.4, mel_std: float = 2.5, seed: int = 0,
                  sample_rate: int = 16000,
-                 vocoder: str | None = None, vocoder_params: dict | None = None):
+                 vocoder: str | None = None, vocoder_params: dict | None = None, vocoder_sha256: str | None = None):
         super().__init__()
         choices = {"input_padding": (input_padding, ("crop", "pad30")),
                    "speaker_injection": (speaker_injection, ("overwrite", "prepend")),
@@ -221,6 +222,7 @@ class WhisperCFM(TSEModel):
                                               min_enroll_seconds)
         self.speaker_to_encoder = torch.nn.Linear(self.speaker.dim, self.width)
         self.vocoder_spec, self.vocoder_params = vocoder, dict(vocoder_params or {})
+        self.vocoder_sha256 = vocoder_sha256
         self._vocoder: list = []  # loaded on first use, outside the module tree: not in the checkpoint
         n_feats = 80 if vocoder is None else self.vocoder().n_mels  # without a vocoder it cannot train; 80 mels
         blocks_width = self.width if frame_width is None else frame_width
@@ -256,7 +258,7 @@ class WhisperCFM(TSEModel):
             from tsekit.codec.registry import Vocoder, load_for_system
 
             self._vocoder.append(load_for_system(self.vocoder_spec, self.vocoder_params, Vocoder, "whisper_cfm",
-                                                 "vocoder"))
+                                                 "vocoder", self.vocoder_sha256))
         return self._vocoder[0] if device is None else self._vocoder[0].to(device)
 
     # --- the encoder ----------------------------------------------------------------------------------------

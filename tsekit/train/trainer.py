@@ -268,6 +268,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
            dist: Distributed) -> Path:
     from tqdm import tqdm
 
+    from tsekit.codec.registry import SECTIONS, record_codec_references, resolve_codec_references
     from tsekit.data.dataset import TSEDataset, collate
     from tsekit.models.registry import build_model, model_params
     from tsekit.train.config import config_to_dict, save_config
@@ -286,14 +287,12 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     if "num_speakers" in model_params(cfg.model.name) and "num_speakers" not in params:
         params["num_speakers"] = len(speakers)
         cfg.model.params = params
-    for section in ("codec", "vocoder"):
-        reference = getattr(cfg, section)
-        if section in model_params(cfg.model.name) and section not in params and reference.spec:
-            # a token or mel system speaks through the codec or vocoder of its config's section (stage 3 built it)
-            params.update({section: reference.spec, f"{section}_params": dict(reference.params)})
-            cfg.model.params = params
+    # a token or mel system speaks through the codec or vocoder of its config's section (stage 3 built it)
+    params = record_codec_references(params, model_params(cfg.model.name), {s: getattr(cfg, s) for s in SECTIONS},
+                                     stage_dir)
+    cfg.model.params = params
     ckpt.seed_everything(cfg.train.seed)  # every rank builds the same initial model
-    model = build_model(cfg.model.name, params).to(dist.device)
+    model = build_model(cfg.model.name, resolve_codec_references(params, stage_dir)).to(dist.device)
     messages = []
     frozen_prefixes: list[str] = []
     if stage > 1 and cfg.stage2.init_from:
@@ -520,8 +519,10 @@ def _validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[s
 
 
 def check_token_grid(model: torch.nn.Module, dataset: TSEDataset) -> None:
-    """A token model (``num_codebooks``, ``codebook_size``) must be built for the codec its tokens come from;
-    else a one-line error naming that codec.yaml, before the first step."""
+    """A token model (``num_codebooks``, ``codebook_size``) must be built for the codec its tokens come from, and
+    speak through a codec of the same weights; else a one-line error naming that codec.yaml, before the first step."""
+    from tsekit.codec.tokenize import check_token_codec
+
     info = getattr(dataset, "token_info", None)
     if info is None or not hasattr(model, "num_codebooks"):
         return
@@ -530,4 +531,6 @@ def check_token_grid(model: torch.nn.Module, dataset: TSEDataset) -> None:
         raise TsekitError(f"{dataset.tokens_dir / 'codec.yaml'}: tokens of {info['num_codebooks']} codebooks of "
                           f"{info['codebook_size']}, but model.params has num_codebooks {built[0]} and codebook_size "
                           f"{built[1]}")
+    check_token_codec(dataset.tokens_dir, info, getattr(model, "codec_spec", None),
+                      getattr(model, "codec_sha256", None))
 
