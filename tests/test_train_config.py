@@ -417,3 +417,16 @@ def test_stage2_params_and_lr_are_checked(tmp_path):
     path.write_text("model: {name: ddtse}\nstage2: {params: {emulate_inference: yes please}}\n")
     with pytest.raises(TsekitError, match="stage2.params.emulate_inference: expected"):
         load_config(path)
+
+
+def test_published_batches_are_the_global_batch_their_comments_name():
+    """``data.batch_size`` is the batch of all processes together: a config whose comment says "batch B (b per GPU
+    on G GPUs" must set B, and B = b x G."""
+    named = 0
+    for path in sorted(Path(__file__).resolve().parent.parent.glob("egs/*/conf/*.yaml")):
+        found = re.search(r"batch (\d+) \((\d+) per GPU on (\d+) GPUs", path.read_text())
+        if found:
+            total, per_gpu, gpus = map(int, found.groups())
+            assert total == per_gpu * gpus and load_config(path, []).data.batch_size == total, path
+            named += 1
+    assert named >= 3  # the DDTSE configs of libri2mix, wsj0_2mix and wham_noisy
