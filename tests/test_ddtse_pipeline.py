@@ -24,10 +24,11 @@ CONFIG = {
         "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "speaker_encoder": "learned",
         "embed_dim": 16, "min_enroll_seconds": 0.3, "steps": 2, "concat_mixture": True}},
     "data": {"sample_rate": RATE, "chunk_seconds": 0.3, "enroll": "target", "batch_size": 4, "num_workers": 0},
-    "loss": [{"name": "objective", "output": "objective"}],
+    "loss": [{"name": "objective", "output": "objective"},
+             {"name": "objective", "output": "first_error", "weight": 0.0}],
     "optim": {"lr": 0.002},
     "scheduler": {"name": "none"},
-    "train": {"epochs": 2, "log_interval": 1, "ema": 0.9, "keep_best": 1},
+    "train": {"epochs": 2, "log_interval": 1, "ema": 0.9, "keep_best": 1, "valid_metric": "objective@first_error"},
     "stage2": {"enabled": True, "epochs": 1, "lr": 0.001,
                "params": {"emulate_inference": True, "emulate_ramp_epochs": 1}},
 }
@@ -72,6 +73,21 @@ def test_inference_loads_the_ema_weights(trained):
     best = ckpt.load_checkpoint(exp / "stage1" / "checkpoints" / ckpt.read_best(exp / "stage1" / "checkpoints")[0][1])
     assert all(torch.equal(loaded[k], best["model"][k]) for k in loaded)
     assert "train_weights" in best and any(not torch.equal(loaded[k], best["train_weights"][k]) for k in loaded)
+
+
+def test_best_checkpoint_is_chosen_by_the_first_predictions_error(trained):
+    exp, _ = trained
+    for stage in ("stage1", "stage2"):
+        logged: dict[str, list[float]] = {}
+        for line in (exp / stage / "log" / "scalars.tsv").read_text().splitlines():
+            _, name, value = line.split("\t")
+            logged.setdefault(name, []).append(float(value))
+        first_errors = logged["valid/objective@first_error"]
+        assert len(first_errors) == len(logged["valid/loss"]) > 0
+        assert "train/objective@first_error" in logged
+        [(best, _)] = ckpt.read_best(exp / stage / "checkpoints")
+        assert best == pytest.approx(min(first_errors), rel=1e-5)
+        assert all(best != pytest.approx(loss, rel=1e-3) for loss in logged["valid/loss"])
 
 
 def test_stage2_trains_with_its_own_params_and_learning_rate(trained):

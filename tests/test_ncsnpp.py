@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from tsekit.models.layers.ncsnpp import NCSNpp, fir_downsample, fir_kernel_2d, fir_upsample
+from tsekit.models.layers.ncsnpp import (
+    AttentionBlock,
+    NCSNpp,
+    OutputHead,
+    ResBlock,
+    fir_downsample,
+    fir_kernel_2d,
+    fir_upsample,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,9 +28,19 @@ PUBLISHED_PARAMS = 65_174_798
 MINI_PARAMS = 491_798
 
 
-def tiny(seed: int = 0, **params) -> NCSNpp:
+def fresh(seed: int = 0, **params) -> NCSNpp:
     torch.manual_seed(seed)
     return NCSNpp(**{**TINY, **params}).eval()
+
+
+def tiny(seed: int = 0, **params) -> NCSNpp:
+    """A network as after some training: the zero-initialised weights and biases drawn at random."""
+    net = fresh(seed, **params)
+    with torch.no_grad():
+        for param in net.parameters():
+            if not param.any():
+                param.normal_(0.0, 0.1)
+    return net
 
 
 def randn(*shape: int, seed: int = 1) -> torch.Tensor:
@@ -34,7 +54,7 @@ def test_output_shape_matches_input(channels: int, freqs: int, frames: int) -> N
     with torch.no_grad():
         y = net(randn(2, channels, freqs, frames), randn(2, COND))
     assert y.shape == (2, 2, freqs, frames)
-    assert torch.isfinite(y).all() and y.std() > 1e-3  # not the zero output of a zero-initialised head
+    assert torch.isfinite(y).all() and y.std() > 1e-3
 
 
 def test_film_conditioning_changes_output() -> None:
@@ -45,6 +65,43 @@ def test_film_conditioning_changes_output() -> None:
         other = net(x, randn(2, COND, seed=3))
     assert torch.equal(first, again)
     assert (first - other).abs().amax() > 1e-3
+
+
+def test_film_modulates_the_output_of_the_blocks_last_conv() -> None:
+    """As the authors' ResnetBlockConditionalFiLMBigGANpp: conv_out(...) * (1 + scale) + shift, then the shortcut."""
+    torch.manual_seed(0)
+    block = ResBlock(8, 12, (1, 3, 3, 1), cond_dim=COND)
+    with torch.no_grad():
+        block.conv_out.weight.normal_(0.0, 0.1)
+    last: list[torch.Tensor] = []
+    block.conv_out.register_forward_hook(lambda module, args, out: last.append(out))
+    x, cond = randn(2, 8, 16, 8), randn(2, COND, seed=2)
+    with torch.no_grad():
+        out = block(x, cond=cond)
+        scale, shift = block.film(cond)[:, :, None, None].chunk(2, dim=1)
+        expected = (block.shortcut(x) + last[0] * (1 + scale) + shift) / math.sqrt(2)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_fresh_network_is_initialised_as_the_authors() -> None:
+    """NCSN++'s init (layers.default_init): zero block ends, attention outputs and heads; variance 1 / fan_avg."""
+    net = fresh(cond_dim=COND)
+    with torch.no_grad():
+        assert torch.equal(net(randn(2, 2, 32, 16), randn(2, COND)), torch.zeros(2, 2, 32, 16))
+    blocks = [m for m in net.modules() if isinstance(m, ResBlock)]
+    for block in blocks:
+        assert not block.conv_out.weight.any() and not block.conv_out.bias.any()
+        assert not block.conv_in.bias.any()
+    for head in (m for m in net.modules() if isinstance(m, OutputHead)):
+        assert not head[-1].weight.any() and not head[-1].bias.any()
+    for attention in (m for m in net.modules() if isinstance(m, AttentionBlock)):
+        assert not attention.out.weight.any()
+        for part in attention.qkv.weight.chunk(3, dim=0):  # init_scale 0.1 of a C x C layer
+            assert part.var().item() == pytest.approx(0.1 / part.shape[0], rel=0.25)
+    # uniform of variance 2 / (fan_in + fan_out); PyTorch's default would be 1 / (3 fan_in), 40% of it here
+    weights = torch.cat([b.conv_in.weight.flatten() / math.sqrt(2 / (9 * sum(b.conv_in.weight.shape[:2])))
+                         for b in blocks])
+    assert weights.var().item() == pytest.approx(1.0, rel=0.1)
 
 
 def test_time_conditioning_changes_output() -> None:

@@ -14,16 +14,30 @@ What follows the authors' code (``/work/shared/SEEDS.md``, system C):
   are about 0.1-0.3, and a small U-Net learns even the identity on them far more slowly than at unit scale
   (identity on mini-corpus targets, 300 steps: 9 dB SI-SDR at 1, 25 dB at 1 / 0.15; ``bench/net_scale.py``).
 - Speaker: a 256-d embedding of the enrollment from a frozen pretrained speaker encoder, given by FiLM to
-  every residual block. The paper uses WeSpeaker's ResNet34 (``speaker_encoder: wespeaker_onnx`` with
-  ``speaker_onnx``); offline the default is Resemblyzer's GE2E encoder, whose weights ship in its package.
-  ``learned`` trains a SpEx+-style encoder jointly. In training the enrollment is the target utterance
-  itself (``data.enroll: target``).
+  every residual block, on the output of its last conv (the authors' ``conditional_film_biggan`` block; the
+  U-Net starts from their zero output heads and zero block ends too: ``layers/ncsnpp.py``). The paper uses
+  WeSpeaker's ResNet34 (``speaker_encoder: wespeaker_onnx`` with ``speaker_onnx``); offline the default is
+  Resemblyzer's GE2E encoder, whose weights ship in its package. ``learned`` trains a SpEx+-style encoder
+  jointly. In training the enrollment is the target utterance itself (``data.enroll: target``).
 - Objective (``objective: ddtse``): perturb x0 to x_t at t ~ U(t_eps, 1), predict x0, MSE on the
   compressed spectrogram weighted by w(t) = 1 / (e^t - 1) (``loss_weighting``; ``none`` for w = 1).
 - Stage 2 (``emulate_inference: true`` in ``stage2.params``): with probability
   p = min(epoch / emulate_ramp_epochs, emulate_max_prob) per batch (100 and 0.5 published), predict x0
   from x_T at t = 1 without gradient, then either re-perturb that prediction to a random t and train on
-  it, or train on the t = 1 prediction itself (with gradient), half and half; otherwise as stage 1.
+  it, or train on the t = 1 prediction itself (with gradient), half and half; otherwise as stage 1. Every
+  branch weights its error by w(t) at the batch's random t, the direct t = 1 prediction included
+  (``ConditionalDDTSEModel._step`` in the authors' ``sgmse/conditional_model.py`` draws t first and weights
+  all branches by it). Weighted at w(1) = 0.58 instead (the mean of w over t is 3.2), that branch's share of
+  the loss at p = 0.5 would fall from about 25% to 6%, though it is the only term trained on the input the
+  sampler actually starts from.
+- Checkpoint selection: with target, ``forward`` also gives ``first_error`` (B,), the unweighted MSE of the
+  sampler's first prediction f(x_T, 1), x_T = y + sigma_1 z, against x0 on the compressed spectrogram,
+  computed without gradient whenever the trainer wants it (a loss term of weight 0 on output
+  ``first_error``; the configs set ``train.valid_metric: objective@first_error``). The weighted objective
+  of a random t hardly measures that prediction (w(1) is about 1/57 of w(t_eps)), and everything the sampler
+  does starts from it. It costs one network evaluation per batch without gradient, in training too. (The
+  authors keep the best checkpoints by PESQ and SI-SDR of the whole sampler on 20 validation files:
+  ``train.py``, ``evaluate_model_on_condition`` in ``sgmse/util/inference.py``; this is a cheaper proxy.)
 - Sampler (``sampler: ddtse``): x_T = y + sigma_1 z; x0 = f(x_T, 1); then for t in linspace(1, t_eps,
   steps): x_t = mu_t(x0, y) + sigma_t z, x0 = f(x_t, t). steps 10 gives 11 network evaluations.
 - Refinement (``refine``, X+DDTSE): the sampler starts from another system's estimate as x0 (no first
@@ -57,6 +71,7 @@ from tsekit.models.registry import TSEModel, register
 from tsekit.models.spex_plus import check_choice, check_positive
 
 STAGE1, REPERTURB, DIRECT = "stage1", "reperturb", "direct"
+FIRST_ERROR = "first_error"  # the output validation selects checkpoints by (module docstring)
 
 
 @register("ddtse")
@@ -189,16 +204,26 @@ class DDTSE(TSEModel):
     # --- training ---------------------------------------------------------------------------------------------
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """With ``target`` in the batch: {"objective": (B,)}, the training loss; without: {"estimate": (B, T)}."""
+        """With ``target`` in the batch: {"objective": (B,)}, the training loss, and "first_error" (B,) when
+        wanted (module docstring); without: {"estimate": (B, T)}."""
         if "target" not in batch:
             return {"estimate": self._sample(batch["mixture"], self._embed(batch))}
         peak = self._peaks(batch["mixture"])
         y = self.stft(batch["mixture"] / peak)
         x0 = self.stft(batch["target"] / peak)
         embedding = self._embed(batch)
-        if self.objective == "score":
-            return {"objective": self._score_loss(x0, y, embedding)}
-        return {"objective": self._x0_loss(x0, y, embedding)}
+        loss = self._score_loss if self.objective == "score" else self._x0_loss
+        outputs = {"objective": loss(x0, y, embedding)}
+        if self.wanted_outputs is None or FIRST_ERROR in self.wanted_outputs:
+            outputs[FIRST_ERROR] = self._first_error(x0, y, embedding)
+        return outputs
+
+    @torch.no_grad()
+    def _first_error(self, x0: torch.Tensor, y: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """Per example, the MSE of the sampler's first prediction f(x_T, 1), x_T = y + sigma_1 z, against x0."""
+        ones = torch.ones(x0.shape[0], device=x0.device)
+        first = self._x0(self.sde.perturb(y, y, ones, torch.randn_like(y)), y, ones, embedding)
+        return (first - x0).pow(2).mean(dim=(1, 2, 3))
 
     def _random_times(self, size: int, device: torch.device) -> torch.Tensor:
         return self.t_eps + (1 - self.t_eps) * torch.rand(size, device=device)
@@ -211,6 +236,7 @@ class DDTSE(TSEModel):
 
     def _x0_loss(self, x0: torch.Tensor, y: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         size, device = x0.shape[0], x0.device
+        t = self._random_times(size, device)  # every branch's loss weight, the direct one's too
         self.last_branch = STAGE1
         start = x0
         if self.training and torch.rand(()).item() < self.emulation_probability():
@@ -218,11 +244,10 @@ class DDTSE(TSEModel):
             x_T = self.sde.perturb(y, y, ones, torch.randn_like(y))
             if torch.rand(()).item() < 0.5:
                 self.last_branch = DIRECT
-                return self._weighted_mse(self._x0(x_T, y, ones, embedding), x0, ones)
+                return self._weighted_mse(self._x0(x_T, y, ones, embedding), x0, t)
             self.last_branch = REPERTURB
             with torch.no_grad():
                 start = self._x0(x_T, y, ones, embedding)
-        t = self._random_times(size, device)
         x_t = self.sde.perturb(start, y, t, torch.randn_like(x0))
         return self._weighted_mse(self._x0(x_t, y, t, embedding), x0, t)
 

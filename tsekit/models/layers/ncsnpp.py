@@ -11,7 +11,7 @@ What is kept from NCSN++ (the configuration SGMSE+ publishes, "ncsnpp" with BigG
   the latter fed the concatenation of its input and one stored skip (every down-path output, the input conv's
   included, is consumed exactly once); a middle block res-attention-res at the bottom.
 * BigGAN residual blocks: GroupNorm -> SiLU -> [FIR up/down-sampling] -> conv3x3 -> + time embedding -> GroupNorm
-  -> [FiLM] -> SiLU -> dropout -> conv3x3, shortcut through a 1x1 conv when the channels change or the block
+  -> SiLU -> dropout -> conv3x3 -> [FiLM], shortcut through a 1x1 conv when the channels change or the block
   resamples, output (h + shortcut) / sqrt(2) with ``skip_rescale``. Resampling between levels is done by such
   blocks (down=True / up=True), with the FIR filter ``fir_kernel`` (separable, normalised; upfirdn semantics,
   implemented here with depthwise conv2d / conv_transpose2d). GroupNorm uses min(C // 4, 32) groups, eps 1e-6.
@@ -28,18 +28,32 @@ What is kept from NCSN++ (the configuration SGMSE+ publishes, "ncsnpp" with BigG
   after its first conv. The caller passes a positive scalar per example: NCSN++ embeds log(sigma) of its VE SDE,
   SGMSE+ passes the diffusion time t in (0, 1]; anything positive works, the log just spreads small values.
 
-Added for target speaker extraction: FiLM conditioning on a speaker embedding ``cond`` (B, cond_dim) in every
-residual block (down, middle, up and resampling blocks). One Linear(cond_dim -> 2C) gives a scale and a shift that
-modulate the block's second normalised activation, h = GroupNorm(h) * (1 + scale) + shift, before its SiLU: the
-scale-shift norm of Dhariwal & Nichol's ADM, where the block's time embedding also enters, so that speaker and
-time act at the same point. The Linear keeps PyTorch's default init (not zero), so the output depends on ``cond``
-from the first step.
+Added for target speaker extraction, as DDTSE's authors do it (github vivian556123/slt2024-ddtse,
+``sgmse/backbones/ncsnpp_utils/layerspp.py``, ``ResnetBlockConditionalFiLMBigGANpp.forward``; their recipe's
+``--resblock_type conditional_film_biggan``): FiLM conditioning on a speaker embedding ``cond`` (B, cond_dim) in
+every residual block (down, middle, up and resampling blocks), applied to the output of the block's last conv,
+before the shortcut is added: h = conv_out(...) * (1 + scale) + shift. The authors write it as
+``gammas * h + bias`` added back to h; scale and shift come from two Linear(cond_dim -> C), here one
+Linear(cond_dim -> 2C), with PyTorch's default init as theirs (not zero), so the output depends on ``cond`` from
+the first step. One departure: their code multiplies ``h.reshape(B, H*W, C)``, a reshape of the (B, C, H, W)
+tensor rather than a permute, so entry k of the flattened map is modulated by channel k mod C of the
+embedding's scale and shift, a pattern over time frames rather than channels; here each channel gets its own
+scale and shift, the FiLM the paper describes.
+
+Initialisation follows NCSN++ as the authors' code has it (``sgmse/backbones/ncsnpp_utils/layers.py``:
+``default_init``, ``ddpm_conv3x3``, ``NIN``; ``init_scale=0.`` in ``ConditionalNCSNpp.__init__`` of
+``sgmse/backbones/conditional_ncsnpp.py``), see `ddpm_init_`: convs and the time-embedding Linears draw uniform
+weights of variance 1 / fan_avg and zero biases; the attention's query/key/value at a tenth of that variance;
+and the last conv of every residual block, the attention's output projection and the output heads start at
+zero (the authors' ``init_scale`` 0, a variance of 1e-10). So a fresh network outputs exactly zero and every
+residual block starts as its shortcut plus the FiLM shift; the U-Net grows away from that.
 
 Simplified compared to Song et al.'s code: only the variant above (BigGAN blocks, FIR resampling, input_skip and
 output_skip with sum combination, Fourier time embedding); no DDPM blocks, positional time embedding, "residual"
-or "cat" progressive variants, input centering or output scaling by sigma. Convs keep PyTorch's default init
-instead of NCSN++'s variance scaling with init_scale 0 (which makes the initial output ~0); the Fourier
-frequencies are a buffer, not a frozen parameter, so they are not in the parameter count.
+or "cat" progressive variants, input centering or output scaling by sigma. The Fourier frequencies are a buffer,
+not a frozen parameter, so they are not in the parameter count. SGMSE+'s and the authors' final 1x1
+``output_layer`` (2 -> 2 channels, after the progressive output sum) is left out: a linear map of the heads'
+linear sum, which the heads can learn themselves.
 
 Padding: the U-Net halves F and T ``len(ch_mult) - 1`` times, so `NCSNpp.forward` zero-pads both at their end up
 to a multiple of 2**(len(ch_mult) - 1) and crops the output back: any F, T >= 1 works, and the output has the
@@ -66,6 +80,20 @@ from torch import nn
 def group_norm(channels: int) -> nn.GroupNorm:
     """NCSN++'s GroupNorm: min(C // 4, 32) groups (at least one, for the few channels of tiny networks)."""
     return nn.GroupNorm(max(1, min(channels // 4, 32)), channels, eps=1e-6)
+
+
+def ddpm_init_(layer: nn.Conv2d | nn.Linear, scale: float = 1.0) -> None:
+    """NCSN++'s ``default_init`` (module docstring): uniform weights of variance ``scale`` / fan_avg, zero bias.
+
+    That is Xavier's uniform init with gain sqrt(scale); ``scale`` 0 gives all zeros (the authors' 1e-10).
+    """
+    with torch.no_grad():
+        if scale == 0:
+            layer.weight.zero_()
+        else:
+            nn.init.xavier_uniform_(layer.weight, gain=math.sqrt(scale))
+        if layer.bias is not None:
+            layer.bias.zero_()
 
 
 def fir_kernel_2d(taps: Sequence[float]) -> torch.Tensor:
@@ -127,6 +155,11 @@ class AttentionBlock(nn.Module):
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():  # NCSN++'s query, key and value are three C x C layers of init_scale 0.1
+            for part in self.qkv.weight.chunk(3, dim=0):
+                nn.init.xavier_uniform_(part, gain=math.sqrt(0.1))
+            self.qkv.bias.zero_()
+        ddpm_init_(self.out, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, freqs, frames = x.shape
@@ -157,6 +190,10 @@ class ResBlock(nn.Module):
         resamples = up or down
         self.shortcut = (nn.Conv2d(in_channels, out_channels, 1)
                          if in_channels != out_channels or resamples else None)
+        for layer in (self.conv_in, self.time, self.shortcut):
+            if layer is not None:
+                ddpm_init_(layer)
+        ddpm_init_(self.conv_out, 0.0)  # the block starts as its shortcut (plus FiLM's shift)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.up:
@@ -169,11 +206,10 @@ class ResBlock(nn.Module):
         h = self.conv_in(self._resample(F.silu(self.norm_in(x))))
         if self.time is not None:
             h = h + self.time(time)[:, :, None, None]
-        h = self.norm_out(h)
+        h = self.conv_out(self.dropout(F.silu(self.norm_out(h))))
         if self.film is not None:
             scale, shift = self.film(cond)[:, :, None, None].chunk(2, dim=1)
             h = h * (1 + scale) + shift
-        h = self.conv_out(self.dropout(F.silu(h)))
         x = self._resample(x)
         if self.shortcut is not None:
             x = self.shortcut(x)
@@ -185,6 +221,7 @@ class OutputHead(nn.Sequential):
 
     def __init__(self, channels: int, out_channels: int) -> None:
         super().__init__(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        ddpm_init_(self[-1], 0.0)
 
 
 class NCSNpp(nn.Module):
@@ -257,6 +294,10 @@ class NCSNpp(nn.Module):
         assert not skips, "every stored skip is consumed once"
         self.up_blocks, self.up_attention = nn.ModuleList(up_blocks), nn.ModuleList(up_attention)
         self.output_heads, self.upsamplers = nn.ModuleList(heads), nn.ModuleList(upsamplers)
+        # the blocks, attention and heads init their own layers; these are the rest (module docstring)
+        embedding = [m for m in self.time_embed if isinstance(m, nn.Linear)] if time_conditioning else []
+        for layer in [self.input_conv, *self.input_skips, *embedding]:
+            ddpm_init_(layer)
 
     def _time_embedding(self, x: torch.Tensor, time: torch.Tensor | None) -> torch.Tensor | None:
         if not self.time_conditioning:
