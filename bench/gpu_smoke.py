@@ -333,7 +333,9 @@ def inference_rtf(stage_dir: Path, device: torch.device, seconds: float, enroll_
         return (0.1 * rng.standard_normal(round(length * rate))).astype(np.float32)
 
     mixture = noise(seconds)
-    enrollments = {key: noise(enroll_seconds) for key in ENROLLMENT_FILES if key in model.needs}
+    # as tsekit infer: a token system is enrolled by the waveform it tokenizes
+    enrollments = {key: noise(enroll_seconds) for key in ENROLLMENT_FILES
+                   if key in model.needs or f"{key}_tokens" in model.needs}
     for _ in range(2 if warmup else 1):  # the last run is the timed one
         synchronize(device)
         started = time.perf_counter()
@@ -411,9 +413,15 @@ def run_stage(row: Row, cfg, train_dir: Path, valid_dir: Path, row_work: Path, a
         row.bare_step = bare_step_seconds(model, batch, cfg, row.stage, teacher, device, args.warmup, args.steps)
     del model, batch, teacher
     free(device)
-    if last and "target" in model_class(cfg.model.name).needs:
+    if last and extracts(model_class(cfg.model.name)):
         row.rtf = inference_rtf(stage_dir, device, args.infer_seconds, args.utterance_seconds, measuring(args))
     row.peak_bytes = peak_memory(device)
+
+
+def extracts(cls: type) -> bool:
+    """Whether a system extracts speech: it learns a target, as a waveform or as codec tokens (not so the pos/neg
+    systems' distillation teacher, a speaker encoder)."""
+    return bool(cls.needs & {"target", "target_tokens"})
 
 
 def measuring(args) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tsekit.models.registry import model_class
+from tsekit.models.registry import MODELS, model_class
 from tsekit.train.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def table(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_every_published_config_takes_a_step_and_an_inference(tmp_path):
+def test_every_published_config_takes_a_step_and_an_inference(smoke, tmp_path):
     out = tmp_path / "smoke.md"
     done = subprocess.run([sys.executable, str(BENCH), "--device", "cpu", "--out", str(out)], capture_output=True,
                           text=True, timeout=3 * 3600)
@@ -66,10 +66,16 @@ def test_every_published_config_takes_a_step_and_an_inference(tmp_path):
         cfg = load_config(path, [])
         stages = [row for row in rows if row["config"] == name]
         assert [row["stage"] for row in stages] == (["1", "2"] if cfg.stage2.enabled else ["1"])
-        if "target" in model_class(cfg.model.name).needs:  # an extraction system: its last stage extracted
+        if smoke.extracts(model_class(cfg.model.name)):  # an extraction system: its last stage extracted
             assert float(stages[-1]["inference RTF"].split()[0]) > 0, stages[-1]
         else:  # the pos/neg systems' distillation teacher, a speaker encoder
             assert stages[-1]["inference RTF"] == "-"
+
+
+def test_systems_that_extract_are_those_that_learn_a_target(smoke):
+    assert not smoke.extracts(model_class("tfgridnet_speaker"))  # (looking it up registers every system)
+    assert {name for name in MODELS if smoke.extracts(model_class(name))} >= {
+        "spex_plus", "zspex", "tfgridnet_posneg", "tfgridnet_posneg_early", "ddtse", "maskgit_tse", "whisper_cfm"}
 
 
 def test_selection_by_glob_brings_a_distillation_teacher_first(smoke):
