@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fnmatch
 import gc
 import math
@@ -394,6 +395,7 @@ def run_stage(row: Row, cfg, train_dir: Path, valid_dir: Path, row_work: Path, a
     from tsekit.models.registry import model_class
     from tsekit.train.trainer import train
 
+    free(device)
     reset_peak_memory(device)
     clock = ForwardClock(model_class(cfg.model.name), device)
     try:
@@ -436,9 +438,13 @@ def measuring(args) -> bool:
 
 
 def free(device: torch.device) -> None:
+    """Drop what earlier work left, so that the next peak starts from the process's baseline."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    else:
+        with contextlib.suppress(OSError, AttributeError):  # glibc keeps freed heap in the process unless trimmed
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 # --- the table ----------------------------------------------------------------------------------------------
