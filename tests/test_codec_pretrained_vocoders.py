@@ -20,7 +20,7 @@ import yaml
 from corpus_trees import speechlike
 
 from tsekit import TsekitError
-from tsekit.codec.pretrained_vocoders import VOCOS_CLASSES, HifiGenerator
+from tsekit.codec.pretrained_vocoders import VOCOS_CLASSES, HifiGenerator, random_hifigan
 from tsekit.codec.registry import load_codec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -148,6 +148,20 @@ def test_hifigan_folds_weight_norm_and_matches_the_weight_normalised_generator(t
     assert out.shape == (2, 16 * 64)
     assert torch.allclose(out, expected, atol=1e-5)
     assert out.abs().max() < 1  # tanh output
+
+
+def test_random_hifigan_is_a_loadable_seeded_generator_of_its_config(tmp_path):
+    checkpoint = random_hifigan(tmp_path / "a", HIFIGAN_CONFIG, 0)
+    assert checkpoint == tmp_path / "a" / "g_02500000" and (tmp_path / "a" / "config.json").is_file()
+    vocoder = load_codec("hifigan", checkpoint=str(checkpoint))  # config.json beside it, as published
+    assert (vocoder.sample_rate, vocoder.n_mels, vocoder.hop_length) == (8000, 20, 64)
+    mel = vocoder.mel(0.1 * torch.randn(1, 1024))
+    same = load_codec("hifigan", checkpoint=str(random_hifigan(tmp_path / "b", HIFIGAN_CONFIG, 0)))
+    other = load_codec("hifigan", checkpoint=str(random_hifigan(tmp_path / "c", HIFIGAN_CONFIG, 1)))
+    with torch.no_grad():
+        out = vocoder(mel)
+        assert out.shape == (1, 16 * 64) and torch.equal(same(mel), out)
+        assert not torch.allclose(other(mel), out)
 
 
 def test_hifigan_mel_is_the_authors_librosa_mel(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from tsekit import TsekitError
 from tsekit.asr.ct2 import cached_checkpoint_path, convert_ct2_model, read_ct2_variables
-from tsekit.asr.whisper import packaged_model_dir, whisper_cache_dir
+from tsekit.asr.whisper import load_whisper, packaged_model_dir, stand_in, whisper_cache_dir
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
 from tsekit.metrics.asr import char_errors, load_asr, normalize_text, word_errors
 
@@ -305,6 +305,20 @@ def test_bad_specs_give_one_line_errors(tmp_path):
     with pytest.raises(TsekitError, match="not a loadable openai-whisper checkpoint") as error:
         load_asr(str(junk))
     assert "\n" not in str(error.value)
+
+
+def test_a_stand_in_is_what_its_name_loads_inside_its_block_only(converted):
+    from whisper.model import ModelDimensions, Whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=8, n_audio_state=8, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=51864, n_text_ctx=8, n_text_state=8, n_text_head=2, n_text_layer=1)
+    fake = Whisper(dims)
+    with stand_in("tiny.en", fake):
+        assert load_whisper("tiny.en") is fake
+        assert load_whisper("tiny.en") is fake  # the same object every time: no copy of a large model
+    with pytest.raises(RuntimeError, match="inside"), stand_in("tiny.en", fake):
+        raise RuntimeError("inside")
+    assert load_whisper("tiny.en").dims.n_audio_state == 384  # the packaged tiny.en again
 
 
 def test_normalized_word_and_char_error_counts():

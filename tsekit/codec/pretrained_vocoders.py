@@ -22,6 +22,7 @@ mels for them must generate these.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -140,6 +141,24 @@ class HifiGenerator(torch.nn.Module):
             blocks = self.resblocks[index * self.num_kernels: (index + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
         return torch.tanh(self.conv_post(F.leaky_relu(x)))[:, 0]
+
+
+def random_hifigan(directory: str | os.PathLike, config: dict, seed: int) -> Path:
+    """Write a HiFi-GAN generator of ``config`` (the authors' config.json keys) with seeded random weights into
+    ``directory``, laid out as the authors publish one (``config.json`` beside the generator checkpoint
+    ``g_02500000``); returns the checkpoint's path.
+
+    The real architecture without the published weights: what benches use offline (its cost is the real one).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    generator = HifiGenerator(config["num_mels"], config["upsample_rates"], config["upsample_kernel_sizes"],
+                              config["upsample_initial_channel"], str(config["resblock"]),
+                              config["resblock_kernel_sizes"], config["resblock_dilation_sizes"])
+    (directory / "config.json").write_text(json.dumps(config))
+    torch.save({"generator": generator.state_dict()}, directory / "g_02500000")
+    return directory / "g_02500000"
 
 
 def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
