@@ -172,7 +172,7 @@ def test_multinode_launcher_trains_with_torchrun_under_srun(cluster, tmp_path):
     config = {"model": {"name": "spex_plus", "params": {
         "num_filters": 8, "channels": 8, "hidden_channels": 16, "num_blocks": 1, "num_stacks": 1,
         "embed_dim": 8, "speaker_hidden": 8, "speaker_blocks": 1}},
-        "data": {"sample_rate": 8000, "chunk_seconds": 0.3, "batch_size": 2, "num_workers": 0},
+        "data": {"sample_rate": 8000, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
         "train": {"epochs": 1, "log_interval": 1}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "train.sbatch").write_text(f"""#!/usr/bin/env bash
@@ -187,6 +187,7 @@ srun {UTILS}/slurm_torchrun.sh 2 train --config c.yaml --train-data data/train-1
     output = (tmp_path / "train.out").read_text()
     assert proc.returncode == 0, output[-3000:]
     assert output.count("trained:") == 1  # rank 0 alone reports
-    # 32 rows in batches of 2: 16 steps for one process, 8 when two processes share each step
+    assert "batch 4 in all (2 in each of 2 processes)" in output
+    # 32 rows in global batches of 4: 8 steps, each process taking 2 rows of every step
     steps = {int(line.split("\t")[0]) for line in (tmp_path / "exp/stage1/log/scalars.tsv").read_text().splitlines()}
     assert max(steps) == 8
