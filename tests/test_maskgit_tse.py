@@ -287,3 +287,44 @@ def test_tokens_of_another_codec_than_the_experiments_are_refused_before_trainin
         f"{tokens['weights_sha256'][:16]}, but codec {os.path.join('exp', 'codec')} holds weights sha256 "
         f"{retrained[:16]}") and "\n" not in str(err.value)
     assert not Path("exp/again/stage1/checkpoints").exists()
+
+
+def network_logits(network, mixture: torch.Tensor, enroll: torch.Tensor, skip: int, enroll_skip: int) -> torch.Tensor:
+    """The network's logits for all-masked target frames over ``mixture`` (B, K, F) given ``enroll`` (B, K, Fe),
+    with the target placed after ``skip`` padded frames and the enrollment after ``enroll_skip``."""
+    size, codebooks, frames = mixture.shape
+    pad = torch.zeros(size, codebooks, skip, dtype=torch.long)
+    enroll_pad = torch.zeros(size, codebooks, enroll_skip, dtype=torch.long)
+    target = torch.full((size, codebooks, skip + frames), network.codebook_size)
+    padding = (torch.arange(skip + frames) < skip)[None].expand(size, -1)
+    enroll_padding = (torch.arange(enroll_skip + enroll.shape[-1]) < enroll_skip)[None].expand(size, -1)
+    logits = network(target, padding, torch.cat([pad, mixture], -1), torch.cat([enroll_pad, enroll], -1),
+                     enroll_padding, torch.zeros(size, dtype=torch.bool), None)
+    return logits[..., skip:, :]
+
+
+@pytest.mark.parametrize("conditioning", ["prefix", "cross"])
+def test_relative_positions_make_logits_independent_of_where_the_frames_sit(conditioning):
+    """With ``positions: relative`` no frame index enters the network, only distances within the target and
+    within the enrollment, so frames at indices never reached in training (a 4 x longer inference chunk, a
+    whole enrollment) are computed as frames at the start; absolute positions differ there."""
+    mixture, enroll = tokens(2, 2, 20, 8, 0), tokens(2, 2, 6, 8, 1)
+    for positions, same in (("relative", True), ("absolute", False)):
+        torch.manual_seed(0)
+        network = build_model("maskgit_tse", {**TINY, "enroll_conditioning": conditioning,
+                                              "positions": positions}).eval().network
+        start = network_logits(network, mixture, enroll, 0, 0)
+        later = network_logits(network, mixture, enroll, 150, 40)
+        assert torch.allclose(start, later, atol=1e-5) == same, positions
+
+
+def test_the_recipes_decode_with_relative_positions():
+    """The recipes train on 2-3 s crops and decode 4 x longer chunks with whole enrollments: their configs use
+    relative positions (docs/RESULTS.md: maskgit_tse at the training and the inference lengths)."""
+    import yaml
+
+    egs = Path(__file__).resolve().parents[1] / "egs"
+    for config in ("mini_libri2mix/conf/maskgit_tse.yaml", "mini_libri2mix/conf/maskgit_tse_c2f.yaml",
+                   "libri2mix/conf/maskgit_tse.yaml"):
+        params = yaml.safe_load((egs / config).read_text())["model"]["params"]
+        assert params.get("positions") == "relative", config

@@ -16,7 +16,16 @@ The published system's settings are not known (SEEDS.md). What is taken here, an
 - **Enrollment**: its tokens are embedded with the target's tables (both are clean speech of the same codec)
   and either prefixed to the target frames, which attend to them (``enroll_conditioning: prefix``, the
   default; VALL-E / MaskGCT prompting), or attended to through cross-attention in every block (``cross``).
-  Segment embeddings tell prefix from target; both use sinusoidal positions starting at 0.
+  Segment embeddings tell prefix from target.
+- **Positions** (``positions``): ``absolute`` adds sinusoidal positions starting at 0 to the target frames
+  and to the enrollment's; ``relative`` adds none and biases self-attention instead, by a learned value per
+  head for each bucket of distance between two frames of one segment (T5's buckets, per direction: one per
+  distance up to 7 frames, 7 log-spaced ones up to 49, one for 50 and beyond) and one value for any pair of frames of
+  different segments (with ``cross``, cross-attention is not biased: the enrollment's frames are a set).
+  Training sees 2-3 s crops and 3 s enrollments, inference 4 x longer chunks and whole
+  enrollments: with absolute positions most of their frames sit at indices never trained on, with relative
+  ones at distances already trained on (docs/RESULTS.md measures both). The recipes use ``relative``;
+  ``absolute``, the default, is kept for models trained before it.
 - **Blocks**: pre-norm transformer blocks (self-attention, feed-forward with GELU), or, with
   ``block: conformer``, a convolution module (pointwise + GLU, depthwise, GroupNorm, SiLU, pointwise) between
   the two (Conformer's order without the macaron split).
@@ -88,6 +97,40 @@ def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch
     return table
 
 
+RELATIVE_BUCKETS = 32  # T5's
+# with 32 buckets, distances of 50 frames and more share one: well below the frames of a training crop (the
+# mini recipe's 2 s are 125), so that every bucket, the farthest included, is trained, and a longer input
+# brings no new bias
+RELATIVE_MAX_DISTANCE = 64
+
+
+def distance_buckets(distance: torch.Tensor, buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's bidirectional buckets of key - query frame distances: half per direction; in each, one per distance
+    below a quarter of ``buckets``, then log-spaced ones up to ``max_distance``; farther ones share the last."""
+    half = buckets // 2
+    exact = half // 2
+    size = distance.abs()
+    spaced = exact + (torch.log(size.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+                      * (half - exact)).long()
+    bucket = torch.where(size < exact, size, spaced.clamp(max=half - 1))
+    return bucket + (distance > 0).long() * half
+
+
+class RelativeBias(torch.nn.Module):
+    """Learned self-attention biases (heads, L, L): per bucket of distance between frames of one segment, and
+    one value for any pair of frames of different segments (enrollment and target), whatever their distance."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.table = torch.nn.Embedding(RELATIVE_BUCKETS + 1, heads)  # the last entry: another segment
+
+    def forward(self, positions: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """positions (L,) within each frame's segment, segments (L,) -> (heads, L, L)."""
+        buckets = distance_buckets(positions[None] - positions[:, None], RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE)
+        index = torch.where(segments[None] == segments[:, None], buckets, RELATIVE_BUCKETS)
+        return self.table(index).permute(2, 0, 1)
+
+
 class ConvModule(torch.nn.Module):
     """Conformer's convolution module over frames (B, F, width); padded frames are zeroed before the conv."""
 
@@ -122,9 +165,12 @@ class Block(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor, memory: torch.Tensor | None = None,
-                memory_padding: torch.Tensor | None = None) -> torch.Tensor:
+                memory_padding: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``bias``: None, or (B * heads, F, F) added to the self-attention scores with padded keys already at
+        -inf (it then replaces ``padding`` there: the attention takes one kind of mask)."""
         h = self.attention_norm(x)
-        x = x + self.dropout(self.attention(h, h, h, key_padding_mask=padding, need_weights=False)[0])
+        x = x + self.dropout(self.attention(h, h, h, key_padding_mask=padding if bias is None else None,
+                                            attn_mask=bias, need_weights=False)[0])
         if self.cross is not None:
             h = self.cross_norm(x)
             x = x + self.dropout(self.cross(h, memory, memory, key_padding_mask=memory_padding, need_weights=False)[0])
@@ -137,9 +183,12 @@ class TokenTransformer(torch.nn.Module):
     """The network: (target tokens with masks, mixture tokens, enrollment tokens[, mixture mel]) -> logits."""
 
     def __init__(self, num_codebooks: int, codebook_size: int, width: int, layers: int, heads: int, ff_mult: int,
-                 dropout: float, enroll_conditioning: str, block: str, conv_kernel: int, mel_bins: int):
+                 dropout: float, enroll_conditioning: str, block: str, conv_kernel: int, mel_bins: int,
+                 positions: str = "absolute"):
         super().__init__()
         self.num_codebooks, self.codebook_size, self.width = num_codebooks, codebook_size, width
+        self.heads_count = heads
+        self.relative = RelativeBias(heads) if positions == "relative" else None
         self.enroll_conditioning = enroll_conditioning
         # entry codebook_size is the mask
         self.target_embeddings = torch.nn.ModuleList(torch.nn.Embedding(codebook_size + 1, width)
@@ -169,24 +218,43 @@ class TokenTransformer(torch.nn.Module):
         x = self.embed(self.target_embeddings, target) + self.embed(self.mixture_embeddings, mixture)
         if self.mel_projection is not None:
             x = x + self.mel_projection(mel)
-        x = x + sinusoidal_positions(frames, self.width, device) + self.segments.weight[1]
+        enroll_frames = enroll.shape[-1]
+        x = x + self.segments.weight[1]
         prompt = self.embed(self.target_embeddings, enroll)
         prompt = torch.where(enroll_dropped[:, None, None], self.null_enroll.expand_as(prompt), prompt)
         # a dropped enrollment is the null vector alone: one frame, the rest padding
-        first = torch.arange(enroll.shape[-1], device=device)[None] == 0
+        first = torch.arange(enroll_frames, device=device)[None] == 0
         enroll_padding = torch.where(enroll_dropped[:, None], ~first, enroll_padding)
-        prompt = prompt + sinusoidal_positions(enroll.shape[-1], self.width, device) + self.segments.weight[0]
+        prompt = prompt + self.segments.weight[0]
+        if self.relative is None:
+            x = x + sinusoidal_positions(frames, self.width, device)
+            prompt = prompt + sinusoidal_positions(enroll_frames, self.width, device)
         if self.enroll_conditioning == "prefix":
             x = torch.cat([prompt, x], 1)
             padding = torch.cat([enroll_padding, target_padding], 1)
+            positions = torch.cat([torch.arange(enroll_frames, device=device), torch.arange(frames, device=device)])
+            segments = torch.arange(enroll_frames + frames, device=device) >= enroll_frames
+            bias = self.attention_bias(positions, segments, padding)
             for block in self.blocks:
-                x = block(x, padding)
-            x = x[:, enroll.shape[-1]:]
+                x = block(x, padding, bias=bias)
+            x = x[:, enroll_frames:]
         else:
+            bias = self.attention_bias(torch.arange(frames, device=device),
+                                       torch.ones(frames, dtype=torch.bool, device=device), target_padding)
             for block in self.blocks:
-                x = block(x, target_padding, prompt, enroll_padding)
+                x = block(x, target_padding, prompt, enroll_padding, bias)
         x = self.out_norm(x)
         return torch.stack([head(x) for head in self.heads], 1)
+
+    def attention_bias(self, positions: torch.Tensor, segments: torch.Tensor,
+                       padding: torch.Tensor) -> torch.Tensor | None:
+        """(B * heads, L, L) self-attention bias with padded keys at -inf; None with absolute positions."""
+        if self.relative is None:
+            return None
+        bias = self.relative(positions, segments)
+        size, length = padding.shape
+        bias = bias[None].expand(size, -1, -1, -1).masked_fill(padding[:, None, None, :], -math.inf)
+        return bias.reshape(size * self.heads_count, length, length)
 
 
 @register("maskgit_tse")
@@ -203,11 +271,12 @@ class MaskGitTSE(TSEModel):
                  prediction: Literal["parallel", "coarse_to_fine"] = "parallel", enroll_drop: float = 0.1,
                  iterations: int = 16, temperature: float = 1.0, guidance_scale: float = 0.0, seed: int = 0,
                  sample_rate: int = 16000, codec: str | None = None, codec_params: dict | None = None,
-                 codec_sha256: str | None = None):
+                 codec_sha256: str | None = None, positions: Literal["absolute", "relative"] = "absolute"):
         super().__init__()
         choices = {"enroll_conditioning": (enroll_conditioning, ("prefix", "cross")),
                    "block": (block, ("transformer", "conformer")), "features": (features, ("none", "mel")),
-                   "prediction": (prediction, ("parallel", "coarse_to_fine"))}
+                   "prediction": (prediction, ("parallel", "coarse_to_fine")),
+                   "positions": (positions, ("absolute", "relative"))}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise TsekitError(f"maskgit_tse: {name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -230,7 +299,8 @@ class MaskGitTSE(TSEModel):
         self.codec_spec, self.codec_params, self.codec_sha256 = codec, dict(codec_params or {}), codec_sha256
         self._codec: list = []  # loaded on first use, outside the module tree: not in the checkpoint
         self.network = TokenTransformer(num_codebooks, codebook_size, width, layers, heads, ff_mult, dropout,
-                                        enroll_conditioning, block, conv_kernel, mel_bins if features == "mel" else 0)
+                                        enroll_conditioning, block, conv_kernel, mel_bins if features == "mel" else 0,
+                                        positions)
 
     # --- inputs ---------------------------------------------------------------------------------------------
 
