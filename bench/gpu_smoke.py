@@ -2,20 +2,26 @@
 memory and one inference. On a GPU it is the first thing to run; on the CPU, CI runs it.
 
     .venv/bin/python bench/gpu_smoke.py [--device cpu|cuda] [--configs GLOB] [--steps N] [--warmup N]
-        [--batch-size B] [--chunk-seconds S] [--utterance-seconds S] [--infer-seconds S] [--out FILE] [--work DIR]
+        [--batch-size B] [--chunk-seconds S] [--utterance-seconds S] [--infer-seconds S] [--[no-]fewest-steps]
+        [--out FILE] [--work DIR]
 
 Configs: every egs/*/conf/*.yaml but the mini recipe's (--configs picks some by "corpus/system", e.g.
 'libri2mix/*' or '*/ddtse'; a distillation teacher the selection needs comes along). Every training stage a
 config has is a row (stage 2 where stage2.enabled). Defaults (``DEFAULTS``): on a GPU (``--device cuda``, AMP
 as the trainer does) the recipes' shapes: 3 warm-up and 10 timed steps at the config's batch size and chunk,
-rows of 10 s, inference on 4 s; on the CPU a smoke run short enough for CI: one step at batch 1 on 0.5 s
-chunks of 1 s rows, inference on 0.5 s, no warm-up, so no bare loop and no ratio (``measuring``). Per row:
+rows of 10 s, inference on 4 s, the configs' samplers as published; on the CPU a smoke run short enough for
+CI (``make test`` runs it, about 7 min on one thread): one step at batch 1 on 0.5 s chunks of 1 s rows,
+inference on 0.5 s, no warm-up, so no bare loop and no ratio (``measuring``), and every sampler with the
+fewest steps its code allows (--fewest-steps, ``FEWEST_STEPS``: DDTSE's steps and pc_steps 1, MaskGIT's
+iterations 1, whisper_cfm's flow_steps 1 and max_text_tokens 2; the notes column says so): the same code
+runs, fewer times, and the models, their training and their checkpoints are the published ones. Per row:
 
 1. Data: a synthetic training data dir the way the recipe builds one, random noise at the config's rate:
    rows of --utterance-seconds (at least the chunk; whole-utterance systems train on them whole) of two
    speakers, as many as the steps need, enrollments by tsekit's enroll stage (positive/negative clips for the
    pos/neg systems), transcripts of common words (whisper_cfm), codec tokens by tsekit tokenize (maskgit_tse);
-   the validation set is one row of 1 s.
+   the validation set is one row of 1 s, cut to the chunk for the systems that train on chunks (validation
+   reads whole rows; its enrollments, 1 s rows beside it, are made first).
 2. The trainer: its public ``train()`` with the published config (the loader ``tsekit train`` uses) and
    train.epochs=1, train.max_steps_per_epoch (the steps), data.batch_size=B, data.chunk_seconds=S when given;
    a distillation teacher is its own config's smoke run, stage 2 starts from stage 1's averaged.pt.
