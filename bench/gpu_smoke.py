@@ -2,20 +2,26 @@
 memory and one inference. On a GPU it is the first thing to run; on the CPU, CI runs it.
 
     .venv/bin/python bench/gpu_smoke.py [--device cpu|cuda] [--configs GLOB] [--steps N] [--warmup N]
-        [--batch-size B] [--chunk-seconds S] [--utterance-seconds S] [--infer-seconds S] [--out FILE] [--work DIR]
+        [--batch-size B] [--chunk-seconds S] [--utterance-seconds S] [--infer-seconds S] [--[no-]fewest-steps]
+        [--out FILE] [--work DIR]
 
 Configs: every egs/*/conf/*.yaml but the mini recipe's (--configs picks some by "corpus/system", e.g.
 'libri2mix/*' or '*/ddtse'; a distillation teacher the selection needs comes along). Every training stage a
 config has is a row (stage 2 where stage2.enabled). Defaults (``DEFAULTS``): on a GPU (``--device cuda``, AMP
 as the trainer does) the recipes' shapes: 3 warm-up and 10 timed steps at the config's batch size and chunk,
-rows of 10 s, inference on 4 s; on the CPU a smoke run short enough for CI: one step at batch 1 on 0.5 s
-chunks of 1 s rows, inference on 0.5 s, no warm-up, so no bare loop and no ratio (``measuring``). Per row:
+rows of 10 s, inference on 4 s, the configs' samplers as published; on the CPU a smoke run short enough for
+CI (``make test`` runs it, about 7 min on one thread): one step at batch 1 on 0.5 s chunks of 1 s rows,
+inference on 0.5 s, no warm-up, so no bare loop and no ratio (``measuring``), and every sampler with the
+fewest steps its code allows (--fewest-steps, ``FEWEST_STEPS``: DDTSE's steps and pc_steps 1, MaskGIT's
+iterations 1, whisper_cfm's flow_steps 1 and max_text_tokens 2; the notes column says so): the same code
+runs, fewer times, and the models, their training and their checkpoints are the published ones. Per row:
 
 1. Data: a synthetic training data dir the way the recipe builds one, random noise at the config's rate:
    rows of --utterance-seconds (at least the chunk; whole-utterance systems train on them whole) of two
    speakers, as many as the steps need, enrollments by tsekit's enroll stage (positive/negative clips for the
    pos/neg systems), transcripts of common words (whisper_cfm), codec tokens by tsekit tokenize (maskgit_tse);
-   the validation set is one row of 1 s.
+   the validation set is one row of 1 s, cut to the chunk for the systems that train on chunks (validation
+   reads whole rows; its enrollments, 1 s rows beside it, are made first).
 2. The trainer: its public ``train()`` with the published config (the loader ``tsekit train`` uses) and
    train.epochs=1, train.max_steps_per_epoch (the steps), data.batch_size=B, data.chunk_seconds=S when given;
    a distillation teacher is its own config's smoke run, stage 2 starts from stage 1's averaged.pt.
@@ -85,10 +91,16 @@ HIFIGAN_V1 = {"resblock": "1", "upsample_rates": [8, 8, 2, 2], "upsample_kernel_
 # (the enrollments of 1 s are the least the Resemblyzer speaker encoder takes); a GPU's has the recipes' shapes.
 DEFAULTS = {
     "cpu": {"steps": 1, "warmup": 0, "batch_size": 1, "chunk_seconds": 0.5, "utterance_seconds": 1.0,
-            "infer_seconds": 0.5},
+            "infer_seconds": 0.5, "fewest_steps": True},
     "cuda": {"steps": 10, "warmup": 3, "batch_size": 0, "chunk_seconds": 0, "utterance_seconds": 10.0,
-             "infer_seconds": 4.0},
+             "infer_seconds": 4.0, "fewest_steps": False},
 }
+# --fewest-steps: model.params overrides that run each sampler's loops the fewest times they allow, every loop
+# still once (DDTSE's sampler 2 network evaluations instead of 11, its score sampler 2 instead of 60; the flow
+# one Euler step; MaskGIT one iteration; two decoded tokens, so that the cached decoding runs too). A published
+# config's sampler then costs a CPU smoke run seconds instead of minutes, and goes through the same code.
+FEWEST_STEPS = {"ddtse": {"steps": 1, "pc_steps": 1}, "maskgit_tse": {"iterations": 1},
+                "whisper_cfm": {"flow_steps": 1, "max_text_tokens": 2}}
 WORDS = "THE AND OF TO A IN THAT HE WAS IT HIS I WITH AS HAD FOR YOU HER NOT BUT AT ON SHE IS".split()
 WORDS_PER_SECOND = 2.7  # LibriSpeech's speaking rate, roughly
 
@@ -232,6 +244,7 @@ def synthetic_data_dir(out: Path, rows: int, seconds: float, rate: int, needs: f
 def data_dirs(cfg, work: Path, rows: int, seconds: float, device: torch.device) -> tuple[Path, Path, list[str]]:
     """(training, validation) data dirs for ``cfg``'s model, tokenized into work/tokens when it reads tokens;
     the overrides that point the config at those tokens."""
+    from tsekit.data.audio import load_audio, write_audio
     from tsekit.data.datadir import read_data_dir, subset_tables, write_data_dir
     from tsekit.data.table import sorted_keys
     from tsekit.models.registry import model_class
@@ -242,7 +255,12 @@ def data_dirs(cfg, work: Path, rows: int, seconds: float, device: torch.device) 
     train = synthetic_data_dir(work / "data" / "train", max(rows, MIN_ROWS), seconds, rate, needs, 0)
     enrolled = synthetic_data_dir(work / "data" / "valid_enrolled", MIN_ROWS, VALID_SECONDS, rate, needs, 1)
     tables = read_data_dir(enrolled)  # validation enrolls from enroll.scp: one row of it is a validation set
-    valid = write_data_dir(work / "data" / "valid", subset_tables(tables, sorted_keys(tables["wav.scp"])[:1]))
+    tables = subset_tables(tables, sorted_keys(tables["wav.scp"])[:1])
+    if cfg.data.chunk_seconds:  # validation reads its rows whole: cut this one to a training example's length
+        for table in ("wav.scp", "spk1.scp"):  # (its enrollments, other rows of VALID_SECONDS, are made already)
+            for entry in tables[table].values():
+                write_audio(entry, load_audio(entry)[0][: round(cfg.data.chunk_seconds * rate)], rate)
+    valid = write_data_dir(work / "data" / "valid", tables)
     if not any(need.endswith("_tokens") for need in needs):
         return train, valid, []
     from tsekit.codec.tokenize import tokenize_data_dir
@@ -367,6 +385,10 @@ def run_config(path: Path, args, device: torch.device, work: Path, teachers: dic
         with random_frozen_parts(published, work, device) as (overrides, notes):
             overrides += ["train.epochs=1", "stage2.epochs=1", f"train.max_steps_per_epoch={steps}",
                           f"data.batch_size={batch}"] + ([f"data.chunk_seconds={chunk}"] if chunk else [])
+            fewest = FEWEST_STEPS.get(published.model.name, {}) if args.fewest_steps else {}
+            overrides += [f"model.params.{name}={value}" for name, value in fewest.items()]
+            if fewest:
+                notes.append("sampling: " + ", ".join(f"{name}={value}" for name, value in fewest.items()))
             teacher = teacher_config(path, published)
             if teacher is not None:
                 overrides.append(f"distill.teacher={teachers[teacher]}")
@@ -483,6 +505,8 @@ def main() -> None:
     parser.add_argument("--utterance-seconds", type=float, help="length of the synthetic rows (at least the chunk): "
                         "whole-utterance configs train on them, enrollments are cut from them")
     parser.add_argument("--infer-seconds", type=float, help="the mixture of the inference")
+    parser.add_argument("--fewest-steps", action=argparse.BooleanOptionalAction, help="run each sampler with "
+                        "the fewest steps its code allows (FEWEST_STEPS; the CPU's default)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--work", type=Path, help="keep data and experiments here (default: a temporary folder)")
     args = parser.parse_args()

@@ -163,6 +163,32 @@ def test_checkpoint_write_that_dies_half_way_leaves_the_previous_one(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [ckpt.LATEST]  # no temporary file left behind
 
 
+def test_averaging_takes_the_mean_of_the_model_weights_only(tmp_path):
+    paths = []
+    for index, value in enumerate([1.0, 2.0, 6.0]):
+        paths.append(tmp_path / f"epoch{index + 1}.pt")
+        ckpt.save_checkpoint(paths[-1], {"model": {"w": torch.full((3,), value), "count": torch.tensor(index)},
+                                         "optimizer": {"m": torch.ones(5)}, "config": {"c": index}, "speakers": []})
+    averaged = ckpt.load_checkpoint(ckpt.average_checkpoints(paths, tmp_path / ckpt.AVERAGED))
+    assert torch.equal(averaged["model"]["w"], torch.full((3,), 3.0)) and averaged["model"]["count"] == 0
+    assert averaged["config"] == {"c": 0} and averaged["averaged_from"] == ["epoch1.pt", "epoch2.pt", "epoch3.pt"]
+    assert "optimizer" not in averaged
+    alone = ckpt.load_checkpoint(ckpt.average_checkpoints(paths[1:2], tmp_path / "alone.pt"))
+    assert torch.equal(alone["model"]["w"], torch.full((3,), 2.0))
+
+
+def test_a_linked_checkpoint_outlives_its_source_and_is_replaced_alone(tmp_path):
+    epoch, latest = tmp_path / "epoch1.pt", tmp_path / ckpt.LATEST
+    ckpt.save_checkpoint(latest, {"model": {"w": torch.zeros(2)}, "step": 0})
+    ckpt.save_checkpoint(epoch, {"model": {"w": torch.ones(2)}, "step": 1})
+    ckpt.link_checkpoint(epoch, latest)
+    assert ckpt.load_checkpoint(latest)["step"] == 1
+    ckpt.save_checkpoint(latest, {"model": {"w": torch.ones(2)}, "step": 2})  # a later save replaces the name
+    assert ckpt.load_checkpoint(epoch)["step"] == 1
+    epoch.unlink()  # dropped from the best: latest.pt stays
+    assert ckpt.load_checkpoint(latest)["step"] == 2 and sorted(p.name for p in tmp_path.iterdir()) == [ckpt.LATEST]
+
+
 def test_corrupt_checkpoint_and_unknown_key_give_one_line_errors(data, tmp_path):
     config = write_config(tmp_path / "c.yaml", train={"epochs": 1})
     folder = tmp_path / "exp" / "stage1" / "checkpoints"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,30 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         torch.save(state, f)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load with weights_only=True; a missing or corrupt file is a one-line TsekitError."""
+def link_checkpoint(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s checkpoint, atomically, without writing its bytes again: a hard link
+    where the file system has them (a copy elsewhere). The two names stay independent, because checkpoints are
+    only ever replaced by a rename, never written in place."""
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Load with weights_only=True; a missing or corrupt file is a one-line TsekitError.
+
+    ``mmap``: the tensors stay in the file (memory-mapped) until read, so the parts not used (an epoch
+    checkpoint's optimizer state) cost neither reading nor memory.
+    """
     path = Path(path)
     if not path.is_file():
         raise TsekitError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # pickle, zip and torch errors: all mean "not a usable checkpoint"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TsekitError(f"{path}: not a readable checkpoint ({reason})") from err
@@ -114,17 +132,25 @@ def update_best(folder: Path, value: float, name: str, keep: int) -> bool:
 
 
 def average_checkpoints(paths: list[Path], out: Path) -> Path:
-    """Average the model weights of ``paths`` (floating tensors; others from the first) into ``out``."""
+    """Average the model weights of ``paths`` (floating tensors, summed in float64; others from the first) into
+    ``out``.
+
+    Only the model weights are read (memory-mapped: the epoch checkpoints' optimizer states, twice the size of
+    a model under Adam, are never loaded), one checkpoint at a time beside the running sum.
+    """
     if not paths:
         raise TsekitError("no checkpoints to average")
-    states = [load_checkpoint(p)["model"] for p in paths]
-    averaged = {}
-    for key, first in states[0].items():
-        if first.is_floating_point():
-            averaged[key] = sum(s[key].double() for s in states).div(len(states)).to(first.dtype)
-        else:
-            averaged[key] = first
-    base = load_checkpoint(paths[0])
-    save_checkpoint(out, {"model": averaged, "config": base.get("config"), "speakers": base.get("speakers"),
+    first = load_checkpoint(paths[0], mmap=True)
+    averaged = dict(first["model"])
+    if len(paths) > 1:  # one checkpoint is its own average
+        sums = {key: value.double() for key, value in averaged.items() if value.is_floating_point()}
+        for path in paths[1:]:
+            weights = load_checkpoint(path, mmap=True)["model"]
+            for key, total in sums.items():
+                total += weights[key]
+            del weights
+        for key, total in sums.items():
+            averaged[key] = total.div_(len(paths)).to(averaged[key].dtype)
+    save_checkpoint(out, {"model": averaged, "config": first.get("config"), "speakers": first.get("speakers"),
                           "averaged_from": [p.name for p in paths]})
     return out

@@ -470,9 +470,10 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         if dist.main:
             name = f"epoch{epoch}.pt"
             ckpt.save_checkpoint(folder / name, state)
-            if not ckpt.update_best(folder, valid_loss, name, cfg.train.keep_best):
+            kept = ckpt.update_best(folder, valid_loss, name, cfg.train.keep_best)
+            ckpt.link_checkpoint(folder / name, folder / ckpt.LATEST)  # the same state: not written twice
+            if not kept:
                 (folder / name).unlink()
-            ckpt.save_checkpoint(folder / ckpt.LATEST, state)
             chosen = "" if cfg.train.valid_metric == "loss" else f", {cfg.train.valid_metric} {valid_loss:.4f}"
             print(f"epoch {epoch}/{cfg.train.epochs}: valid loss {valid['loss']:.4f}{chosen} (step {step})",
                   flush=True)
