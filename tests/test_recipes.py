@@ -158,6 +158,9 @@ TINY = {"n_fft": 64, "hop": 32, "embed_dim": 4, "lstm_hidden": 4, "heads": 2, "a
 TINY_DATA = {"sample_rate": 16000, "chunk_seconds": 0.3, "enroll_seconds": 0.3, "batch_size": 4, "num_workers": 0}
 
 
+# slow (CI's 30 minutes): the teacher, distillation and frozen-extractor training it wires run in
+# tests/test_posneg_pipeline.py
+@pytest.mark.slow
 def test_libri2mix_recipe_trains_the_teacher_then_a_posneg_system(tmp_path):
     root = tmp_path / "Libri2Mix"
     make_libri2mix_tree(root, splits=("train-100", "dev", "test"), per_split=20)
@@ -223,6 +226,8 @@ def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
     assert train.isdisjoint(read_table(recipe / "data" / "test" / "utt2spk").values())
 
 
+# slow (CI's 30 minutes): the refinement it wires runs in tests/test_ddtse_pipeline.py
+@pytest.mark.slow
 def test_libri2mix_recipe_refines_another_systems_outputs_with_ddtse(tmp_path):
     root = tmp_path / "Libri2Mix"
     make_libri2mix_tree(root, splits=("train-100", "dev", "test"), per_split=20)
