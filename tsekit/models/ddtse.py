@@ -64,11 +64,11 @@ from typing import Literal
 import torch
 
 from tsekit import TsekitError
+from tsekit.models.layers.checks import check_choice, check_positive
 from tsekit.models.layers.diffusion import OUVESDE, CompressedSTFT, per_example
 from tsekit.models.layers.ncsnpp import NCSNpp
 from tsekit.models.layers.speaker_embedding import build_speaker_embedder
 from tsekit.models.registry import TSEModel, register
-from tsekit.models.spex_plus import check_choice, check_positive
 
 STAGE1, REPERTURB, DIRECT = "stage1", "reperturb", "direct"
 FIRST_ERROR = "first_error"  # the output validation selects checkpoints by (module docstring)

@@ -15,49 +15,14 @@ recipe keeps the same time resolution (40 / 160 / 320 samples). That gives 11,13
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from tsekit import TsekitError
-from tsekit.models.layers.encoders import MultiScaleDecoder, MultiScaleEncoder, window_samples
+from tsekit.models.layers.checks import check_positive, enroll_lengths_of
+from tsekit.models.layers.encoders import NUM_SCALES, MultiScaleDecoder, MultiScaleEncoder, scale_windows
 from tsekit.models.layers.speaker import SpeakerEncoder
 from tsekit.models.layers.tcn import ChannelLayerNorm, TCNStack
 from tsekit.models.registry import TSEModel, register
-
-NUM_SCALES = 3
-
-
-def scale_windows(name: str, sample_rate: int, windows_ms: tuple[float, float, float]) -> list[int]:
-    """Short/middle/long windows in samples; the short one must be even (the hop is half of it)."""
-    windows = [window_samples(ms, sample_rate) for ms in windows_ms]
-    if windows[0] < 2 or windows[0] % 2 or not windows[0] <= windows[1] <= windows[2]:
-        raise TsekitError(f"model {name}: windows {list(windows_ms)} ms at {sample_rate} Hz give {windows} "
-                          "samples; need increasing windows and an even short window of at least 2 samples")
-    return windows
-
-
-def check_positive(name: str, **values: int) -> None:
-    """One-line error for a size parameter that is not a positive integer."""
-    for key, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise TsekitError(f"model {name}: parameter {key} must be a positive integer, got {value!r}")
-
-
-def check_choice(name: str, key: str, value: object, choices: Sequence[str]) -> None:
-    """One-line error for a parameter outside its choices (annotate it with the same Literal for the config)."""
-    if value not in choices:
-        raise TsekitError(f"model {name}: parameter {key} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def enroll_lengths_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """True enrollment lengths (B,); the whole padded length when the batch does not say."""
-    enroll = batch["enroll"]
-    lengths = batch.get("enroll_lengths")
-    if lengths is None:
-        return torch.full((enroll.shape[0],), enroll.shape[-1], dtype=torch.long, device=enroll.device)
-    return lengths.to(enroll.device)
 
 
 @register("spex_plus")

@@ -67,6 +67,7 @@ import torch
 from torch import nn
 
 from tsekit import TsekitError
+from tsekit.models.layers.checks import check_choice, check_positive
 from tsekit.models.layers.tfgridnet import (
     STFT,
     ConvFrontEnd,
@@ -80,7 +81,6 @@ from tsekit.models.layers.tfgridnet import (
     running_level,
 )
 from tsekit.models.registry import TSEModel, register
-from tsekit.models.spex_plus import check_choice, check_positive
 
 
 def as_channels(wave: torch.Tensor, channels: int, key: str) -> torch.Tensor:

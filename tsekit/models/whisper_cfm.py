@@ -88,7 +88,7 @@ import torch.nn.functional as F  # noqa: N812  (torch's usual alias)
 from tsekit import TsekitError
 from tsekit.models.layers.flow_matching import FlowEstimator, cfm_loss, euler_sample
 from tsekit.models.layers.speaker_embedding import build_speaker_embedder
-from tsekit.models.maskgit_tse import Block
+from tsekit.models.layers.transformer import Block
 from tsekit.models.registry import TSEModel, register
 
 WHISPER_RATE = 16000

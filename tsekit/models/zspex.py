@@ -24,12 +24,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tsekit.models.layers.encoders import MultiScaleDecoder, MultiScaleEncoder
+from tsekit.models.layers.checks import check_choice, check_positive, enroll_lengths_of
+from tsekit.models.layers.encoders import NUM_SCALES, MultiScaleDecoder, MultiScaleEncoder, scale_windows
 from tsekit.models.layers.scaleinter import ScaleFuser, ScaleInterMaskGenerator
 from tsekit.models.layers.speaker import SpeakerEncoder
 from tsekit.models.layers.tcn import SpeakerModulation, TCNStack
 from tsekit.models.registry import TSEModel, register
-from tsekit.models.spex_plus import NUM_SCALES, check_choice, check_positive, enroll_lengths_of, scale_windows
 
 MaskInputs = Literal["scales", "extractor"]  # what each scale's mask is computed from (layers/scaleinter.py)
 

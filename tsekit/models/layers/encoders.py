@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsekit import TsekitError
+
 
 def window_samples(window_ms: float, sample_rate: int) -> int:
     """A window given in milliseconds as a whole number of samples (2.5 ms at 8 kHz -> 20)."""
@@ -67,3 +69,15 @@ class MultiScaleDecoder(nn.Module):
             wave = F.pad(wave, (0, max(0, length - wave.shape[-1])))
             outputs.append(wave[..., :length])
         return outputs
+
+
+NUM_SCALES = 3
+
+
+def scale_windows(name: str, sample_rate: int, windows_ms: tuple[float, float, float]) -> list[int]:
+    """Short/middle/long windows in samples; the short one must be even (the hop is half of it)."""
+    windows = [window_samples(ms, sample_rate) for ms in windows_ms]
+    if windows[0] < 2 or windows[0] % 2 or not windows[0] <= windows[1] <= windows[2]:
+        raise TsekitError(f"model {name}: windows {list(windows_ms)} ms at {sample_rate} Hz give {windows} "
+                          "samples; need increasing windows and an even short window of at least 2 samples")
+    return windows
