@@ -35,7 +35,8 @@ What follows the authors' code (``/work/shared/SEEDS.md``, system C):
   computed without gradient whenever the trainer wants it (a loss term of weight 0 on output
   ``first_error``; the configs set ``train.valid_metric: objective@first_error``). The weighted objective
   of a random t hardly measures that prediction (w(1) is about 1/57 of w(t_eps)), and everything the sampler
-  does starts from it. It costs one network evaluation per batch without gradient, in training too. (The
+  does starts from it. It costs one network evaluation per validation batch without gradient (the trainer
+  asks for no output of a weight-0 term in a training step). (The
   authors keep the best checkpoints by PESQ and SI-SDR of the whole sampler on 20 validation files:
   ``train.py``, ``evaluate_model_on_condition`` in ``sgmse/util/inference.py``; this is a cheaper proxy.)
 - Sampler (``sampler: ddtse``): x_T = y + sigma_1 z; x0 = f(x_T, 1); then for t in linspace(1, t_eps,

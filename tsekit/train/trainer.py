@@ -307,12 +307,19 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     if frozen_prefixes:
         messages.append(_freeze(model, frozen_prefixes))
     terms = cfg.stage2.loss if stage > 1 and cfg.stage2.loss else cfg.loss
-    model.wanted_outputs = frozenset(term.output for term in terms)
+    every_output = frozenset(term.output for term in terms)
+    weighted_outputs = frozenset(term.output for term in terms if term.weight) or every_output
 
     def batch_loss(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        # A term of weight 0 only watches. A training step does not ask for its output (DDTSE's first_error
+        # costs a network evaluation) and logs it only when the model gives it anyway (whisper_cfm's parts);
+        # validation asks for every output.
+        model.wanted_outputs = weighted_outputs if net.training else every_output
         if teacher is not None:
             batch = {**batch, **teacher.distillation_targets(batch)}
-        return compute_loss(net(batch), batch, terms)
+        outputs = net(batch)
+        used = [term for term in terms if term.weight or term.output in outputs] if net.training else terms
+        return compute_loss(outputs, batch, used)
 
     data = cfg.data
 
