@@ -84,6 +84,45 @@ def test_read_table_errors_name_file_and_line(tmp_path):
         read_table(tmp_path / "absent")
 
 
+def test_tables_are_utf8_with_or_without_a_byte_order_mark(data_dir, tmp_path):
+    (tmp_path / "bom").write_bytes("\ufeffa 1\nb 2\n".encode())  # as Notepad saves "UTF-8 with BOM"
+    assert read_table(tmp_path / "bom") == {"a": "1", "b": "2"}
+    (tmp_path / "latin1").write_bytes("a 1\nb caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(TsekitError, match=r"latin1:2: not UTF-8"):
+        read_table(tmp_path / "latin1")
+    (tmp_path / "list").write_bytes("101-101-m0_202-m0-s1\n\u00e9\n".encode("latin-1"))
+    with pytest.raises(TsekitError, match=r"list:2: not UTF-8"):
+        subset_data_dir(data_dir, tmp_path / "list", tmp_path / "sub")
+    text = (data_dir / "utt2dur").read_text()
+    (data_dir / "utt2dur").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert validate_data_dir(data_dir) == []
+    (data_dir / "utt2dur").write_bytes(text.encode() + b"\xff 1.0\n")
+    assert validate_data_dir(data_dir) == [f"{data_dir / 'utt2dur'}:13: not UTF-8 (convert it, e.g. with iconv -t "
+                                           "UTF-8)"]
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import torch
+
+    from tsekit.data.audio import write_audio
+    from tsekit.data.datadir import atomic_dir
+    from tsekit.train.checkpoint import save_checkpoint
+
+    previous = os.umask(umask)
+    try:
+        write_table(tmp_path / "wav.scp", {"a": "a.wav"})
+        write_audio(tmp_path / "a.wav", tone(0.1, 440), RATE)
+        save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.zeros(2)}})
+        with atomic_dir(tmp_path / "data") as folder:
+            write_table(folder / "wav.scp", {"a": "a.wav"})
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    assert modes == {"wav.scp": file_mode, "a.wav": file_mode, "last.pt": file_mode, "data": dir_mode,
+                     "data/wav.scp": file_mode}
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     write_table(tmp_path / "t", {"a": "1"})
     with pytest.raises(RuntimeError):

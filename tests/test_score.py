@@ -314,6 +314,20 @@ def test_tsasr_wer_counts_the_system_transcripts_against_text(tmp_path):
     assert lines[1].split("\t") == ["utt2", "text", "4", "1", "A QUICK BROWN FOX", "a quick green fox"]
 
 
+def test_hypotheses_are_utf8_with_or_without_a_byte_order_mark(tmp_path):
+    options = tsasr_inputs(tmp_path / "in")
+    hyp_text = tmp_path / "in" / "hyp_text"
+    hyp_text.write_bytes(b"\xef\xbb\xbf" + hyp_text.read_bytes())  # the first key stays utt1
+    code, _, err = score(*options, "--metrics", "tsasr_wer", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    assert read_tsv(tmp_path / "s" / "scores.tsv")[1]["utt1"]["tsasr_wer"] == 0.0
+    hyp_text.write_bytes("utt1 the cat sat on the mat\nutt2 a quick gr\u00fcn fox\n".encode("latin-1"))
+    code, _, err = score(*options, "--metrics", "tsasr_wer", "--out", str(tmp_path / "s2"))
+    assert code == 1 and err.strip().splitlines() == [
+        f"tsekit: error: {hyp_text}:2: not UTF-8 (convert it, e.g. with iconv -t UTF-8)"]
+    assert not (tmp_path / "s2").exists()
+
+
 def test_tsasr_wer_of_jobs_is_merged(tmp_path):
     options = [*tsasr_inputs(tmp_path / "in", {"utt1": "the cat sat on a mat", "utt2": ""}), "--metrics",
                "si_sdr,tsasr_wer", "--out", str(tmp_path / "s")]  # an empty transcript: every word deleted

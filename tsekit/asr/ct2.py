@@ -306,9 +306,6 @@ def convert_ct2_model(folder: str | os.PathLike, out: str | os.PathLike | None =
     }
     with atomic_open(out, "wb") as f:
         torch.save(checkpoint, f)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # the temporary file was private; the cache is not
     return out
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from tsekit import TsekitError
 from tsekit.corpora.common import Row, Tables, mixture_contents, require_dir, rows_to_tables, write_splits
 from tsekit.data.audio import audio_info
+from tsekit.data.table import read_lines
 
 LIBRIMIX_SPLITS = ("train-100", "train-360", "dev", "test")
 MODES = ("min", "max")
@@ -77,14 +78,13 @@ def read_librispeech_transcripts(librispeech: str | os.PathLike) -> dict[str, Tr
     if not files:
         raise TsekitError(f"{librispeech}: no *.trans.txt transcript files found")
     for path in files:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.split(maxsplit=1)
-                if not parts:
-                    continue
-                if len(parts) < 2:
-                    raise TsekitError(f"{path}:{lineno}: transcript line without words: {line.strip()!r}")
-                texts[parts[0]] = Transcript(parts[1].strip(), path.parent / f"{parts[0]}.flac")
+        for lineno, line in enumerate(read_lines(path), 1):
+            parts = line.split(maxsplit=1)
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise TsekitError(f"{path}:{lineno}: transcript line without words: {line.strip()!r}")
+            texts[parts[0]] = Transcript(parts[1].strip(), path.parent / f"{parts[0]}.flac")
     return texts
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -26,9 +25,11 @@ from tsekit import TsekitError
 from tsekit.data.table import (
     c_sort_key,
     invert_utt2spk,
+    read_lines,
     read_list_table,
     read_table,
     sorted_keys,
+    temporary_name,
     write_table,
 )
 
@@ -62,12 +63,20 @@ def replace_dir(new: Path, out: Path) -> None:
         os.replace(new, out)
 
 
+def make_temporary_dir(out: Path) -> Path:
+    """A new empty directory beside ``out`` to build it in, with the permissions ``mkdir`` would give (0777 less
+    the umask; ``tempfile.mkdtemp`` would make it 0700, unreadable to colleagues on a shared cluster)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(out)
+    tmp.mkdir()
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary name; it replaces ``out`` only on success."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temporary_dir(out)
     try:
         yield tmp
         replace_dir(tmp, out)
@@ -107,10 +116,7 @@ def subset_tables(tables: Mapping[str, Mapping[str, str]], utts: list[str]) -> d
 def subset_data_dir(path: str | os.PathLike, utt_list: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Copy the rows named in ``utt_list`` (first field of each line) to ``out``."""
     tables = read_data_dir(path)
-    utt_list = Path(utt_list)
-    if not utt_list.is_file():
-        raise TsekitError(f"{utt_list}: file not found")
-    wanted = [line.split()[0] for line in utt_list.read_text().splitlines() if line.strip()]
+    wanted = [line.split()[0] for line in read_lines(utt_list) if line.strip()]
     unknown = [u for u in wanted if u not in tables["wav.scp"]]
     if unknown:
         raise TsekitError(f"{utt_list}: {len(unknown)} utterances are not in {path} (e.g. {unknown[:3]})")

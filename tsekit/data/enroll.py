@@ -33,7 +33,7 @@ import numpy as np
 
 from tsekit import TsekitError
 from tsekit.data.audio import entry_path, is_ark, is_pipe
-from tsekit.data.table import invert_utt2spk, read_table, sorted_keys, write_table_if_changed
+from tsekit.data.table import invert_utt2spk, read_lines, read_table, sorted_keys, write_table_if_changed
 
 Tables = Mapping[str, Mapping[str, str]]
 
@@ -120,23 +120,20 @@ BUT_ENROLL_ID = re.compile(r"^s(?P<index>\d+)/(?P<mixture>\S+)$")
 
 
 def _read_but_map(map_file: Path) -> dict[tuple[str, str], str]:
-    if not map_file.is_file():
-        raise TsekitError(f"{map_file}: file not found")
     entries: dict[tuple[str, str], str] = {}
-    with open(map_file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or not BUT_ENROLL_ID.match(fields[2]):
-                raise TsekitError(
-                    f"{map_file}:{lineno}: expected 'mixtureID targetUttID sN/otherMixtureID', "
-                    f"got {line.strip()!r}"
-                )
-            key = (fields[0], fields[1])
-            if key in entries:
-                raise TsekitError(f"{map_file}:{lineno}: second line for mixture {key[0]} target {key[1]}")
-            entries[key] = fields[2]
+    for lineno, line in enumerate(read_lines(map_file), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3 or not BUT_ENROLL_ID.match(fields[2]):
+            raise TsekitError(
+                f"{map_file}:{lineno}: expected 'mixtureID targetUttID sN/otherMixtureID', "
+                f"got {line.strip()!r}"
+            )
+        key = (fields[0], fields[1])
+        if key in entries:
+            raise TsekitError(f"{map_file}:{lineno}: second line for mixture {key[0]} target {key[1]}")
+        entries[key] = fields[2]
     if not entries:
         raise TsekitError(f"{map_file}: empty map")
     return entries

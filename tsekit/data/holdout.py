@@ -34,13 +34,12 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.datadir import PER_UTT_FILES, replace_dir, subset_tables
+from tsekit.data.datadir import PER_UTT_FILES, make_temporary_dir, replace_dir, subset_tables
 from tsekit.data.table import read_table, sorted_keys, write_table
 
 ENROLL_LISTS = ("enroll.scp", "utt2enroll", "spk2enroll")  # drawn anew within each part
@@ -220,8 +219,7 @@ def holdout_data_dir(
     staged: list[tuple[Path, Path]] = []
     try:
         for out, utts in parts.items():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+            folder = make_temporary_dir(out)
             staged.append((folder, out))
             _write_part(folder, subset_tables(rows, utts), speaker_tables, enroll, spk2enroll, seed, out)
         replaced = [_install(folder, out) for folder, out in staged]

@@ -2,14 +2,16 @@
 
 Keys are written sorted as ``LC_ALL=C sort`` orders them (byte order) and every
 write goes to a temporary file that is renamed into place, so a killed process
-never leaves a half-written table behind.
+never leaves a half-written table behind. Tables are read as UTF-8 (a byte-order
+mark is dropped); any other encoding is a one-line error naming the line.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -25,6 +27,29 @@ def sorted_keys(keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=c_sort_key)
 
 
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a text file (a table, an utterance list) without their line ends.
+
+    Every text table a user hands tsekit is read through here, so that a file in another encoding is one line
+    naming the file and line, and a UTF-8 byte-order mark (as some editors write) is not read as part of the
+    first key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        raw = f.read().removeprefix(codecs.BOM_UTF8).split(b"\n")
+    if raw[-1] == b"":  # the piece after the last line end
+        raw.pop()
+    lines = []
+    for lineno, line in enumerate(raw, 1):
+        try:
+            lines.append(line.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError:
+            raise TsekitError(f"{path}:{lineno}: not UTF-8 (convert it, e.g. with iconv -t UTF-8)") from None
+    return lines
+
+
 def read_table(path: str | os.PathLike, allow_empty: bool = False) -> dict[str, str]:
     """Read ``key value...`` lines into a dict (value = rest of the line, stripped).
 
@@ -32,22 +57,18 @@ def read_table(path: str | os.PathLike, allow_empty: bool = False) -> dict[str, 
     ``allow_empty`` (a transcript table, where a system that heard nothing
     writes only the key), a line without a value.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TsekitError(f"{path}: file not found")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) < 2 and not allow_empty:
-                raise TsekitError(f"{path}:{lineno}: line has a key but no value: {line!r}")
-            key, value = parts[0], parts[1] if len(parts) > 1 else ""
-            if key in table:
-                raise TsekitError(f"{path}:{lineno}: duplicate key {key!r}")
-            table[key] = value
+    for lineno, line in enumerate(read_lines(path), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2 and not allow_empty:
+            raise TsekitError(f"{path}:{lineno}: line has a key but no value: {line!r}")
+        key, value = parts[0], parts[1] if len(parts) > 1 else ""
+        if key in table:
+            raise TsekitError(f"{path}:{lineno}: duplicate key {key!r}")
+        table[key] = value
     return table
 
 
@@ -56,12 +77,22 @@ def read_list_table(path: str | os.PathLike) -> dict[str, list[str]]:
     return {key: value.split() for key, value in read_table(path).items()}
 
 
+def temporary_name(path: Path) -> Path:
+    """A fresh hidden name beside ``path`` for building it (a killed run's leftovers match ``.*.tmp``)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only on success."""
+    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
+
+    The file gets the permissions ``open()`` would give it (0666 less the umask), so colleagues on a shared
+    cluster can read what tsekit writes where the umask allows (``tempfile.mkstemp`` would make it 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as f:

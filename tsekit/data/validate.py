@@ -18,13 +18,13 @@ from pathlib import Path
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info
 from tsekit.data.datadir import PARTIAL_FILES, PER_UTT_FILES, REQUIRED_FILES, SCP_FILES, utt2spk_sorted_by_speaker
-from tsekit.data.table import c_sort_key, invert_utt2spk, read_list_table, read_table
+from tsekit.data.table import c_sort_key, invert_utt2spk, read_lines, read_list_table, read_table
 
 DURATION_TOLERANCE = 0.01  # seconds; utt2dur is written with 3 decimals
 
 
 def _check_sorted(path: Path, problems: list[str]) -> None:
-    keys = [line.split(maxsplit=1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keys = [line.split(maxsplit=1)[0] for line in read_lines(path) if line.strip()]
     if any(c_sort_key(a) >= c_sort_key(b) for a, b in zip(keys, keys[1:], strict=False)):
         problems.append(f"{path}: not sorted (LC_ALL=C sort) or has duplicate keys")
 

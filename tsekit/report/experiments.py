@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tsekit import TsekitError
-from tsekit.data.table import read_table, sorted_keys
+from tsekit.data.table import read_lines, read_table, sorted_keys
 from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, PERCENT, acceptance, mean_std, read_scores
 from tsekit.metrics.scorer import IMPROVEMENTS
@@ -218,10 +218,7 @@ def select_utterances(systems: list[System], utts: list[str], how: str, n: int, 
         if utt_list is None:
             raise TsekitError("--select list needs --utt-list FILE")
         path = Path(utt_list)
-        if not path.is_file():
-            raise TsekitError(f"{path}: file not found")
-        chosen = list(dict.fromkeys(line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
-                                    if line.strip()))
+        chosen = list(dict.fromkeys(line.split()[0] for line in read_lines(path) if line.strip()))
         known = set(utts)
         unknown = [u for u in chosen if u not in known]
         if unknown:

@@ -262,7 +262,6 @@ def build_report(data_dir: str | os.PathLike, exp_dirs: list[str | os.PathLike],
     chosen = select_utterances(systems, utts, select, n, seed, utt_list)
     summary = summarize(systems, utts, threshold)
     with writer_lock(out), atomic_dir(out) as tmp:
-        tmp.chmod(0o755)  # a published folder; mkdtemp makes it private
         (tmp / "img" / "plots").mkdir(parents=True)
         plots = _plots(tmp / "img" / "plots", summary, systems, utts)
         blocks = [_utterance_html(tmp, utt, data, data_dir, enrollments, systems, link)
