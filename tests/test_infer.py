@@ -184,6 +184,32 @@ def test_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
                                                 "not found"]
 
 
+@pytest.mark.parametrize("param, message", [
+    ("kernel_size=abc", "--param: model.params.kernel_size: expected int, got str 'abc'"),
+    ("kernel_size=[3", "--param 'kernel_size=[3': value is not valid YAML: "),
+    ('kernel_size=!!python/object/apply:os.system ["true"]',
+     """--param 'kernel_size=!!python/object/apply:os.system ["true"]': value is not valid YAML: could not """
+     "determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
+], ids=["type", "yaml", "python-tag"])
+def test_a_param_is_checked_as_a_training_override(trained, tmp_path, param, message):
+    exp, data = trained
+    proc = run_cli("infer", "--exp-dir", exp, "--data", data, "--out", tmp_path / "out", "--param", param)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"tsekit: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_param_value_is_checked_against_the_constructor(trained):
+    exp, _ = trained
+    with pytest.raises(TsekitError, match=r"^--param: model.params.short_window_ms: expected float, got str 'x'$"):
+        load_experiment(exp, model_params={"short_window_ms": "x"})
+    with pytest.raises(TsekitError, match=r"^--param: unknown key 'model.params.steps'; valid parameters of model "
+                                          r"spex_plus: sample_rate, "):
+        load_experiment(exp, model_params={"steps": 4})
+    _, cfg = load_experiment(exp, model_params={"kernel_size": 3})  # the trained value: the weights still fit
+    assert cfg.model.params["kernel_size"] == 3
+
+
 def test_sample_rate_mismatch_is_an_error(trained, tmp_path):
     exp, data = trained
     wrong = tmp_path / "data16k"

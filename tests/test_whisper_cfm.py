@@ -197,7 +197,8 @@ def test_transcribed_data_dirs_train_and_infer_writes_audio_and_text(whisper_pt,
                            "flow_steps=1", "--param", "guidance=0"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sf.read(estimates[utt])[0].tolist() != sf.read(tmp_path / "decode1" / "wav" / f"{utt}.wav")[0].tolist()
-    for bad, message in (("steps=1", "model whisper_cfm: unknown parameter 'steps'"),
+    for bad, message in (("steps=1", "--param: unknown key 'model.params.steps'; valid parameters of model "
+                                     "whisper_cfm"),
                          ("flow_steps", "--param 'flow_steps': expected NAME=VALUE")):
         proc = subprocess.run([sys.executable, "-m", "tsekit", "infer", "--exp-dir", str(tmp_path / "exp"), "--data",
                                str(tmp_path / "data" / "dev"), "--out", str(tmp_path / "decode2"), "--param", bad],

@@ -40,17 +40,17 @@ def _common(command):
 
 
 def parse_params(values: tuple[str, ...]) -> dict:
-    """``NAME=VALUE`` options -> {NAME: VALUE parsed as YAML}; build_model refuses names the model lacks."""
-    import yaml
-
+    """``NAME=VALUE`` options -> {NAME: VALUE parsed as a training override's}; load_experiment checks names and
+    types against the model."""
     from tsekit import TsekitError
+    from tsekit.train.config import parse_yaml_value
 
     params = {}
     for value in values:
         name, equals, text = value.partition("=")
         if not equals or not name.strip():
             raise TsekitError(f"--param {value!r}: expected NAME=VALUE (e.g. temperature=0.5)")
-        params[name.strip()] = yaml.safe_load(text)
+        params[name.strip()] = parse_yaml_value(text, f"--param {value!r}")
     return params
 
 

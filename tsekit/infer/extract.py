@@ -119,12 +119,13 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     """(model in eval mode on ``device``, its ExperimentConfig) of a trained experiment or stage folder.
 
     ``model_params`` replace model parameters of the stored config for this inference (a generative system's
-    decoding settings: steps, guidance, temperature); the returned config holds them, and the paths of its
+    decoding settings: steps, guidance, temperature), checked against the model's constructor as the config's
+    are (names, types); the returned config holds them, and the paths of its
     codec or vocoder as found from the working directory.
     """
     from tsekit.codec.registry import resolve_codec_references
     from tsekit.models.registry import build_model
-    from tsekit.train.config import config_from_dict, load_config
+    from tsekit.train.config import checked_model_params, config_from_dict, load_config
 
     path = find_checkpoint(exp_dir, checkpoint)
     device = torch_device(device)
@@ -136,7 +137,7 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     else:
         raise TsekitError(f"{path}: holds no config and there is no {path.parent.parent / 'config.yaml'}")
     if model_params:
-        cfg.model.params = {**cfg.model.params, **model_params}
+        cfg.model.params = {**cfg.model.params, **checked_model_params(cfg.model.name, model_params)}
     cfg.model.params = resolve_codec_references(cfg.model.params, path.parent.parent)  # <stage>/checkpoints/<file>
     model = build_model(cfg.model.name, cfg.model.params)
     ckpt.load_weights(model, state["model"], path)

@@ -308,11 +308,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not sep or not all(part.strip() for part in parts):
         raise TsekitError(f"override {text!r}: expected key.sub=value")
+    return [part.strip() for part in parts], parse_yaml_value(raw_value, f"override {text!r}")
+
+
+def parse_yaml_value(text: str, blame: str) -> Any:
+    """A value given on the command line, as YAML (scalar, list or mapping); ``yaml.safe_load``, so a ``!!python``
+    tag is refused. Errors are one line starting with ``blame`` (the option as given)."""
     try:
-        value = yaml.safe_load(raw_value)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise TsekitError(f"override {text!r}: value is not valid YAML: {_one_line(e)}") from None
-    return [part.strip() for part in parts], value
+        raise TsekitError(f"{blame}: value is not valid YAML: {_one_line(e)}") from None
+
+
+def checked_model_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Values replacing a trained system's ``model.params`` for one run (infer's and extract's ``--param``),
+    checked as a config's are: names the model's constructor takes, values of its annotated types (converted as
+    there: an int where a float is expected)."""
+    try:
+        return _checked_params(model, params, "model.params", complete=False)
+    except _Problem as problem:
+        raise TsekitError(f"--param: {problem.message}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
