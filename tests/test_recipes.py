@@ -1,5 +1,9 @@
 """Recipes end to end through run.sh: stages 1-2, idempotent reruns, unbuilt stages stop cleanly."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +201,55 @@ def test_libri2mix_recipe_trains_the_teacher_then_a_posneg_system(tmp_path):
     again = run_recipe(recipe, *options, "--stage", "4", "--stop-stage", "5")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "distillation teacher" not in again.stdout and again.stdout.count("already trained") == 2
+
+
+FAKE_TSEKIT = """#!{python}
+import json, os, sys
+with open(os.environ["FAKE_TSEKIT_CALLS"], "a") as calls:
+    calls.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1:2] == ["infer"] and "--help" not in sys.argv:
+    os.makedirs(os.path.join(sys.argv[sys.argv.index("--out") + 1], "wav"), exist_ok=True)
+"""
+
+
+def test_stage_6_passes_infer_params_to_every_infer_job_and_keeps_a_decode_dir_to_one_setting(tmp_path):
+    # a fake tsekit that records its arguments: the wiring of stage 6 only, no model
+    recipe = recipe_copy(tmp_path, "libri2mix")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "tsekit").write_text(FAKE_TSEKIT.format(python=sys.executable))
+    (fake / "tsekit").chmod(0o755)
+    (recipe / "path.sh").unlink()  # the real one puts this checkout's .venv first on PATH
+    (recipe / "path.sh").write_text("export LC_ALL=C\n")
+    (recipe / "exp" / "other" / "decode_test").mkdir(parents=True)
+    (recipe / "exp" / "other" / "decode_test" / "wav.scp").write_text("")
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "FAKE_TSEKIT_CALLS": str(calls)}
+    env.pop("TSEKIT_BACKEND", None)
+
+    def stage_6(system: str, *options: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+        calls.write_text("")
+        proc = subprocess.run(["./run.sh", "--stage", "6", "--stop-stage", "6", "--ngpu", "0", "--nj", "2",
+                               "--system", system, *options], cwd=recipe, env=env, capture_output=True, text=True,
+                              timeout=60)
+        runs = [json.loads(line) for line in calls.read_text().splitlines()]
+        return proc, [run for run in runs if run[0] == "infer" and "--help" not in run]
+
+    proc, runs = stage_6("sys", "--refine", "other", "--infer-params", "temperature=0.5  flow_steps=[1,2]")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(runs) == 4  # 2 jobs, the system's own outputs and its refinement of other's
+    assert all(run[-4:] == ["--param", "temperature=0.5", "--param", "flow_steps=[1,2]"] for run in runs), runs
+    for decode in ("decode_test", "decode_test_refine_other"):
+        assert (recipe / "exp" / "sys" / decode / "infer_params").read_text() == "temperature=0.5 flow_steps=[1,2]\n"
+    again, runs = stage_6("sys", "--refine", "other", "--infer-params", "temperature=0.5 flow_steps=[1,2]")
+    assert again.returncode == 0 and len(runs) == 4, again.stdout + again.stderr
+    other, runs = stage_6("sys", "--infer-params", "temperature=1.0")
+    assert other.returncode == 1 and runs == []
+    assert ("exp/sys/decode_test holds outputs decoded with --infer-params 'temperature=0.5 flow_steps=[1,2]'; "
+            "remove it to decode with 'temperature=1.0'") in other.stdout
+    proc, runs = stage_6("plain")
+    assert proc.returncode == 0 and len(runs) == 2, proc.stdout + proc.stderr
+    assert not any("--param" in run for run in runs)
 
 
 def test_bad_corpus_root_fails_with_one_line(tmp_path):

@@ -19,3 +19,4 @@ asr_model=            # Whisper for WER in stage 7 (name, .pt or CTranslate2 fol
 score_metrics=        # comma list for stage 7; empty: every metric whose inputs exist
 no_transcripts=       # why the corpus has no target transcripts (text); set by recipes without them, checked for systems that need text
 refine=               # another system whose test outputs $system refines in stages 6-7 (X+DDTSE): exp/$system/decode_<set>_refine_<refine>
+infer_params=         # stage 6: decoding settings, NAME=VALUE separated by spaces (each a `tsekit infer --param`; VALUE is YAML without spaces): 'temperature=0.5 flow_steps=20'

@@ -10,6 +10,7 @@
 #   codec vocoder                              stage 3: override the system config's codec.spec / vocoder.spec
 #   codec_params vocoder_params                stage 3: the params of those overrides (YAML mappings)
 #   asr_model score_metrics                    stage 3 and 7 scoring options (egs/TEMPLATE/defaults.sh)
+#   refine infer_params                        stage 6: refine another system's outputs, decoding settings
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0")) $*"; }
@@ -211,13 +212,34 @@ decodes_of() {
   [ -z "$refine" ] || echo "exp/$system/decode_$1_refine_$refine"
 }
 
+# --infer-params: each NAME=VALUE becomes a `tsekit infer --param` (a generative system's decoding settings)
+read -ra infer_param_list <<< "$infer_params"
+param_opts=()
+for param in "${infer_param_list[@]}"; do param_opts+=(--param "$param"); done
+
+# The wavs of a decode dir do not say which settings made them and tsekit infer keeps the wavs that exist, so
+# DECODE records its --infer-params, and a rerun with other ones stops instead of keeping the old outputs.
+record_infer_params() {
+  local decode=$1 before=""
+  [ -f "$decode/infer_params" ] && before=$(cat "$decode/infer_params")
+  if [ -d "$decode/wav" ] && [ "$before" != "${infer_param_list[*]}" ]; then
+    log "stage 6: $decode holds outputs decoded with --infer-params '$before'; remove it to decode with" \
+      "'${infer_param_list[*]}'"
+    exit 1
+  fi
+  mkdir -p "$decode"
+  echo "${infer_param_list[*]}" > "$decode/infer_params"
+}
+
 if run_stage 6; then
   require_command infer "inference" 6
   for set in $test_sets; do
     decode=exp/$system/decode_$set
+    record_infer_params "$decode"
     log "stage 6: extracting data/$set with exp/$system into $decode ($nj jobs)"
     $infer_cmd --gpu "$((ngpu > 0 ? 1 : 0))" JOB=1:"$nj" "$decode/log/infer.JOB.log" \
-      tsekit infer --exp-dir "exp/$system" --data "data/$set" --out "$decode" --job JOB --nj "$nj" --device "$device"
+      tsekit infer --exp-dir "exp/$system" --data "data/$set" --out "$decode" --job JOB --nj "$nj" --device "$device" \
+      "${param_opts[@]}"
     [ -z "$refine" ] && continue
     start=exp/$refine/decode_$set/wav.scp
     if [ ! -f "$start" ]; then
@@ -225,10 +247,11 @@ if run_stage 6; then
       exit 1
     fi
     decode=exp/$system/decode_${set}_refine_$refine
+    record_infer_params "$decode"
     log "stage 6: refining $start with exp/$system into $decode ($nj jobs)"
     $infer_cmd --gpu "$((ngpu > 0 ? 1 : 0))" JOB=1:"$nj" "$decode/log/infer.JOB.log" \
       tsekit infer --exp-dir "exp/$system" --data "data/$set" --refine "$start" --out "$decode" --job JOB --nj "$nj" \
-      --device "$device"
+      --device "$device" "${param_opts[@]}"
   done
 fi
 

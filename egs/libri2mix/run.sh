@@ -4,6 +4,7 @@
 #            [--stage 1] [--stop-stage 8] [--system spex_plus] [--nj 8] [--ngpu 1]
 #   ./run.sh --num-speakers 3 --librimix-root /data/LibriMix/Libri3Mix ...   (3-speaker mixtures)
 #   pos/neg systems: [--posneg-interferers 2] [--posneg-noise scp|/data/wham_noise/tr]
+#   stage 6 decoding settings (generative systems): [--infer-params 'temperature=0.5 flow_steps=20']
 # Stages: 1 data prep, 2 enrollment lists, 3 codec tokens, 4-5 training,
 # 6 inference, 7 scoring, 8 report (README.md has the table).
 set -euo pipefail
