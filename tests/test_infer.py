@@ -102,6 +102,23 @@ def test_infer_writes_every_utterance_then_resumes(trained, tmp_path):
                                                                       if k != victim.name}
 
 
+def test_resume_redoes_a_wav_cut_short_or_not_written_by_tsekit(trained, tmp_path):
+    exp, data = trained
+    out = tmp_path / "decode"
+    first = infer_data_dir(exp, data, out, nj=1)
+    utts = sorted_keys(read_table(data / "wav.scp"))
+    truncated, foreign = out / "wav" / f"{utts[2]}.wav", out / "wav" / f"{utts[7]}.wav"
+    expected = {path: read_wav(path) for path in (truncated, foreign)}
+    whole = truncated.read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])  # a copy that stopped half way: its header still reads
+    assert 0 < sf.info(truncated).frames < len(expected[truncated])
+    sf.write(foreign, np.zeros(100), RATE)  # a wav, but not the estimate of this mixture
+    again = infer_data_dir(exp, data, out, nj=1)
+    assert (again.extracted, again.skipped) == (2, first.extracted - 2)
+    for path, samples in expected.items():
+        assert np.abs(read_wav(path) - samples).max() <= ONE_LSB
+
+
 def test_jobs_give_the_files_of_one_run_and_the_last_writes_wav_scp(trained, tmp_path):
     exp, data = trained
     whole = infer_data_dir(exp, data, tmp_path / "whole")
@@ -193,7 +210,7 @@ def test_sample_rate_mismatch_is_an_error(trained, tmp_path):
     sf.write(tmp_path / "enroll.wav", audio, 16000)
     (wrong / "wav.scp").write_text(f"u1 {tmp_path / 'mix.wav'}\n")
     (wrong / "enroll.scp").write_text(f"u1 {tmp_path / 'enroll.wav'}\n")
-    with pytest.raises(TsekitError, match="wav.scp: u1: .*16000 Hz audio, but the model was trained at 8000 Hz"):
+    with pytest.raises(TsekitError, match="wav.scp: u1: .*16000 Hz audio, expected 8000 Hz"):
         infer_data_dir(exp, wrong, tmp_path / "out")
     assert not (tmp_path / "out" / "wav").exists()
     proc = run_cli("extract", "--exp-dir", exp, "--mix", tmp_path / "mix.wav", "--enroll", tmp_path / "enroll.wav",
