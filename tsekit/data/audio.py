@@ -173,10 +173,26 @@ def is_written(path: str | os.PathLike, rate: int, frames: int) -> bool:
         return False
 
 
+def audio_format(path: str | os.PathLike) -> str:
+    """The soundfile format ``write_audio`` writes ``path`` in, named by its suffix (.wav: WAV, .flac: FLAC, any
+    other of soundfile's that holds 16-bit PCM); a one-line TsekitError for any other suffix, so a command can
+    refuse its output name before doing the work."""
+    suffix = Path(path).suffix
+    name = suffix[1:].upper()
+    # RAW holds no header: nothing could tell its rate when reading it back
+    writable = sorted(f for f in sf.available_formats() if f != "RAW" and sf.check_format(f, "PCM_16"))
+    if name not in writable:
+        raise TsekitError(f"{path}: cannot write audio {f'as {suffix}' if suffix else 'without a suffix'}; "
+                          f"the suffix names the format: {', '.join('.' + f.lower() for f in writable)}")
+    return name
+
+
 def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int) -> None:
-    """Write a 16-bit PCM wav atomically (temp file + rename), clipping to [-1, 1]."""
+    """Write 16-bit PCM atomically (temp file + rename), clipping to [-1, 1], in the format the suffix names
+    (``audio_format``: .wav, .flac, ...)."""
     from tsekit.data.table import atomic_open
 
+    audio_type = audio_format(path)
     samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     with atomic_open(path, "wb") as f:
-        sf.write(f, samples, rate, subtype="PCM_16", format="WAV")
+        sf.write(f, samples, rate, subtype="PCM_16", format=audio_type)
