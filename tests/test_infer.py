@@ -16,7 +16,7 @@ from trained import train_tiny
 
 from tsekit import TsekitError
 from tsekit.data.table import read_table, sorted_keys
-from tsekit.infer import extract_waveform, find_checkpoint, infer_data_dir, load_experiment
+from tsekit.infer import extract_file, extract_waveform, find_checkpoint, infer_data_dir, load_experiment
 from tsekit.infer.extract import chunk_starts
 from tsekit.infer.level import mixture_fit_gain, set_output_level
 from tsekit.lock import LOCKED_EXIT, writer_lock
@@ -100,6 +100,39 @@ def test_infer_writes_every_utterance_then_resumes(trained, tmp_path):
     after = mtimes(out / "wav")
     assert {k: v for k, v in after.items() if k != victim.name} == {k: v for k, v in before.items()
                                                                       if k != victim.name}
+
+
+def test_resume_redoes_a_wav_cut_short_or_not_written_by_tsekit(trained, tmp_path):
+    exp, data = trained
+    out = tmp_path / "decode"
+    first = infer_data_dir(exp, data, out, nj=1)
+    utts = sorted_keys(read_table(data / "wav.scp"))
+    truncated, foreign = out / "wav" / f"{utts[2]}.wav", out / "wav" / f"{utts[7]}.wav"
+    expected = {path: read_wav(path) for path in (truncated, foreign)}
+    whole = truncated.read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])  # a copy that stopped half way: its header still reads
+    assert 0 < sf.info(truncated).frames < len(expected[truncated])
+    sf.write(foreign, np.zeros(100), RATE)  # a wav, but not the estimate of this mixture
+    again = infer_data_dir(exp, data, out, nj=1)
+    assert (again.extracted, again.skipped) == (2, first.extracted - 2)
+    for path, samples in expected.items():
+        assert np.abs(read_wav(path) - samples).max() <= ONE_LSB
+
+
+def test_extract_writes_the_format_its_suffix_names_and_refuses_others_before_the_work(trained, tmp_path):
+    exp, data = trained
+    utt = sorted_keys(read_table(data / "wav.scp"))[5]
+    inputs = (read_table(data / "wav.scp")[utt], read_table(data / "enroll.scp")[utt])
+    for name, audio_format in (("x.wav", "WAV"), ("x.flac", "FLAC"), ("x.FLAC", "FLAC")):
+        extract_file(exp, *inputs, tmp_path / name)
+        assert sf.info(tmp_path / name).format == audio_format
+    # 16-bit both; libsndfile rounds floats to FLAC's integers its own way
+    assert np.abs(read_wav(tmp_path / "x.flac") - read_wav(tmp_path / "x.wav")).max() <= ONE_LSB
+    for name in ("x.mp3", "x.txt", "x.raw", "x"):
+        with pytest.raises(TsekitError) as err:  # an experiment that is not there: the name is refused first
+            extract_file(tmp_path / "no_experiment", *inputs, tmp_path / name)
+        assert str(err.value).startswith(f"{tmp_path / name}: cannot write audio ") and ".flac" in str(err.value)
+        assert not (tmp_path / name).exists()
 
 
 def test_jobs_give_the_files_of_one_run_and_the_last_writes_wav_scp(trained, tmp_path):
@@ -219,7 +252,7 @@ def test_sample_rate_mismatch_is_an_error(trained, tmp_path):
     sf.write(tmp_path / "enroll.wav", audio, 16000)
     (wrong / "wav.scp").write_text(f"u1 {tmp_path / 'mix.wav'}\n")
     (wrong / "enroll.scp").write_text(f"u1 {tmp_path / 'enroll.wav'}\n")
-    with pytest.raises(TsekitError, match="wav.scp: u1: .*16000 Hz audio, but the model was trained at 8000 Hz"):
+    with pytest.raises(TsekitError, match="wav.scp: u1: .*16000 Hz audio, expected 8000 Hz"):
         infer_data_dir(exp, wrong, tmp_path / "out")
     assert not (tmp_path / "out" / "wav").exists()
     proc = run_cli("extract", "--exp-dir", exp, "--mix", tmp_path / "mix.wav", "--enroll", tmp_path / "enroll.wav",

@@ -102,7 +102,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
 @click.option("--enroll-neg", type=click.Path(dir_okay=False),
               help="Negative enrollment (the others without the target), for the pos/neg systems.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
-              help="Output wav (16-bit); a transcribing system also writes its transcript to OUT with suffix .txt.")
+              help="Output audio, 16-bit PCM in the format its suffix names (.wav, .flac, ...); a transcribing "
+                   "system also writes its transcript to OUT with suffix .txt.")
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,

@@ -34,6 +34,8 @@ blob inside the ark (``write_function="numpy"``); ``read_tokens`` reads only suc
 ``NPY`` flag, so no pickle in a foreign ark is ever loaded) and checks them against ``codec.yaml``.
 
 Every signal is resampled from its file's rate to the codec's (``registry.resample``) and encoded whole.
+Before anything is written (``codec.yaml`` included), every file still to encode is checked from its header
+(``tsekit.data.audio.check_audio``: found, readable, not empty, mono), so a bad file leaves OUT as it was.
 
 Resuming and jobs (as ``tsekit infer``): ``job=J, nj=N`` takes the J-th of N contiguous shards of the
 sorted rows, with all three signals of those rows. A job appends each matrix to its ark, flushes it, and
@@ -221,14 +223,6 @@ def _drop_torn_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def _check_audio(todo: list[tuple[str, str, str]], data_dir: Path) -> None:
-    """Fail on a missing or unreadable file before any token is written (headers only)."""
-    from tsekit.data.audio import audio_info
-
-    for signal, key, entry in todo:
-        audio_info(entry, f"{data_dir / SIGNALS[signal]}: {key}")
-
-
 def read_tokens(entry: str | os.PathLike, info: Mapping | object, what: str = "") -> np.ndarray:
     """One token matrix (codebooks x frames, int32) from a ``tokens.scp`` value ``<ark>:<offset>`` or a ``.npy``
     file, checked against ``info`` (``read_codec_info``'s dict, or a Codec): its codebook count and index range.
@@ -288,7 +282,7 @@ def tokenize_data_dir(codec: str | os.PathLike, data_dir: str | os.PathLike, out
     from tqdm import tqdm
 
     from tsekit.codec.registry import resample
-    from tsekit.data.audio import load_audio
+    from tsekit.data.audio import check_audio, load_audio
     from tsekit.infer.batch import set_threads
     from tsekit.infer.extract import torch_device
     from tsekit.metrics.jobs import shard
@@ -309,7 +303,9 @@ def tokenize_data_dir(codec: str | os.PathLike, data_dir: str | os.PathLike, out
     with writer_lock(out, f"job{job}" if job is not None else ""):
         done = {signal: _done(out, signal) for signal in signals}
         todo = [item for item in items if item[1] not in done[item[0]]]
-        _check_audio(todo, data_dir)
+        # every file to encode, from its header, before the first token is written (any rate: resampled)
+        check_audio({data_dir / SIGNALS[signal]: {key: entry for s, key, entry in todo if s == signal}
+                     for signal in signals})
         _write_codec_info(out, info)  # after the checks: a failed run leaves OUT as it was
         previous_threads = set_threads(nj, job)
         started = time.perf_counter()
@@ -326,9 +322,7 @@ def tokenize_data_dir(codec: str | os.PathLike, data_dir: str | os.PathLike, out
                     files[signal] = (open(_ark_path(out, signal, job), "ab"), open(record, "a", encoding="utf-8"))
                 ark, record = files[signal]
                 what = f"{data_dir / SIGNALS[signal]}: {key}"
-                samples, rate = load_audio(entry, what)
-                if samples.ndim != 1:
-                    raise TsekitError(f"{what}: {entry}: {samples.shape[1]} channels, expected mono audio")
+                samples, rate = load_audio(entry, what)  # mono: checked above
                 with torch.inference_mode():
                     wav = resample(torch.from_numpy(samples)[None], rate, model.sample_rate).to(device)
                     tokens = model.encode(wav)[0].cpu().numpy().astype(np.int32)

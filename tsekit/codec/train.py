@@ -21,6 +21,12 @@ a generator seeded with (seed, k), so a resumed run sees the batches an uninterr
 Validation (every ``valid_interval`` steps and at the end) resynthesises the first ``valid_utterances``
 targets of the valid data dir whole and logs mel L1, SI-SDR and PESQ (SI-SDR is low for a vocoder, whose
 phase is free; PESQ is the meaningful one).
+
+Inputs are checked before anything is written: every training target from its header
+(``tsekit.data.audio.check_audio``), and the validation targets are read then (the few seconds validated),
+so a missing, empty or multi-channel file, or NaN in validation audio, stops the run before its first step.
+NaN in a training target is found when its crop is read: one line naming the file and row, from a worker
+process too (``tsekit.data.dataset.batches``).
 """
 
 from __future__ import annotations
@@ -225,14 +231,13 @@ class CleanCrops(torch.utils.data.Dataset):
     """
 
     def __init__(self, data_dir: Path, rate: int, samples: int, seed: int):
-        from tsekit.data.audio import audio_info
+        from tsekit.data.audio import check_audio
 
-        self.entries, self.lengths = [], []
         self.scp = data_dir / "spk1.scp"
-        for utt, entry in _targets(data_dir).items():
-            file_rate, length = audio_info(entry, f"{self.scp}: {utt}")
-            self.entries.append((utt, entry, file_rate))
-            self.lengths.append(length)
+        targets = _targets(data_dir)
+        headers = check_audio({self.scp: targets})[self.scp]  # every file, before the first step; any rate
+        self.entries = [(utt, entry, headers[utt][0]) for utt, entry in targets.items()]
+        self.lengths = [headers[utt][1] for utt in targets]
         self.rate, self.samples, self.seed = rate, samples, seed
 
     def __len__(self) -> int:
@@ -246,9 +251,7 @@ class CleanCrops(torch.utils.data.Dataset):
         utt, entry, file_rate = self.entries[row]
         want = math.ceil(self.samples * file_rate / self.rate)  # samples to read at the file's rate
         start = int(rng.integers(max(self.lengths[row] - want, 0) + 1))
-        audio, _ = load_audio(entry, f"{self.scp}: {utt}", start, want)
-        if audio.ndim != 1:
-            raise TsekitError(f"{self.scp}: {utt}: {entry}: {audio.shape[1]} channels, expected mono audio")
+        audio, _ = load_audio(entry, f"{self.scp}: {utt}", start, want)  # mono: checked in __init__
         wav = resample(torch.from_numpy(audio), file_rate, self.rate)[: self.samples]
         return torch.nn.functional.pad(wav, (0, self.samples - wav.shape[-1]))
 
@@ -327,6 +330,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
         generator_adversarial_loss,
     )
     from tsekit.codec.registry import build_codec
+    from tsekit.data.dataset import batches
     from tsekit.data.table import atomic_open
     from tsekit.train import checkpoint as ckpt
     from tsekit.train.trainer import ScalarLog
@@ -362,7 +366,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
     optim_d = adamw(discriminator.parameters(), cfg.optim.discriminator)
     samples = int(round(cfg.data.chunk_seconds * rate))
     train_set = CleanCrops(train_data, rate, samples, cfg.train.seed)
-    valid_rows = _validation_rows(valid_data, cfg.data.valid_utterances)
+    valid_wavs = validation_audio(valid_data, cfg.data.valid_utterances, rate, cfg.data.valid_max_seconds)
     step = 0
     if saved_step is not None:
         ckpt.load_weights(generator, state["model"], last)
@@ -395,7 +399,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
     bar = tqdm(total=cfg.train.steps, initial=step, desc=f"training {cfg.codec.name}", disable=None, leave=False)
     skipped = 0
     try:
-        for wav in loader:
+        for wav in batches(loader):  # a worker's error as its one line
             wav = wav.to(device)
             fake, commitment = reconstruct(generator, wav)
             adversarial = step >= cfg.train.adversarial_start and (cfg.loss.adversarial or cfg.loss.feature_matching)
@@ -441,7 +445,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
                     log.add(f"train/{name}", value.item(), step)
                 bar.set_postfix(mel=f"{parts['mel'].item():.3f}")
             if step % cfg.train.valid_interval == 0 or step == cfg.train.steps:
-                scores = validate(generator, valid_rows, rate, mel_loss, cfg.data.valid_max_seconds, device)
+                scores = validate(generator, valid_wavs, rate, mel_loss, device)
                 for name, value in scores.items():
                     log.add(f"valid/{name}", value, step)
                 print(f"step {step}/{cfg.train.steps}: valid " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
@@ -460,25 +464,34 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
     return exp
 
 
-def _validation_rows(valid_data: Path, count: int) -> list[tuple[str, str]]:
+def validation_audio(valid_data: Path, count: int, rate: int, max_seconds: float) -> list[torch.Tensor]:
+    """The first ``count`` targets of ``valid_data``, their first ``max_seconds`` at ``rate``: checked and read
+    before the first training step, so a bad file (NaN included) stops the run before it writes anything."""
+    from tsekit.data.audio import check_audio, load_audio
     from tsekit.data.table import sorted_keys
 
+    scp = valid_data / "spk1.scp"
     table = _targets(valid_data)
-    return [(utt, table[utt]) for utt in sorted_keys(table)[:count]]
+    rows = {utt: table[utt] for utt in sorted_keys(table)[:count]}
+    wavs = []
+    for utt, (file_rate, _) in check_audio({scp: rows})[scp].items():
+        audio, _ = load_audio(rows[utt], f"{scp}: {utt}", 0, math.ceil(max_seconds * file_rate))
+        wavs.append(resample(torch.from_numpy(audio), file_rate, rate)[: int(max_seconds * rate)])
+    return wavs
 
 
 @torch.no_grad()
-def validate(generator: torch.nn.Module, rows: list[tuple[str, str]], rate: int, mel_loss: torch.nn.Module,
-             max_seconds: float, device: torch.device) -> dict[str, float]:
-    """Mean multi-scale mel L1, SI-SDR and PESQ (at 16 kHz or 8 kHz) of whole-utterance resyntheses."""
+def validate(generator: torch.nn.Module, wavs: list[torch.Tensor], rate: int, mel_loss: torch.nn.Module,
+             device: torch.device) -> dict[str, float]:
+    """Mean multi-scale mel L1, SI-SDR and PESQ (at 16 kHz or 8 kHz) of whole-utterance resyntheses of ``wavs``
+    (at ``rate``)."""
     from tsekit.metrics.quality import pesq_score
     from tsekit.metrics.sdr import si_sdr
 
     generator.eval()
     sums = {"mel_l1": 0.0, "si_sdr": 0.0, "pesq": 0.0}
     pesq_count = 0
-    for utt, entry in rows:
-        wav = load_target(entry, f"valid spk1.scp: {utt}", rate)[: int(max_seconds * rate)]
+    for wav in wavs:
         fake, _ = reconstruct(generator, wav[None].to(device))
         fake = fake[0].cpu()
         sums["mel_l1"] += float(mel_loss(fake[None].to(device), wav[None].to(device)))
@@ -489,19 +502,9 @@ def validate(generator: torch.nn.Module, rows: list[tuple[str, str]], rate: int,
         if math.isfinite(quality):
             sums["pesq"] += quality
             pesq_count += 1
-    scores = {"mel_l1": sums["mel_l1"] / len(rows), "si_sdr": sums["si_sdr"] / len(rows)}
+    scores = {"mel_l1": sums["mel_l1"] / len(wavs), "si_sdr": sums["si_sdr"] / len(wavs)}
     scores["pesq"] = sums["pesq"] / pesq_count if pesq_count else float("nan")
     return scores
-
-
-def load_target(entry: str, what: str, rate: int) -> torch.Tensor:
-    """One mono scp entry as a float tensor at ``rate`` (resampled when the file is at another rate)."""
-    from tsekit.data.audio import load_audio
-
-    audio, file_rate = load_audio(entry, what)
-    if audio.ndim != 1:
-        raise TsekitError(f"{what}: {entry}: {audio.shape[1]} channels, expected mono audio")
-    return resample(torch.from_numpy(audio), file_rate, rate)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -550,8 +553,10 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
     data's rate and length, then ``OUT/wav.scp`` once every row is done; the resynthesis ceiling of a token or
     mel system, scored like any estimate (``tsekit score --est OUT/wav.scp``).
 
-    Resumable and shardable as ``tsekit infer`` (``tsekit.infer.batch``): wavs are written atomically and a
-    rerun skips those that exist; ``job``/``nj`` pick a shard; one writer per shard. ``params``: constructor
+    Checked and resumable and shardable as ``tsekit infer`` (``tsekit.infer.batch``): every target of the
+    shard is checked from its header before the first wav is written; wavs are written atomically and a rerun
+    skips those that are complete (``is_written``: the target's rate and length); ``job``/``nj`` pick a shard;
+    one writer per shard. ``params``: constructor
     parameters of a registered codec (bandwidth, weights). Returns the summary line.
     """
     import time
@@ -559,7 +564,7 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
     from tqdm import tqdm
 
     from tsekit.codec.registry import load_codec
-    from tsekit.data.audio import load_audio, write_audio
+    from tsekit.data.audio import check_audio, is_written, load_audio, write_audio
     from tsekit.data.table import sorted_keys
     from tsekit.infer.batch import wav_path, write_scp_if_complete
     from tsekit.lock import writer_lock
@@ -576,14 +581,14 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
     rate = int(codec.sample_rate)
     utts = sorted_keys(targets)
     mine = shard(utts, job, nj) if job is not None else utts
+    scp = data_dir / "spk1.scp"
     with writer_lock(out, f"job{job}" if job is not None else ""):
-        todo = [u for u in mine if not wav_path(out, u).is_file()]
+        headers = check_audio({scp: {u: targets[u] for u in mine}})[scp]  # any rate: resampled
+        # done: a wav as tsekit writes it, at the target's rate and length (a truncated one is redone)
+        todo = [u for u in mine if not is_written(wav_path(out, u), *headers[u])]
         started = time.perf_counter()
         for utt in tqdm(todo, desc=f"resynthesising into {out}", unit="utt", disable=None):
-            what = f"{data_dir / 'spk1.scp'}: {utt}"
-            audio, data_rate = load_audio(targets[utt], what)
-            if audio.ndim != 1:
-                raise TsekitError(f"{what}: {targets[utt]}: {audio.shape[1]} channels, expected mono audio")
+            audio, data_rate = load_audio(targets[utt], f"{scp}: {utt}")  # mono: checked above
             wav = resample(torch.from_numpy(audio), data_rate, rate).to(device)
             back = resample(resynthesize(codec, wav).cpu(), rate, data_rate)
             back = torch.nn.functional.pad(back, (0, max(len(audio) - back.shape[-1], 0)))[: len(audio)]

@@ -15,13 +15,16 @@ import io
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
 
 from tsekit import TsekitError
 
+K = TypeVar("K")  # how a caller names its scp files (a path, or a folder for tsekit score)
 ARK_ENTRY = re.compile(r"^(?P<path>.+\.ark):(?P<offset>\d+)(\[[0-9:, ]*\])?$")
 
 
@@ -101,12 +104,13 @@ def load_audio(entry: str, what: str = "", start: int = 0, frames: int = -1) -> 
     return samples, int(rate)
 
 
-def audio_info(entry: str, what: str = "") -> tuple[int, int]:
-    """(sample rate, number of samples) of an scp value; reads only the header of plain files."""
+def audio_header(entry: str, what: str = "") -> tuple[int, int, int]:
+    """(sample rate, number of samples, channels) of an scp value; reads only the header of plain files (ark
+    and pipe entries are decoded whole, so their problems, NaN included, show here too)."""
     entry = entry.strip()
     if is_pipe(entry) or is_ark(entry):
         samples, rate = load_audio(entry, what)
-        return rate, samples.shape[0]
+        return rate, samples.shape[0], 1 if samples.ndim == 1 else samples.shape[1]
     where = f"{what}: " if what else ""
     if not Path(entry).is_file():
         raise TsekitError(f"{where}{entry}: file not found")
@@ -114,13 +118,81 @@ def audio_info(entry: str, what: str = "") -> tuple[int, int]:
         info = sf.info(entry)
     except Exception as err:
         raise TsekitError(f"{where}{entry}: cannot read audio header ({err})") from err
-    return int(info.samplerate), int(info.frames)
+    return int(info.samplerate), int(info.frames), int(info.channels)
+
+
+def audio_info(entry: str, what: str = "") -> tuple[int, int]:
+    """(sample rate, number of samples) of an scp value; reads only the header of plain files."""
+    rate, frames, _ = audio_header(entry, what)
+    return rate, frames
+
+
+def check_audio(tables: Mapping[K, Mapping[str, str]], rate: int | None = None) -> dict[K, dict[str, tuple[int, int]]]:
+    """Check every entry of ``tables`` (scp file -> utt -> entry) as a command must before it writes anything:
+    the file exists, its header reads, it holds samples, one channel and, unless ``rate`` is None (a command
+    that resamples), ``rate`` samples a second.
+
+    Returns scp file -> utt -> (sample rate, number of samples). Raises TsekitError
+    ``"<scp file>: <utt>: <entry>: <problem>"`` on the first problem. Headers only, so NaN is found when the
+    samples are read (``load_audio``); ark and pipe entries are decoded (``audio_header``). An entry that
+    several rows share is read once.
+    """
+    from tqdm import tqdm
+
+    seen: dict[str, tuple[int, int, int]] = {}
+    result: dict[K, dict[str, tuple[int, int]]] = {}
+    bar = tqdm(total=sum(map(len, tables.values())), desc="checking audio headers", unit="file", disable=None,
+               leave=False)
+    with bar:
+        for scp, table in tables.items():
+            result[scp] = {}
+            for utt, entry in table.items():
+                where = f"{scp}: {utt}"
+                if entry not in seen:
+                    seen[entry] = audio_header(entry, where)
+                file_rate, frames, channels = seen[entry]
+                if frames == 0:
+                    raise TsekitError(f"{where}: {entry}: empty audio (0 samples)")
+                if channels != 1:
+                    raise TsekitError(f"{where}: {entry}: {channels} channels, expected mono audio")
+                if rate is not None and file_rate != rate:
+                    raise TsekitError(f"{where}: {entry}: {file_rate} Hz audio, expected {rate} Hz (resample it, "
+                                      f"or prepare the data dir at {rate} Hz)")
+                result[scp][utt] = (file_rate, frames)
+                bar.update(1)
+    return result
+
+
+def is_written(path: str | os.PathLike, rate: int, frames: int) -> bool:
+    """Whether ``path`` holds audio as ``write_audio`` wrote it for a signal of ``frames`` samples at ``rate``:
+    its header reads and says mono, ``rate`` and ``frames``. A file cut short (a copy that stopped, a full disk)
+    is not, so resuming redoes it."""
+    try:
+        return audio_header(str(path)) == (rate, frames, 1)
+    except TsekitError:
+        return False
+
+
+def audio_format(path: str | os.PathLike) -> str:
+    """The soundfile format ``write_audio`` writes ``path`` in, named by its suffix (.wav: WAV, .flac: FLAC, any
+    other of soundfile's that holds 16-bit PCM); a one-line TsekitError for any other suffix, so a command can
+    refuse its output name before doing the work."""
+    suffix = Path(path).suffix
+    name = suffix[1:].upper()
+    # RAW holds no header: nothing could tell its rate when reading it back
+    writable = sorted(f for f in sf.available_formats() if f != "RAW" and sf.check_format(f, "PCM_16"))
+    if name not in writable:
+        raise TsekitError(f"{path}: cannot write audio {f'as {suffix}' if suffix else 'without a suffix'}; "
+                          f"the suffix names the format: {', '.join('.' + f.lower() for f in writable)}")
+    return name
 
 
 def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int) -> None:
-    """Write a 16-bit PCM wav atomically (temp file + rename), clipping to [-1, 1]."""
+    """Write 16-bit PCM atomically (temp file + rename), clipping to [-1, 1], in the format the suffix names
+    (``audio_format``: .wav, .flac, ...)."""
     from tsekit.data.table import atomic_open
 
+    audio_type = audio_format(path)
     samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     with atomic_open(path, "wb") as f:
-        sf.write(f, samples, rate, subtype="PCM_16", format="WAV")
+        sf.write(f, samples, rate, subtype="PCM_16", format=audio_type)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from tsekit import TsekitError
-from tsekit.data.audio import audio_info, is_ark, is_pipe, load_audio
+from tsekit.data.audio import audio_info, check_audio, is_ark, is_pipe, load_audio
 from tsekit.data.enroll import utt2uniq_of, valid_candidates
 from tsekit.data.mixing import gain_for_ratio, loop_to_length, place
 from tsekit.data.table import read_list_table, read_table, sorted_keys
@@ -247,6 +247,15 @@ class TSEDataset(torch.utils.data.Dataset):
         if self.dynamic_mixing:
             self._group_by_speaker()
         self._read_token_tables(tokens_dir)
+
+    def check_audio(self) -> None:
+        """Check every audio file the items may read from its header (``tsekit.data.audio.check_audio``: found,
+        readable, not empty, mono, at the dataset's rate), so that a bad file stops training before it writes
+        anything rather than in the middle of an epoch. Every row of wav.scp is checked in every table read
+        (a sampled enrollment or an interferer may be any row's target)."""
+        rows = sorted_keys(self.tables["wav.scp"])
+        check_audio({self.data_dir / name: {utt: table[utt] for utt in rows if utt in table}
+                     for name, table in self.tables.items() if name.endswith(".scp")}, self.rate)
 
     def _read_token_tables(self, tokens_dir: str | os.PathLike | None) -> None:
         """The tokens.scp of every signal whose tokens are needed, checked to cover every row they serve."""
@@ -554,3 +563,20 @@ def make_loader(
         worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed % 2**63),
         drop_last=drop_last, persistent_workers=False,
     )
+
+
+def batches(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The batches of ``loader``, where a worker process's TsekitError comes out as its own one line.
+
+    torch re-raises a worker's exception in the main process as the same type, its message replaced by
+    "Caught TsekitError in DataLoader worker process N. Original Traceback ..." and the whole traceback, whose
+    last line is ``tsekit.TsekitError: <the message>``; that message is what the user must read.
+    """
+    try:
+        yield from loader
+    except TsekitError as err:
+        lines = str(err).splitlines()
+        prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+        if len(lines) < 2 or not lines[0].startswith("Caught ") or not lines[-1].startswith(prefix):
+            raise
+        raise type(err)(lines[-1].removeprefix(prefix)) from None

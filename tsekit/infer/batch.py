@@ -9,7 +9,15 @@ with ``wav.scp`` has its ``text``). With ``refine`` no transcript is made
 
 Resuming: every wav (and transcript) is written atomically (temporary file +
 rename), so a wav that exists is complete, and its transcript exists too; a
-rerun skips those rows and extracts only the rest.
+rerun skips those rows and extracts only the rest. It trusts only what tsekit
+wrote: a row's wav counts as done when its header reads and says what tsekit
+writes (mono, the model's rate, the mixture's number of samples:
+``tsekit.data.audio.is_written``); a file cut short or put there by hand is
+extracted again.
+
+Inputs: every audio file of this job's rows is checked from its header before
+the first wav is written (``tsekit.data.audio.check_audio``, plus what the
+model needs: ``check_inputs``), so a bad file in the last row leaves nothing.
 Nothing records which checkpoint wrote them: decode with another checkpoint
 into another OUT. A second process extracting the same shard into the same
 OUT is refused (``tsekit.lock``: one lock per ``--job``, ``.OUT.jobJ.lock``).
@@ -118,28 +126,27 @@ def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], 
     return mixtures, enrollments
 
 
-def check_inputs(model, mixtures: tuple[Path, dict[str, str]], enrollments: dict[Path, dict[str, str]],
+def check_inputs(model, lengths: dict[str, int], enrollments: dict[Path, dict[str, str]],
                  refine: tuple[Path, dict[str, str]] | None, utts: list[str], rate: int) -> None:
-    """Fail before any work on a bad input of this job (reads headers only): audio not at the model's rate,
-    an enrollment the model cannot use (``TSEModel.check_enrollment``: too short for its speaker encoder),
-    or an estimate to refine that is not as long as its mixture. Each table is (scp path, utt -> entry).
+    """Fail before any work on a bad enrollment or estimate to refine of rows ``utts`` (headers only:
+    ``check_audio`` at the model's rate), an enrollment the model cannot use (``TSEModel.check_enrollment``:
+    too short for its speaker encoder), or an estimate to refine that is not as long as its mixture
+    (``lengths``: utt -> samples of the mixture, checked before). Each table is scp path -> utt -> entry.
     """
-    from tsekit.data.audio import audio_info
+    from tsekit.data.audio import check_audio
 
-    def info(path: Path, table: dict[str, str], utt: str) -> int:
-        file_rate, samples = audio_info(table[utt], f"{path}: {utt}")
-        if file_rate != rate:
-            raise TsekitError(f"{path}: {utt}: {table[utt]}: {file_rate} Hz audio, but the model was trained at "
-                              f"{rate} Hz (prepare the data dir at {rate} Hz)")
-        return samples
-
-    for utt in utts:
-        length = info(*mixtures, utt)
-        for path, table in enrollments.items():
-            model.check_enrollment(info(path, table, utt), f"{path}: {utt}")
-        if refine is not None and (refined := info(*refine, utt)) != length:
-            raise TsekitError(f"{refine[0]}: {utt}: {refine[1][utt]} has {refined} samples, its mixture {length}: "
-                              "not an estimate of this data dir's mixture")
+    tables = {path: {utt: table[utt] for utt in utts} for path, table in enrollments.items()}
+    if refine is not None:
+        tables[refine[0]] = {utt: refine[1][utt] for utt in utts}
+    headers = check_audio(tables, rate)
+    for path in enrollments:
+        for utt in utts:
+            model.check_enrollment(headers[path][utt][1], f"{path}: {utt}")
+    if refine is not None:
+        for utt in utts:
+            if (refined := headers[refine[0]][utt][1]) != lengths[utt]:
+                raise TsekitError(f"{refine[0]}: {utt}: {refine[1][utt]} has {refined} samples, its mixture "
+                                  f"{lengths[utt]}: not an estimate of this data dir's mixture")
 
 
 def read_refine(path: str | os.PathLike, utts: list[str]) -> dict[str, str]:
@@ -211,7 +218,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     import torch
     from tqdm import tqdm
 
-    from tsekit.data.audio import write_audio
+    from tsekit.data.audio import check_audio, is_written, write_audio
     from tsekit.infer.extract import (
         default_chunk_seconds,
         extract_waveform,
@@ -235,10 +242,13 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
     with writer_lock(out, f"job{job}" if job is not None else ""):
         with_text = model.transcribes and refine is None
-        # a row is done when its wav exists, and its transcript too when the model transcribes
-        todo = [u for u in mine if not wav_path(out, u).is_file() or (with_text and not txt_path(out, u).is_file())]
-        check_inputs(model, (data_dir / "wav.scp", mixtures),
-                     {data_dir / ENROLLMENT_FILES[k]: v for k, v in enrolls.items()},
+        scp = data_dir / "wav.scp"
+        headers = check_audio({scp: {u: mixtures[u] for u in mine}}, rate)[scp]
+        lengths = {utt: frames for utt, (_, frames) in headers.items()}
+        # a row is done when its wav is as tsekit writes it, and its transcript exists too when the model transcribes
+        todo = [u for u in mine if not is_written(wav_path(out, u), rate, lengths[u])
+                or (with_text and not txt_path(out, u).is_file())]
+        check_inputs(model, lengths, {data_dir / ENROLLMENT_FILES[k]: v for k, v in enrolls.items()},
                      None if refine is None else (Path(refine), refine_table), todo, rate)
         if chunk_seconds is None:
             chunk_seconds = default_chunk_seconds(cfg)

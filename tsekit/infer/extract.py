@@ -292,7 +292,8 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
                  refine_start: float = 1.0, model_params: dict | None = None) -> tuple[Path, Path | None]:
-    """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit wav, atomic).
+    """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit PCM, atomic, in the format
+    its suffix names: .wav, .flac, ...; any other suffix is refused before the model loads).
 
     ``refine``: another system's estimate of the target in this mixture, which the model improves
     (``refine_passes`` times) instead of extracting from scratch.
@@ -305,9 +306,10 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
     """
-    from tsekit.data.audio import write_audio
+    from tsekit.data.audio import audio_format, write_audio
     from tsekit.data.table import atomic_open
 
+    audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
     model, cfg = load_experiment(exp_dir, checkpoint, device, model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
     wanted = sorted(model.needs & set(ENROLLMENT_FILES))
@@ -325,8 +327,6 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
         raise TsekitError(f"--refine {refine}: {len(initial)} samples, the mixture {len(mixture_samples)}: "
                           "not an estimate of this mixture")
     with_text = model.transcribes and initial is None
-    if with_text and transcript_path(out) == Path(out):
-        raise TsekitError(f"{out}: the output wav cannot end in .txt; the transcript goes to {transcript_path(out)}")
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
     result = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,

@@ -117,39 +117,34 @@ def shard(utts: list[str], job: int, num_jobs: int) -> list[str]:
     return utts[start : start + base + (1 if job <= extra else 0)]
 
 
-def reference_rates(inputs: ScoreInputs) -> dict[str, int]:
-    """utt -> sample rate of every reference (headers only)."""
-    from tsekit.data.audio import audio_info
+def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:
+    """Fail before any work on a bad audio file (``tsekit.data.audio.check_audio``: missing, unreadable, empty,
+    not mono) of every reference and of the other inputs of rows ``utts``, or on an estimate or mixture at
+    another rate than its reference. Returns utt -> sample rate of every reference (so that all jobs choose
+    the same metrics)."""
+    from tsekit.data.audio import check_audio
 
-    return {utt: audio_info(entry, f"{inputs.sources['ref']}: {utt}")[0] for utt, entry in inputs.ref.items()}
+    def headers(role: str, rows: list[str]) -> dict[str, tuple[int, int]]:
+        source, table = inputs.sources[role], getattr(inputs, role)
+        return check_audio({source: {utt: table[utt] for utt in rows}})[source]
 
-
-def check_headers(inputs: ScoreInputs, utts: list[str], ref_rates: dict[str, int]) -> None:
-    """Fail before any work on missing files or on estimates/mixtures at another rate than their reference."""
-    from tsekit.data.audio import audio_info
-
-    for utt in utts:
-        for role in ("est", "mix"):
-            table = getattr(inputs, role)
-            if table is None:
-                continue
-            where = f"{inputs.sources[role]}: {utt}"
-            rate, _ = audio_info(table[utt], where)
-            if rate != ref_rates[utt]:
-                raise TsekitError(f"{where}: sample rate {rate} Hz, but the reference has {ref_rates[utt]} Hz "
-                                  f"({table[utt]})")
-        if inputs.enroll is not None:
-            audio_info(inputs.enroll[utt], f"{inputs.sources['enroll']}: {utt}")
-
-
-def _mono(samples, entry: str, where: str):
-    if samples.ndim != 1:
-        raise TsekitError(f"{where}: {entry} has {samples.shape[1]} channels; tsekit scores mono audio")
-    return samples
+    ref_rates = {utt: rate for utt, (rate, _) in headers("ref", inputs.utts()).items()}
+    for role in ("est", "mix", "enroll"):
+        if getattr(inputs, role) is None:
+            continue
+        rates = headers(role, utts)
+        if role == "enroll":
+            continue  # at any rate: the speaker model resamples it
+        for utt in utts:
+            if rates[utt][0] != ref_rates[utt]:
+                raise TsekitError(f"{inputs.sources[role]}: {utt}: {getattr(inputs, role)[utt]}: sample rate "
+                                  f"{rates[utt][0]} Hz, but the reference has {ref_rates[utt]} Hz")
+    return ref_rates
 
 
 def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]:
-    """Read an utterance's audio; unequal lengths are trimmed to the shortest, with a warning."""
+    """Read an utterance's audio (checked by ``check_headers``); unequal lengths are trimmed to the shortest, with
+    a warning."""
     from tsekit.data.audio import load_audio
 
     audio, warnings = {}, []
@@ -157,13 +152,8 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
         table = getattr(inputs, role)
         if table is not None:
             where = f"{inputs.sources[role]}: {utt}"
-            samples, rate = load_audio(table[utt], where)
-            audio[role] = (_mono(samples, table[utt], where), rate)
+            audio[role] = load_audio(table[utt], where)  # mono, at the reference's rate: check_headers saw to it
     rate = audio["ref"][1]
-    for role in ("est", "mix"):
-        if role in audio and audio[role][1] != rate:
-            raise TsekitError(f"{inputs.sources[role]}: {utt}: sample rate {audio[role][1]} Hz, but the reference "
-                              f"has {rate} Hz")
     lengths = {role: len(audio[role][0]) for role in ("ref", "est", "mix") if role in audio}
     shortest = min(lengths.values())
     if len(set(lengths.values())) > 1:
@@ -255,8 +245,7 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
     out = Path(out)
     utts = inputs.utts()
     mine = shard(utts, job, nj) if job is not None else utts
-    ref_rates = reference_rates(inputs)  # every reference, so that all jobs choose the same metrics
-    check_headers(inputs, mine, ref_rates)
+    ref_rates = check_headers(inputs, mine)
     have = {role for role in ("mix", "enroll", "text", "hyp_text") if getattr(inputs, role) is not None}
     if asr_model is not None:
         have.add("asr")

@@ -29,6 +29,10 @@ floating-point rounding, except in BatchNorm layers (the SpEx+ speaker
 encoder's), which normalise a training batch with the statistics of each
 process's part of it.
 
+Inputs: every audio file of both data dirs is checked from its header before anything is written
+(``TSEDataset.check_audio``); a file that fails when read (NaN) is one line naming it and its row, from a
+DataLoader worker too (``tsekit.data.dataset.batches``).
+
 One writer: the stage folder's writer lock (``tsekit.lock``) is held from
 before anything is read or written until training ends; under torchrun rank
 0 holds it for all ranks, and every rank stops when rank 0 cannot take it.
@@ -269,7 +273,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     from tqdm import tqdm
 
     from tsekit.codec.registry import SECTIONS, record_codec_references, resolve_codec_references
-    from tsekit.data.dataset import TSEDataset, collate
+    from tsekit.data.dataset import TSEDataset, batches, collate
     from tsekit.models.registry import build_model, model_params
     from tsekit.train.config import config_to_dict, save_config
     from tsekit.train.losses import compute_loss
@@ -334,6 +338,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     valid_set = TSEDataset(valid_data, needs, data.sample_rate, train=False, chunk_seconds=None,
                            enroll="fixed", speakers=speakers, seed=cfg.train.seed, tokens_dir=tokens_of(valid_data))
     for dataset in (train_set, valid_set):
+        dataset.check_audio()  # before the first byte is written: a bad file in the last row leaves nothing
         check_token_grid(model, dataset)
         if dataset.skipped:
             messages.append(f"{dataset.data_dir}: {dataset.skipped} rows without a transcript (targets cut short) "
@@ -422,7 +427,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         for name, module in model.named_modules():  # frozen parts keep their normalisation statistics too
             if name and any(name == p or name.startswith(p + ".") for p in frozen_prefixes):
                 module.eval()
-        bar = tqdm(loader, total=steps_per_epoch, initial=batches_done, desc=f"epoch {epoch + 1}",
+        bar = tqdm(batches(loader), total=steps_per_epoch, initial=batches_done, desc=f"epoch {epoch + 1}",
                    disable=None if dist.main else True, leave=False)
         started = time.perf_counter()
         for batch in bar:
@@ -510,12 +515,14 @@ def validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[st
 
 
 def _validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[str], collate) -> dict[str, float]:
+    from tsekit.data.dataset import batches
+
     sampler = EpochSampler(len(dataset), 0, 0, False, dist.rank, dist.world, 1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.valid_batch_size, sampler=sampler,
                                          num_workers=cfg.data.num_workers, collate_fn=collate)
     sums: dict[str, float] = {"loss": 0.0, **{label: 0.0 for label in labels}}
     count = 0
-    for batch in loader:
+    for batch in batches(loader):
         batch = _to_device(batch, dist.device)
         loss, parts = batch_loss(model, batch)
         size = batch["mixture"].shape[0]
