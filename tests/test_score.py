@@ -306,7 +306,7 @@ def test_tsasr_wer_counts_the_system_transcripts_against_text(tmp_path):
         [(0, 6), (1, 4)]
     assert read_tsv(tmp_path / "s" / "mixture.tsv")[0] == ["utt", "si_sdr"]  # the mixture has no transcript
     results = (tmp_path / "s" / "RESULTS.md").read_text()
-    assert re.search(r"\| tsasr_wer \(%\) \| 12\.50 ± 12\.50 \| \| \| 2 \|", results)
+    assert re.search(r"\| tsasr_wer \(%\) \| 12\.50 ± 12\.50 \| n/a \| \| 2 \|", results)
     assert f"own transcripts `{tmp_path / 'in' / 'hyp_text'}`, against the `text` transcripts: 10.00%." in results
     assert "transcripts: `asr.tsv`" in results
     header, *lines = (tmp_path / "s" / "asr.tsv").read_text().splitlines()
