@@ -314,6 +314,26 @@ def test_tsasr_wer_counts_the_system_transcripts_against_text(tmp_path):
     assert lines[1].split("\t") == ["utt2", "text", "4", "1", "A QUICK BROWN FOX", "a quick green fox"]
 
 
+def test_a_silent_or_short_enrollment_is_a_warning_of_its_utterance(tmp_path):
+    options = tsasr_inputs(tmp_path / "in")
+    rng = np.random.default_rng(1)
+    sf.write(tmp_path / "silent.wav", np.zeros(8000, dtype=np.float32), 8000)
+    sf.write(tmp_path / "short.wav", 0.1 * rng.standard_normal(2000).astype(np.float32), 8000)
+    sf.write(tmp_path / "fine.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 8000)
+    enroll = tmp_path / "enroll.scp"
+    write_table(enroll, {"utt1": str(tmp_path / "silent.wav"), "utt2": str(tmp_path / "fine.wav")})
+    code, out, err = score(*options[:6], "--enroll", str(enroll), "--metrics", "si_sdr", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    assert (tmp_path / "s" / "warnings.txt").read_text() == (
+        f"{enroll}: utt1: {tmp_path / 'silent.wav'}: enrollment is silent (RMS -inf dBFS, below -60 dBFS): the "
+        "system may extract the wrong speaker\n")
+    assert "1 warnings (lengths trimmed to the shorter signal, silent or short enrollments)" in out
+    write_table(enroll, {"utt1": str(tmp_path / "fine.wav"), "utt2": str(tmp_path / "short.wav")})
+    assert score(*options[:6], "--enroll", str(enroll), "--metrics", "si_sdr", "--out", str(tmp_path / "t"))[0] == 0
+    assert "utt2: " in (tmp_path / "t" / "warnings.txt").read_text() and "shorter than 0.5 s (0.25 s)" in (
+        tmp_path / "t" / "warnings.txt").read_text()
+
+
 def test_tsasr_wer_of_jobs_is_merged(tmp_path):
     options = [*tsasr_inputs(tmp_path / "in", {"utt1": "the cat sat on a mat", "utt2": ""}), "--metrics",
                "si_sdr,tsasr_wer", "--out", str(tmp_path / "s")]  # an empty transcript: every word deleted

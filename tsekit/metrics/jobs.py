@@ -149,8 +149,10 @@ def _mono(samples, entry: str, where: str):
 
 
 def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]:
-    """Read an utterance's audio; unequal lengths are trimmed to the shortest, with a warning."""
+    """Read an utterance's audio; unequal lengths are trimmed to the shortest, with a warning, as is a silent or
+    short enrollment (``enrollment_doubt``)."""
     from tsekit.data.audio import load_audio
+    from tsekit.data.enroll import enrollment_doubt
 
     audio, warnings = {}, []
     for role in ("ref", "est", "mix", "enroll"):
@@ -159,6 +161,8 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
             where = f"{inputs.sources[role]}: {utt}"
             samples, rate = load_audio(table[utt], where)
             audio[role] = (_mono(samples, table[utt], where), rate)
+            if role == "enroll" and (doubt := enrollment_doubt(samples, rate)):
+                warnings.append(f"{where}: {table[utt]}: {doubt}")
     rate = audio["ref"][1]
     for role in ("est", "mix"):
         if role in audio and audio[role][1] != rate:

@@ -177,7 +177,8 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
         lines += [f"- `{u}`: {improvements[u]:.2f} dB" for u in worst]
         lines.append("")
     if num_warnings:
-        lines += [f"{num_warnings} warnings (e.g. lengths trimmed to the shorter signal): see `warnings.txt`.", ""]
+        lines += [f"{num_warnings} warnings (lengths trimmed to the shorter signal, silent or short enrollments): "
+                  "see `warnings.txt`.", ""]
     lines.append("Per-utterance values: `scores.tsv`" + (", mixture baseline: `mixture.tsv`" if has_mix else "")
                  + (", transcripts: `asr.tsv`" if {"wer", "cer", "tsasr_wer"} & set(metrics) else "") + ".")
     return "\n".join(lines) + "\n"
