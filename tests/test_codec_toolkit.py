@@ -113,6 +113,9 @@ def test_a_trained_codec_loads_with_fewer_codebooks(tmp_path):
         assert not torch.allclose(fewer, resynthesize(full, wav[0]), atol=1e-3)  # the third one is left out
     with pytest.raises(TsekitError, match=rf"^{exp}: codec tsekit_codec: use_codebooks must be in 1..3, got 4$"):
         load_codec(exp, use_codebooks=4)
+    for wrong in (2.5, "abc", True):
+        with pytest.raises(TsekitError, match=rf"use_codebooks must be in 1..3, got {wrong!r}$"):
+            load_codec(exp, use_codebooks=wrong)
     with pytest.raises(TsekitError, match="trained codec: of its parameters only use_codebooks may be set, not "
                                           "latent_dim"):
         load_codec(exp, latent_dim=4)
