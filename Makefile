@@ -3,7 +3,7 @@
 # make demo      mini corpus + egs/mini_libri2mix/run.sh as far as the built stages reach; ends with the report's path
 SHELL := /bin/bash
 VENV ?= .venv
-EXTRAS ?= asr,codec,metrics,report,test
+EXTRAS ?= asr,codec,dac,metrics,report,test
 PYTEST_ARGS ?=
 # the last recipe stage this version of tsekit implements
 DEMO_STOP_STAGE ?= 8

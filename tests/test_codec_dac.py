@@ -1,6 +1,7 @@
 """dac_16khz: the real DAC 16 kHz architecture with random weights saved to a file (nothing is downloaded).
 
-Skipped unless the optional ``descript-audio-codec`` package (the ``dac`` extra) is installed.
+Skipped unless the ``descript-audio-codec`` package (the ``dac`` extra, which ``make install`` and so CI install) is
+installed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from tsekit import TsekitError
 from tsekit.codec.registry import load_codec
 
-dac = pytest.importorskip("dac")
+dac = pytest.importorskip("dac", reason="the dac extra is not installed")
 
 from tsekit.codec.dac_codec import ARCHITECTURE  # noqa: E402
 

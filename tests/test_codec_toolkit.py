@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from tsekit import TsekitError
 from tsekit.codec.discriminators import (
@@ -13,7 +14,7 @@ from tsekit.codec.discriminators import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from tsekit.codec.registry import build_codec
+from tsekit.codec.registry import build_codec, load_codec
 from tsekit.codec.vocos import ISTFTHead, LogMel, pad_for_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -85,6 +86,39 @@ def test_use_codebooks_chooses_how_many_codebooks_encode_emits():
     with pytest.raises(TsekitError, match="3 codebooks, but codec tsekit_codec uses 1"):
         codec.use_codebooks(1)
         codec.decode(full)
+
+
+def test_a_trained_codec_loads_with_fewer_codebooks(tmp_path):
+    """``use_codebooks`` of a trained codec (``load_codec(exp, use_codebooks=N)``, a config's codec.params, tokenize's
+    --params): tokens are the first N codebooks of the full set, resynthesis decodes those N only."""
+    from tsekit.codec.train import resynthesize
+    from tsekit.train import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    trained = build_codec("tsekit_codec", TINY_CODEC)
+    trained.train()
+    trained.reconstruct(torch.randn(4, 2000) * 0.1)  # k-means fills the codebooks
+    exp = tmp_path / "codec"
+    exp.mkdir()
+    (exp / "config.yaml").write_text(yaml.safe_dump({"codec": {"name": "tsekit_codec", "params": TINY_CODEC}}))
+    ckpt.save_checkpoint(exp / "codec.pt", {"model": trained.state_dict(), "step": 0})
+    full, two = load_codec(exp), load_codec(exp, use_codebooks=2)
+    assert (full.num_codebooks, two.num_codebooks) == (3, 2) and two.weights_sha256 == full.weights_sha256
+    wav = torch.randn(1, 1000) * 0.1
+    with torch.no_grad():
+        tokens = full.encode(wav)
+        assert torch.equal(two.encode(wav), tokens[:, :2])
+        fewer = resynthesize(two, wav[0])
+        assert torch.allclose(fewer, two.decode(tokens[:, :2])[0, :1000])  # the full set's first two codebooks
+        assert not torch.allclose(fewer, resynthesize(full, wav[0]), atol=1e-3)  # the third one is left out
+    with pytest.raises(TsekitError, match=rf"^{exp}: codec tsekit_codec: use_codebooks must be in 1..3, got 4$"):
+        load_codec(exp, use_codebooks=4)
+    for wrong in (2.5, "abc", True):
+        with pytest.raises(TsekitError, match=rf"use_codebooks must be in 1..3, got {wrong!r}$"):
+            load_codec(exp, use_codebooks=wrong)
+    with pytest.raises(TsekitError, match="trained codec: of its parameters only use_codebooks may be set, not "
+                                          "latent_dim"):
+        load_codec(exp, latent_dim=4)
 
 
 def test_unknown_codec_parameter_lists_the_valid_ones():

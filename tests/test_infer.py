@@ -386,3 +386,31 @@ def test_a_second_writer_of_the_same_output_shard_is_refused_before_writing(trai
     assert other.returncode == 0, other.stderr  # the other shard has a lock of its own
     written = {p.name for p in (out / "wav").glob("*.wav")}
     assert len(written) == 16 and not (out / "wav.scp").exists()  # shard 1 was not touched
+
+
+def test_a_silent_or_short_enrollment_is_warned_about_once_per_clip(trained, tmp_path, capsys):
+    exp, data = trained
+    utts = sorted_keys(read_table(data / "wav.scp"))[:4]
+    noise = np.random.default_rng(0).standard_normal(RATE).astype(np.float32)
+    quiet, silent, short = tmp_path / "quiet.wav", tmp_path / "silent.wav", tmp_path / "short.wav"
+    sf.write(quiet, 10 ** (-50 / 20) * noise, RATE)  # -50 dBFS: quiet, not silent
+    sf.write(silent, np.zeros(RATE, dtype=np.float32), RATE)
+    sf.write(short, 0.1 * noise[: int(0.3 * RATE)], RATE)
+    doubtful = tmp_path / "data"
+    doubtful.mkdir()
+    (doubtful / "wav.scp").write_text("".join(f"{u} {read_table(data / 'wav.scp')[u]}\n" for u in utts))
+    (doubtful / "enroll.scp").write_text(f"{utts[0]} {quiet}\n{utts[1]} {silent}\n{utts[2]} {short}\n"
+                                         f"{utts[3]} {silent}\n")
+    capsys.readouterr()
+    assert infer_data_dir(exp, doubtful, tmp_path / "out").extracted == 4
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tsekit: warning:")]
+    scp = doubtful / "enroll.scp"
+    assert warnings == [
+        f"tsekit: warning: {scp}: {utts[1]}: {silent}: enrollment is silent (RMS -inf dBFS, below -60 dBFS): "
+        "the system may extract the wrong speaker",
+        f"tsekit: warning: {scp}: {utts[2]}: {short}: enrollment is shorter than 0.5 s (0.30 s): "
+        "the system may extract the wrong speaker"]
+    proc = run_cli("extract", "--exp-dir", exp, "--mix", read_table(data / "wav.scp")[utts[0]], "--enroll", silent,
+                   "-o", tmp_path / "one.wav")
+    assert proc.returncode == 0 and (tmp_path / "one.wav").is_file(), proc.stderr
+    assert f"tsekit: warning: --enroll {silent}: enrollment is silent (RMS -inf dBFS" in proc.stderr

@@ -289,3 +289,42 @@ def test_a_system_scored_on_its_own_transcripts_shows_tsasr_wer(corpus, tmp_path
 def test_scores_tables_read_back(corpus):
     columns, rows = read_scores(corpus / "exp" / "good" / "decode_test" / "scores" / "scores.tsv")
     assert columns == ["si_sdr", "si_sdri", "snr", "snri"] and sorted(rows) == sorted(UTTS)
+
+
+def test_a_system_whose_enrollment_clips_are_gone_is_shown_without_them(corpus, tmp_path):
+    # data/test prepared again without --posneg: no enroll_pos.scp / enroll_neg.scp, the scored pos/neg system stays
+    data = tmp_path / "data" / "test"
+    data.mkdir(parents=True)
+    for path in (corpus / "data" / "test").iterdir():
+        if path.name not in ("enroll_pos.scp", "enroll_neg.scp"):
+            (data / path.name).symlink_to(path)
+    page = build_report(data, [corpus / "exp" / "good", corpus / "exp" / "posneg"], tmp_path / "report", n=2,
+                        progress=False).read_text()
+    assert "<tr><td>posneg</td>" in page and "system-posneg" in page
+    assert f"not shown, not in the data dir: {data / 'enroll_pos.scp'}, {data / 'enroll_neg.scp'}" in page
+    utt = re.search(r"<div class='utt' id='([^']+)'>", page).group(1)
+    assert sorted(p.stem for p in (tmp_path / "report" / "audio" / utt).iterdir()) == [
+        "enroll", "mixture", "reference", "system-good", "system-posneg"]
+
+
+def test_the_mixture_has_no_sar(corpus, tmp_path):
+    """The mixture is exactly target + interference: its SAR is the 100 dB clamp, not a baseline (n/a)."""
+    data, good = corpus / "data" / "test", corpus / "exp" / "good"
+    scores = tmp_path / "scores"
+    run_scoring(inputs_from_manifests(str(data / "spk1.scp"), str(good / "decode_test" / "wav.scp"),
+                                      str(data / "wav.scp")), scores, metrics="sdr,sir,sar")
+    results = merge_scores(scores)
+    assert read_scores(scores / "mixture.tsv")[0] == ["sdr", "sir"]
+    assert re.search(r"\| sar \| [0-9.]+ ± [0-9.]+ \| n/a \| \| 6 \|", results), results
+    assert re.search(r"\| sir \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ ± [0-9.]+ \| \+[0-9.]+ \| 6 \|", results), results
+    # a system scored before: its mixture.tsv holds the mixture's SAR, 100 dB, which the report does not show
+    old = tmp_path / "exp" / "old"
+    shutil.copytree(good, old)
+    shutil.copy(scores / "scores.tsv", old / "decode_test" / "scores" / "scores.tsv")
+    lines = (scores / "mixture.tsv").read_text().splitlines()
+    (old / "decode_test" / "scores" / "mixture.tsv").write_text(
+        "".join(f"{line}\t{'sar' if i == 0 else '100.0000'}\n" for i, line in enumerate(lines)))
+    assert "sar" not in load_system(old, data, UTTS).mixture[UTTS[0]]
+    page = build_report(data, [old], tmp_path / "report", n=1, select="random", progress=False).read_text()
+    mixture_row = re.search(r"<tr class='mixture'>.*?</tr>", page).group(0)
+    assert mixture_row.endswith("<td>n/a</td></tr>") and "100.00" not in page

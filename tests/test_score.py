@@ -306,7 +306,7 @@ def test_tsasr_wer_counts_the_system_transcripts_against_text(tmp_path):
         [(0, 6), (1, 4)]
     assert read_tsv(tmp_path / "s" / "mixture.tsv")[0] == ["utt", "si_sdr"]  # the mixture has no transcript
     results = (tmp_path / "s" / "RESULTS.md").read_text()
-    assert re.search(r"\| tsasr_wer \(%\) \| 12\.50 ± 12\.50 \| \| \| 2 \|", results)
+    assert re.search(r"\| tsasr_wer \(%\) \| 12\.50 ± 12\.50 \| n/a \| \| 2 \|", results)
     assert f"own transcripts `{tmp_path / 'in' / 'hyp_text'}`, against the `text` transcripts: 10.00%." in results
     assert "transcripts: `asr.tsv`" in results
     header, *lines = (tmp_path / "s" / "asr.tsv").read_text().splitlines()
@@ -326,6 +326,26 @@ def test_hypotheses_are_utf8_with_or_without_a_byte_order_mark(tmp_path):
     assert code == 1 and err.strip().splitlines() == [
         f"tsekit: error: {hyp_text}:2: not UTF-8 (convert it, e.g. with iconv -t UTF-8)"]
     assert not (tmp_path / "s2").exists()
+
+
+def test_a_silent_or_short_enrollment_is_a_warning_of_its_utterance(tmp_path):
+    options = tsasr_inputs(tmp_path / "in")
+    rng = np.random.default_rng(1)
+    sf.write(tmp_path / "silent.wav", np.zeros(8000, dtype=np.float32), 8000)
+    sf.write(tmp_path / "short.wav", 0.1 * rng.standard_normal(2000).astype(np.float32), 8000)
+    sf.write(tmp_path / "fine.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 8000)
+    enroll = tmp_path / "enroll.scp"
+    write_table(enroll, {"utt1": str(tmp_path / "silent.wav"), "utt2": str(tmp_path / "fine.wav")})
+    code, out, err = score(*options[:6], "--enroll", str(enroll), "--metrics", "si_sdr", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    assert (tmp_path / "s" / "warnings.txt").read_text() == (
+        f"{enroll}: utt1: {tmp_path / 'silent.wav'}: enrollment is silent (RMS -inf dBFS, below -60 dBFS): the "
+        "system may extract the wrong speaker\n")
+    assert "1 warnings (lengths trimmed to the shorter signal, silent or short enrollments)" in out
+    write_table(enroll, {"utt1": str(tmp_path / "fine.wav"), "utt2": str(tmp_path / "short.wav")})
+    assert score(*options[:6], "--enroll", str(enroll), "--metrics", "si_sdr", "--out", str(tmp_path / "t"))[0] == 0
+    assert "utt2: " in (tmp_path / "t" / "warnings.txt").read_text() and "shorter than 0.5 s (0.25 s)" in (
+        tmp_path / "t" / "warnings.txt").read_text()
 
 
 def test_tsasr_wer_of_jobs_is_merged(tmp_path):

@@ -131,6 +131,22 @@ def test_every_enrollment_has_tokens_under_the_documented_key(one_torch_thread, 
             assert signal == "target" and key in mats["target"]
 
 
+def test_positive_and_negative_enrollment_clips_are_tokenized(one_torch_thread, data, weights, tmp_path):
+    enroll_data_dir(data, seed=0, posneg=True)
+    out = tmp_path / "dump"
+    summary = run(data, out, weights)
+    assert summary.complete == ["mixture", "target", "enroll", "enroll_pos", "enroll_neg"] and summary.encoded == 40
+    codec = load_codec("encodec_24khz", bandwidth=3.0, weights=str(weights))
+    for signal in ("enroll_pos", "enroll_neg"):
+        clips, mats = read_table(data / f"{signal}.scp"), read_signal(out, signal)
+        assert set(mats) == set(read_table(data / "wav.scp"))
+        for row, entry in clips.items():
+            audio, _ = sf.read(entry, dtype="float32")
+            with torch.inference_mode():
+                expected = codec.encode(resample(torch.from_numpy(audio)[None], RATE, 24000))[0].numpy()
+            np.testing.assert_array_equal(mats[row], expected)
+
+
 def test_two_jobs_give_the_tokens_of_one_run_and_the_last_writes_the_scp(one_torch_thread, data, weights, tmp_path):
     run(data, tmp_path / "one", weights)
     runner = CliRunner()

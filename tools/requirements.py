@@ -18,6 +18,9 @@ NO_DEPS = {
     "torchaudio": "its wheel's compiled extension is CUDA-only; the Python parts suffice",
     "encodec": "requires torchaudio, whose wheel pins another torch release",
     "vocos": "requires torchaudio, as encodec does",
+    "descript-audio-codec": "requires torchaudio, as encodec does, and descript-audiotools",
+    "descript-audiotools": "pins protobuf < 3.20, which the ONNX models of scoring cannot load, and pulls IPython, "
+                           "librosa, matplotlib, ...: the dac extra lists what it imports",
 }
 # Installed --no-deps when their extra is chosen; not in setup.cfg because a
 # plain `pip install tsekit[metrics]` would pull webrtcvad, which fails to import.

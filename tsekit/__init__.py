@@ -1,6 +1,13 @@
 """tsekit: target speaker extraction toolkit."""
 
+import sys
+
 __version__ = "0.1.0"
+
+
+def warn(message: str) -> None:
+    """Tell the user about something odd that does not stop the command: one line on stderr, as errors are."""
+    print(f"tsekit: warning: {message}", file=sys.stderr, flush=True)
 
 
 class TsekitError(Exception):

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tsekit import TsekitError
+from tsekit import TsekitError, warn
 
 LOCKED_EXIT = 75  # sysexits' EX_TEMPFAIL: try again once the other writer is done
 DEFAULT_TIMEOUT = 120.0
@@ -171,8 +171,7 @@ def _acquire(path: Path, mine: dict, timeout: float, what: str) -> None:
             if alive:
                 raise LockedError(f"{what} is being written by another process ({describe(holder)}; lock {path}); "
                                   "wait for it to end or stop it") from None
-            print(f"tsekit: warning: taking over {path} from a dead writer ({describe(holder)}): {why}",
-                  file=sys.stderr, flush=True)
+            warn(f"taking over {path} from a dead writer ({describe(holder)}): {why}")
             _take_over(path, holder)
             continue
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -26,8 +26,9 @@ def tokenize(codec, data, out, bandwidth, weights, params, nj, job, device) -> N
     \b
     tsekit tokenize --codec encodec_24khz --bandwidth 6 data/test dump/encodec_24khz/test
     $cmd JOB=1:4 LOG tsekit tokenize --codec exp/codec data/train dump/codec/train --job JOB --nj 4
-    Signals: mixture (wav.scp), target (spk1.scp), enroll (enroll.scp); an enrollment sampled from
-    spk2enroll is the target of its row. A rerun skips what is done (resume after a kill).
+    Signals: mixture (wav.scp), target (spk1.scp), enroll (enroll.scp), enroll_pos and enroll_neg
+    (enroll_pos.scp, enroll_neg.scp, when the data dir has them); an enrollment sampled from spk2enroll
+    is the target of its row. A rerun skips what is done (resume after a kill).
     """
     from tsekit import TsekitError
     from tsekit.codec.registry import codec_options

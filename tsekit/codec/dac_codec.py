@@ -1,8 +1,8 @@
 """The Descript Audio Codec at 16 kHz (Kumar et al., 2023) through ``descript-audio-codec`` (1.0.0): ``dac_16khz``.
 
-Optional: the package is imported only when the codec is built, so tsekit works without it. It is not a tsekit
-extra because descript-audiotools pins protobuf < 3.20, which the onnx models of scoring cannot use; README
-('Codecs') installs it beside tsekit without that pin.
+The package is imported only when the codec is built, so tsekit works without it. It is the ``dac`` extra, which
+``tools/install.sh`` installs with ``--no-deps`` (descript-audiotools pins protobuf < 3.20, which the onnx models of
+scoring cannot use) beside what the package imports.
 
 Facts of the model (the 16 kHz 8 kbps release, tag 0.0.5), which this wrapper relies on:
 

@@ -135,19 +135,35 @@ def build_codec(name: str, params: dict | None = None) -> Codec | Vocoder:
     return codec_class(name)(**params)
 
 
+TRAINED_PARAMS = ("use_codebooks",)  # what load_codec takes for a trained codec
+
+
 def load_codec(spec: str | os.PathLike, **params) -> Codec | Vocoder:
     """A registered codec by name (``params`` go to its constructor, e.g. bandwidth, weights), or the codec or
-    vocoder trained in the experiment dir ``spec`` (evaluation mode, on the CPU), with ``weights_sha256`` set:
+    vocoder trained in the experiment dir ``spec`` (evaluation mode, on the CPU; ``params`` may hold only
+    ``use_codebooks``: the first N of its codebooks, N at most those it was trained with), with ``weights_sha256`` set:
     the hash of the weights it loaded, or None for a toolkit codec built by name (``random_init``: random
     weights, as tests use them, are nothing to be known by)."""
     path = Path(spec)
     if path.is_dir():
         from tsekit.codec.train import load_trained
 
-        if params:
-            raise TsekitError(f"{spec} is a trained codec: parameters ({', '.join(params)}) apply only to a "
-                              "registered codec name (e.g. encodec_24khz)")
+        # its training fixed every other parameter; how many of its codebooks to use (the bandwidth) stays a choice,
+        # as a pretrained codec's bandwidth is
+        fixed = sorted(set(params) - set(TRAINED_PARAMS))
+        if fixed:
+            raise TsekitError(f"{spec} is a trained codec: of its parameters only {', '.join(TRAINED_PARAMS)} may be "
+                              f"set, not {', '.join(fixed)} (other parameters apply to a registered codec name, e.g. "
+                              "encodec_24khz)")
         module = load_trained(path)
+        if "use_codebooks" in params:
+            if not hasattr(module, "use_codebooks"):
+                raise TsekitError(f"{spec} is a trained {type(module).__name__}, which has no codebooks to choose "
+                                  "(use_codebooks)")
+            try:
+                module.use_codebooks(params["use_codebooks"])
+            except TsekitError as err:
+                raise TsekitError(f"{spec}: {err}") from None
     elif _is_path(str(spec)):
         raise TsekitError(f"{spec}: no such experiment dir (a trained codec), and not a registered codec name")
     else:

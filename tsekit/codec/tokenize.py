@@ -14,7 +14,11 @@ Signals and their keys (the keys of the source table, so they are data-dir row k
 
 - ``mixture``: ``wav.scp``, one matrix per row;
 - ``target``: ``spk1.scp``, one matrix per row;
-- ``enroll``: ``enroll.scp``, one matrix per row, the tokens of the enrollment *of* that row.
+- ``enroll``: ``enroll.scp``, one matrix per row, the tokens of the enrollment *of* that row;
+- ``enroll_pos``, ``enroll_neg``: ``enroll_pos.scp``, ``enroll_neg.scp`` (``tsekit enroll --posneg``), one matrix
+  per row, the tokens of that row's noisy positive and negative enrollment clips.
+
+The enrollment signals are optional: a data dir without one of those tables has no tokens of it.
 
 Finding the tokens of an enrollment (what the dataset does): a fixed enrollment (``enroll.scp``) of row R is
 ``enroll/tokens.scp[R]``; an enrollment sampled from ``spk2enroll`` is the ``spk1.scp`` audio of a row R, so
@@ -63,7 +67,8 @@ from tsekit.infer.batch import job_and_speed
 from tsekit.lock import writer_lock
 
 # signal -> the data-dir table it is read from
-SIGNALS = {"mixture": "wav.scp", "target": "spk1.scp", "enroll": "enroll.scp"}
+SIGNALS = {"mixture": "wav.scp", "target": "spk1.scp", "enroll": "enroll.scp", "enroll_pos": "enroll_pos.scp",
+           "enroll_neg": "enroll_neg.scp"}
 # what codec.yaml records (and weights_sha256, absent from older ones); a rerun into the same OUT must agree on all
 CODEC_FIELDS = ("codec", "bandwidth", "sample_rate", "frame_rate", "num_codebooks", "codebook_size")
 
@@ -109,10 +114,10 @@ def read_signals(data_dir: Path) -> dict[str, dict[str, str]]:
     if not mixtures:
         raise TsekitError(f"{data_dir / 'wav.scp'}: no utterances")
     signals = {"mixture": mixtures}
-    for signal in ("target", "enroll"):
+    for signal in list(SIGNALS)[1:]:
         path = data_dir / SIGNALS[signal]
-        if signal == "enroll" and not path.is_file():
-            continue  # no fixed enrollments (yet): a training set may enroll from spk2enroll only
+        if signal != "target" and not path.is_file():
+            continue  # no fixed enrollments (yet): a training set may enroll from spk2enroll only; no pos/neg clips
         table = read_table(path)
         missing = [utt for utt in mixtures if utt not in table]
         if missing:

@@ -85,8 +85,8 @@ class ToolkitCodec(Codec):
     def use_codebooks(self, count: int | None) -> None:
         """Choose how many of the trained codebooks encode/decode use (the bandwidth); None = all."""
         count = self.total_codebooks if count is None else count
-        if not 1 <= count <= self.total_codebooks:
-            raise TsekitError(f"codec tsekit_codec: use_codebooks must be in 1..{self.total_codebooks}, got {count}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= self.total_codebooks:
+            raise TsekitError(f"codec tsekit_codec: use_codebooks must be in 1..{self.total_codebooks}, got {count!r}")
         self.num_codebooks = count
 
     @property

@@ -37,6 +37,11 @@ from tsekit.data.table import invert_utt2spk, read_lines, read_table, sorted_key
 
 Tables = Mapping[str, Mapping[str, str]]
 
+# an enrollment a system can take but that tells it little about the voice: shorter than this, or silent, its RMS
+# level below this (dB relative to full scale, 1.0); commands that read one warn (``enrollment_doubt``)
+SHORT_ENROLLMENT_SECONDS = 0.5
+SILENT_ENROLLMENT_DBFS = -60.0
+
 
 @dataclass
 class EnrollLists:
@@ -45,6 +50,22 @@ class EnrollLists:
     enroll: dict[str, str]
     utt2enroll: dict[str, str]
     notes: list[str]
+
+
+def enrollment_doubt(samples: np.ndarray, rate: int) -> str | None:
+    """Why an enrollment (mono samples at ``rate``) likely enrolls nobody, or None: shorter than
+    ``SHORT_ENROLLMENT_SECONDS``, or silent (RMS below ``SILENT_ENROLLMENT_DBFS``). Measured on the samples, not the
+    header: a header cannot tell silence. Whether a system can use the clip at all is its own check
+    (``TSEModel.check_enrollment``), an error."""
+    doubts = []
+    seconds = len(samples) / rate
+    if seconds < SHORT_ENROLLMENT_SECONDS:
+        doubts.append(f"shorter than {SHORT_ENROLLMENT_SECONDS:g} s ({seconds:.2f} s)")
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+    level = 20 * np.log10(rms) if rms > 0 else -np.inf
+    if level < SILENT_ENROLLMENT_DBFS:
+        doubts.append(f"silent (RMS {level:.1f} dBFS, below {SILENT_ENROLLMENT_DBFS:g} dBFS)")
+    return f"enrollment is {' and '.join(doubts)}: the system may extract the wrong speaker" if doubts else None
 
 
 def row_rng(seed: int, purpose: str, utt: str) -> np.random.Generator:

@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tsekit import TsekitError
+from tsekit import TsekitError, warn
 from tsekit.data.table import atomic_open, read_table, sorted_keys, write_table
 from tsekit.lock import writer_lock
 
@@ -219,6 +219,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     from tqdm import tqdm
 
     from tsekit.data.audio import check_audio, is_written, write_audio
+    from tsekit.data.enroll import enrollment_doubt
     from tsekit.infer.extract import (
         default_chunk_seconds,
         extract_waveform,
@@ -256,6 +257,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
         previous_threads = set_threads(nj, job)
         started = time.perf_counter()
         audio_seconds = 0.0
+        doubted: set[str] = set()  # enrollment entries warned about
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"extracting into {out}", unit="utt",
                    disable=None)
         try:
@@ -263,6 +265,10 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                 mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
                 enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
                           for k, table in enrolls.items()} or {"enroll": mixture[:0]}
+                for key, table in enrolls.items():  # once per clip, though several rows may share one
+                    if table[utt] not in doubted and (doubt := enrollment_doubt(enroll[key], rate)):
+                        doubted.add(table[utt])
+                        warn(f"{data_dir / ENROLLMENT_FILES[key]}: {utt}: {table[utt]}: {doubt}")
                 initial = None if refine is None else load_mono(refine_table[utt], f"{refine}: {utt}", rate)
                 result = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
                                           output_level=output_level, peak=cfg.infer.peak, refine=initial,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tsekit import TsekitError
+from tsekit import TsekitError, warn
 from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.infer.level import set_output_level
 from tsekit.train import checkpoint as ckpt
@@ -307,6 +307,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
     """
     from tsekit.data.audio import audio_format, write_audio
+    from tsekit.data.enroll import enrollment_doubt
     from tsekit.data.table import atomic_open
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
@@ -321,7 +322,10 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     mixture_samples = load_mono(mixture, "--mix", rate)
     enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
     for key, samples in enrollments.items():
-        model.check_enrollment(len(samples), f"--{key.replace('_', '-')} {enroll[key]}")
+        what = f"--{key.replace('_', '-')} {enroll[key]}"
+        model.check_enrollment(len(samples), what)
+        if doubt := enrollment_doubt(samples, rate):
+            warn(f"{what}: {doubt}")
     initial = None if refine is None else load_mono(refine, "--refine", rate)
     if initial is not None and len(initial) != len(mixture_samples):
         raise TsekitError(f"--refine {refine}: {len(initial)} samples, the mixture {len(mixture_samples)}: "

@@ -144,8 +144,9 @@ def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:
 
 def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]:
     """Read an utterance's audio (checked by ``check_headers``); unequal lengths are trimmed to the shortest, with
-    a warning."""
+    a warning, as is a silent or short enrollment (``enrollment_doubt``)."""
     from tsekit.data.audio import load_audio
+    from tsekit.data.enroll import enrollment_doubt
 
     audio, warnings = {}, []
     for role in ("ref", "est", "mix", "enroll"):
@@ -153,6 +154,8 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
         if table is not None:
             where = f"{inputs.sources[role]}: {utt}"
             audio[role] = load_audio(table[utt], where)  # mono, at the reference's rate: check_headers saw to it
+            if role == "enroll" and (doubt := enrollment_doubt(*audio[role])):
+                warnings.append(f"{where}: {table[utt]}: {doubt}")
     rate = audio["ref"][1]
     lengths = {role: len(audio[role][0]) for role in ("ref", "est", "mix") if role in audio}
     shortest = min(lengths.values())

@@ -141,13 +141,17 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
         mean, std, n = mean_std([r["scores"].get(metric) for r in records.values()])
         row = f"| {metric}{unit} | {scale * mean:.2f} ± {scale * std:.2f} |"
         if has_mix:
-            if metric in IMPROVEMENTS or metric in NO_BASELINE:
+            if metric in IMPROVEMENTS:
                 row += " | |"
+            elif metric in NO_BASELINE:
+                row += " n/a | |"
             else:
                 mix_mean, mix_std, _ = mean_std([r["mixture"].get(metric) for r in records.values()])
                 row += f" {scale * mix_mean:.2f} ± {scale * mix_std:.2f} | {scale * (mean - mix_mean):+.2f} |"
         lines.append(row + f" {n} |")
     lines.append("")
+    if has_mix and "sar" in metrics:
+        lines += ["The mixture has no SAR (n/a): it is exactly target + interference, with no artifacts.", ""]
     untranscribed = sum(r["asr"].get("truth_source") == "none" for r in records.values())
     skipped = (f" ({untranscribed} of {len(records)} rows have no transcript, their targets being cut short, "
                "and are left out)") if untranscribed else ""
@@ -173,7 +177,8 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
         lines += [f"- `{u}`: {improvements[u]:.2f} dB" for u in worst]
         lines.append("")
     if num_warnings:
-        lines += [f"{num_warnings} warnings (e.g. lengths trimmed to the shorter signal): see `warnings.txt`.", ""]
+        lines += [f"{num_warnings} warnings (lengths trimmed to the shorter signal, silent or short enrollments): "
+                  "see `warnings.txt`.", ""]
     lines.append("Per-utterance values: `scores.tsv`" + (", mixture baseline: `mixture.tsv`" if has_mix else "")
                  + (", transcripts: `asr.tsv`" if {"wer", "cer", "tsasr_wer"} & set(metrics) else "") + ".")
     return "\n".join(lines) + "\n"

@@ -49,8 +49,9 @@ DNSMOS_SKIPPED = "DNSMOS skipped: it is defined at 16 kHz and this data is below
 IMPROVEMENTS = {"si_sdri": "si_sdr", "snri": "snr"}  # improvement -> the metric it improves
 # asked for by default when their inputs are there; the others only when named
 OPT_IN = frozenset({"spk_sim_ref", "cer"})
-# metrics of the system's own transcript: the mixture has none, so they have no baseline
-NO_BASELINE = frozenset({"tsasr_wer"})
+# metrics without a mixture baseline: the system's own transcript (the mixture has none), and SAR (the mixture is
+# exactly target + interference, so it has no artifacts: its SAR is the clamp, 100 dB, whatever the data)
+NO_BASELINE = frozenset({"tsasr_wer", "sar"})
 
 
 def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], list[str]]:
@@ -148,7 +149,7 @@ class Scorer:
                 if improvement in wanted:
                     scores[improvement] = scores[base] - mixture[base]
         result = UtteranceScores(utt.utt, {m: scores[m] for m in self.metrics if m in scores},
-                                 {m: mixture[m] for m in self.metrics if m in mixture})
+                                 {m: mixture[m] for m in self.metrics if m in mixture and m not in NO_BASELINE})
         if utt.untranscribed and wanted & {"wer", "cer", "tsasr_wer"}:
             result.asr = {"truth_source": "none"}
         elif wanted & {"wer", "cer"}:

@@ -14,7 +14,7 @@ from tsekit import TsekitError
 from tsekit.data.table import read_lines, read_table, sorted_keys
 from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, PERCENT, acceptance, mean_std, read_scores
-from tsekit.metrics.scorer import IMPROVEMENTS
+from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 
 LOWER_IS_BETTER = frozenset(PERCENT)  # error rates; every other metric is better when higher
 SELECTIONS = ("best", "worst", "random", "list")
@@ -124,6 +124,8 @@ def load_system(exp_dir: str | os.PathLike, data_dir: Path, utts: list[str]) -> 
                               f"{data_dir / 'wav.scp'} (e.g. {missing[0]})")
     mixture_path = decode / "scores" / "mixture.tsv"
     mixture = read_scores(mixture_path)[1] if mixture_path.is_file() else {}
+    # a mixture.tsv written before SAR lost its baseline holds the mixture's meaningless 100 dB: not shown
+    mixture = {u: {m: v for m, v in row.items() if m not in NO_BASELINE} for u, row in mixture.items()}
     stage_dirs = sorted((p for p in exp_dir.glob("stage*") if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
     stage_configs = [p / "config.yaml" for p in stage_dirs if (p / "config.yaml").is_file()]
     codec_config = [exp_dir / "config.yaml"] if (exp_dir / "config.yaml").is_file() else []  # a codec's exp dir

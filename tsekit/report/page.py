@@ -23,7 +23,7 @@ from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.lock import writer_lock
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, display_scale
-from tsekit.metrics.scorer import IMPROVEMENTS
+from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 from tsekit.report import figures
 from tsekit.report.experiments import (
     LOWER_IS_BETTER,
@@ -113,8 +113,14 @@ def _summary_html(summary: Summary, systems: list[System], n: int) -> str:
             text += f"<br><small class='gain'>{display_scale(metric) * item.improvement:+.2f}</small>"
         return f"<td class='best'>★ {text}</td>" if item.best else f"<td>{text}</td>"
 
-    mixture = "".join("<td>–</td>" if m in IMPROVEMENTS or m not in summary.mixture
-                      else cell(m, Cell(summary.mixture[m].mean, summary.mixture[m].std)) for m in summary.metrics)
+    def mixture_cell(metric: str) -> str:
+        if metric in NO_BASELINE:  # not applicable: the mixture has no transcript of its own, no artifacts (SAR)
+            return "<td>n/a</td>"
+        if metric in IMPROVEMENTS or metric not in summary.mixture:
+            return "<td>–</td>"
+        return cell(metric, Cell(summary.mixture[metric].mean, summary.mixture[metric].std))
+
+    mixture = "".join(mixture_cell(m) for m in summary.metrics)
     rows.append(f"<tr class='mixture'><td>mixture (input)</td>{mixture}{'<td>–</td>' if accept else ''}</tr>")
     rates = {name: 100.0 * a / t for name, (a, t) in summary.acceptance.items()}
     for system in systems:
@@ -253,7 +259,10 @@ def build_report(data_dir: str | os.PathLike, exp_dirs: list[str | os.PathLike],
     twice = sorted({x for x in names if names.count(x) > 1})
     if twice:
         raise TsekitError(f"two --exp folders are both named {twice[0]!r}; the report tells systems apart by name")
-    enrollments = [k for k in ENROLLMENT_FILES if any(k in s.enrollments for s in systems)]
+    used = [k for k in ENROLLMENT_FILES if any(k in s.enrollments for s in systems)]
+    # a data dir prepared again without some enrollment (tsekit enroll without --posneg) still shows its systems
+    enrollments = [k for k in used if (data_dir / ENROLLMENT_FILES[k]).is_file()]
+    absent = [data_dir / ENROLLMENT_FILES[k] for k in used if k not in enrollments]
     for key in enrollments:
         data[key] = read_table(data_dir / ENROLLMENT_FILES[key])
         missing = [u for u in utts if u not in data[key]]
@@ -270,17 +279,19 @@ def build_report(data_dir: str | os.PathLike, exp_dirs: list[str | os.PathLike],
                "random": f"{len(chosen)} random (seed {seed})", "list": f"the {len(chosen)} listed"}[select]
         if select in ("best", "worst"):
             how += f" by {ranking_metric(systems)} (mean over the systems)"
-        page = _page(data_dir, systems, summary, len(utts), plots, blocks, how, enrollments)
+        page = _page(data_dir, systems, summary, len(utts), plots, blocks, how, enrollments, absent)
         (tmp / "index.html").write_text(page, encoding="utf-8")
     return Path(out) / "index.html"
 
 
 def _page(data_dir: Path, systems: list[System], summary: Summary, n: int, plots: list[tuple[str, str]],
-          blocks: list[str], how: str, enrollments: list[str]) -> str:
+          blocks: list[str], how: str, enrollments: list[str], absent: list[Path]) -> str:
     title = f"tsekit report: {data_dir}"
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     uses = "; ".join(f"{s.name}: {', '.join(ENROLLMENT_FILES[k] for k in s.enrollments) or 'no enrollment'}"
                      for s in systems)
+    if absent:
+        uses += f"; not shown, not in the data dir: {', '.join(map(str, absent))}"
     images = "".join(f"<img src='{_url(path)}' alt='{_e(caption)}' title='{_e(caption)}'>" for path, caption in plots)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
