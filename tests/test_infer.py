@@ -241,6 +241,12 @@ def test_a_param_value_is_checked_against_the_constructor(trained):
         load_experiment(exp, model_params={"steps": 4})
     _, cfg = load_experiment(exp, model_params={"kernel_size": 3})  # the trained value: the weights still fit
     assert cfg.model.params["kernel_size"] == 3
+    # another depth: the weights do not fit, said in one short line (torch's own message lists every key)
+    params = ckpt.load_checkpoint(find_checkpoint(exp))["config"]["model"]["params"]
+    misfit = r": weights do not fit model spex_plus as configured \(\d+ unexpected: "
+    with pytest.raises(TsekitError, match=misfit) as err:
+        load_experiment(exp, model_params={"num_blocks": params["num_blocks"] - 1})
+    assert len(str(err.value)) < 400 and "\n" not in str(err.value)
 
 
 def test_sample_rate_mismatch_is_an_error(trained, tmp_path):

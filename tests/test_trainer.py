@@ -228,7 +228,8 @@ def test_stage2_starts_from_stage1_and_freezes(data, tmp_path):
     proc = subprocess.run(train_command(wider, data, tmp_path / "exp_wider", "--stage", "2", "--init-from",
                                         str(stage1)), capture_output=True, text=True)
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert f"{stage1}: weights do not fit model spex_plus as configured (size mismatch" in proc.stderr
+    assert f"{stage1}: weights do not fit model spex_plus as configured (" in proc.stderr
+    assert "of another shape, e.g. " in proc.stderr and " in the checkpoint, " in proc.stderr
     assert not (tmp_path / "exp_wider" / "stage2" / "checkpoints").exists()
 
 

@@ -67,10 +67,29 @@ def load_weights(model: torch.nn.Module, weights: dict, path: str | os.PathLike,
     try:
         return model.load_state_dict(weights, strict=strict)
     except RuntimeError as err:
-        lines = [line.strip() for line in str(err).strip().splitlines()]
-        detail = lines[1] if len(lines) > 1 else lines[0]
         raise TsekitError(f"{path}: weights do not fit model {getattr(model, 'registry_name', type(model).__name__)} "
-                          f"as configured ({detail})") from None
+                          f"as configured ({_misfit(model.state_dict(), weights, strict) or err})") from None
+
+
+def _misfit(own: dict, weights: dict, strict: bool) -> str:
+    """What keeps ``weights`` from loading, counted with a few names: torch's message lists every key (thousands of
+    characters for a model built with another depth)."""
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+    problems = []
+    reshaped = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape, e.g. {k}: {tuple(weights[k].shape)} in the checkpoint, "
+                        f"{tuple(own[k].shape)} in the model")
+    if strict:
+        missing, unexpected = [k for k in own if k not in weights], [k for k in weights if k not in own]
+        if missing:
+            problems.append(f"{len(missing)} missing: {some(missing)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected: {some(unexpected)}")
+    return "; ".join(problems)
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
