@@ -1,14 +1,15 @@
 # make install   .venv with torch pinned, tsekit and all extras
 # make test      the test suite (installs first)
+# make docs      the manual (docs/) as a site in site/; any warning fails it
 # make demo      mini corpus + egs/mini_libri2mix/run.sh as far as the built stages reach; ends with the report's path
 SHELL := /bin/bash
 VENV ?= .venv
-EXTRAS ?= asr,codec,dac,metrics,report,test
+EXTRAS ?= asr,codec,dac,docs,metrics,report,test
 PYTEST_ARGS ?=
 # the last recipe stage this version of tsekit implements
 DEMO_STOP_STAGE ?= 8
 
-.PHONY: install test test-all demo lint clean
+.PHONY: install test test-all demo lint docs clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +26,10 @@ test-all: install
 lint: install
 	$(VENV)/bin/ruff check tsekit tests tools bench
 
+# NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2, printed on every build, says nothing about these docs
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 demo: install
 	bash tools/system_packages.sh
 	cd egs/mini_libri2mix && PATH=$(CURDIR)/$(VENV)/bin:$$PATH ./run.sh --stop-stage $(DEMO_STOP_STAGE)
@@ -33,4 +38,4 @@ demo: install
 	  if [ -f "$$page" ]; then echo "demo report (open it in a browser): $$page"; fi; done
 
 clean:
-	rm -rf $(VENV) egs/*/data egs/*/dump egs/*/exp egs/mini_libri2mix/downloads
+	rm -rf $(VENV) site egs/*/data egs/*/dump egs/*/exp egs/mini_libri2mix/downloads

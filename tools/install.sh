@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create a virtual environment with tsekit and its extras, torch pinned first.
 #
-#   tools/install.sh VENV [EXTRAS]        e.g. tools/install.sh .venv asr,codec,dac,metrics,report,test
+#   tools/install.sh VENV [EXTRAS]        e.g. tools/install.sh .venv asr,codec,dac,docs,metrics,report,test
 #
 # Order matters:
 #  1. torch==2.13.0 from tools/constraints.txt, before anything that depends on
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 venv=${1:-.venv}
-extras=${2:-asr,codec,dac,metrics,report,test}
+extras=${2:-asr,codec,dac,docs,metrics,report,test}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 constraints="$here/constraints.txt"
