@@ -1,6 +1,6 @@
 # Shared stages of every TSE recipe; sourced by egs/<corpus>/run.sh after it
 # has set its corpus variables and parsed the options. See the stage table in
-# README.md. Variables it reads:
+# docs/recipes.md. Variables it reads:
 #   stage stop_stage system nj ngpu seed       recipe variables
 #   train_threads                              (egs/TEMPLATE/defaults.sh)
 #   corpus corpus_root prepare_opts            stage 1: tsekit prepare $corpus $corpus_root data $prepare_opts
@@ -85,7 +85,7 @@ fi
 device=cpu
 [ "$ngpu" -gt 0 ] && device=cuda
 launch="tsekit train"
-# several GPUs: one training process each (DistributedDataParallel); README has multi-node
+# several GPUs: one training process each (DistributedDataParallel); docs/cluster.md has multi-node
 [ "$ngpu" -gt 1 ] && launch="torchrun --standalone --nproc-per-node $ngpu -m tsekit train"
 
 # Score the estimates EST (a wav.scp) of data/SET into OUT/scores ($score_cmd jobs): stage 7 for the systems'
