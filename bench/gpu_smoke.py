@@ -49,7 +49,7 @@ Columns:
 
 Published frozen weights that cannot exist offline are replaced by the real architecture with random
 weights, and the notes say so: EnCodec 24 kHz (``encodec_codec.random_checkpoint``), Whisper by name
-(``tsekit.asr.whisper.stand_in``; the dimensions of the names below), a HiFi-GAN by path (V1's generator,
+(``tsekit.pretrained.whisper.stand_in``; the dimensions of the names below), a HiFi-GAN by path (V1's generator,
 ``pretrained_vocoders.random_hifigan``). Exit status 1 when any row failed (its error is in the table).
 """
 
@@ -206,7 +206,7 @@ def random_frozen_parts(cfg, work: Path, device: torch.device) -> Iterator[tuple
             notes.append("HiFi-GAN V1: random weights")
         whisper = cfg.model.params.get("whisper")
         if whisper in WHISPER_DIMS:
-            from tsekit.asr.whisper import stand_in
+            from tsekit.pretrained.whisper import stand_in
 
             model = random_whisper(whisper, device)
             stack.enter_context(stand_in(whisper, model))
