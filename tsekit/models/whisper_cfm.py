@@ -255,7 +255,8 @@ class WhisperCFM(TSEModel):
     def vocoder(self, device: torch.device | None = None):
         """The mel vocoder (``vocoder`` / ``vocoder_params``), loaded once."""
         if not self._vocoder:
-            from tsekit.codec.registry import Vocoder, load_for_system
+            from tsekit.codec.registry import load_for_system
+            from tsekit.pretrained.codec_base import Vocoder
 
             self._vocoder.append(load_for_system(self.vocoder_spec, self.vocoder_params, Vocoder, "whisper_cfm",
                                                  "vocoder", self.vocoder_sha256))
