@@ -107,7 +107,7 @@ def main() -> None:
     for codec in codecs:
         params: dict = {}
         if codec == "encodec_24khz":
-            from tsekit.codec.encodec_codec import random_checkpoint
+            from tsekit.pretrained.encodec_codec import random_checkpoint
 
             params["weights"] = weights.get(codec) or str(random_checkpoint(work / "encodec_random.th", 0))
         elif codec in weights:

@@ -49,8 +49,8 @@ Columns:
 
 Published frozen weights that cannot exist offline are replaced by the real architecture with random
 weights, and the notes say so: EnCodec 24 kHz (``encodec_codec.random_checkpoint``), Whisper by name
-(``tsekit.asr.whisper.stand_in``; the dimensions of the names below), a HiFi-GAN by path (V1's generator,
-``pretrained_vocoders.random_hifigan``). Exit status 1 when any row failed (its error is in the table).
+(``tsekit.pretrained.whisper.stand_in``; the dimensions of the names below), a HiFi-GAN by path (V1's generator,
+``vocoders.random_hifigan``). Exit status 1 when any row failed (its error is in the table).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def random_frozen_parts(cfg, work: Path, device: torch.device) -> Iterator[tuple
     overrides, notes = [], []
     with contextlib.ExitStack() as stack:
         if cfg.codec.spec == "encodec_24khz":
-            from tsekit.codec.encodec_codec import random_checkpoint
+            from tsekit.pretrained.encodec_codec import random_checkpoint
 
             weights = work / "encodec_24khz_random.th"
             if not weights.is_file():
@@ -198,7 +198,7 @@ def random_frozen_parts(cfg, work: Path, device: torch.device) -> Iterator[tuple
             overrides.append(f"codec.params.weights={weights}")
             notes.append("EnCodec 24 kHz: random weights")
         if cfg.vocoder.spec == "hifigan":
-            from tsekit.codec.pretrained_vocoders import random_hifigan
+            from tsekit.pretrained.vocoders import random_hifigan
 
             checkpoint = random_hifigan(work / "hifigan_v1_random", HIFIGAN_V1, 0)
             overrides += [f"vocoder.params.checkpoint={checkpoint}",
@@ -206,7 +206,7 @@ def random_frozen_parts(cfg, work: Path, device: torch.device) -> Iterator[tuple
             notes.append("HiFi-GAN V1: random weights")
         whisper = cfg.model.params.get("whisper")
         if whisper in WHISPER_DIMS:
-            from tsekit.asr.whisper import stand_in
+            from tsekit.pretrained.whisper import stand_in
 
             model = random_whisper(whisper, device)
             stack.enter_context(stand_in(whisper, model))

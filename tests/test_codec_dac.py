@@ -24,7 +24,7 @@ except ImportError:
         raise  # CI installs the dac extra: a broken install fails here instead of skipping
     pytest.skip("the dac extra is not installed", allow_module_level=True)
 
-from tsekit.codec.dac_codec import ARCHITECTURE  # noqa: E402
+from tsekit.pretrained.dac_codec import ARCHITECTURE  # noqa: E402
 
 
 def save_random_dac(path: Path, seed: int) -> Path:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from tsekit import TsekitError
-from tsekit.codec.encodec_codec import random_checkpoint
 from tsekit.codec.registry import build_codec, load_codec
+from tsekit.pretrained.encodec_codec import random_checkpoint
 
 encodec = pytest.importorskip("encodec")
 

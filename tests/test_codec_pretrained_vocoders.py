@@ -20,8 +20,8 @@ import yaml
 from corpus_trees import speechlike
 
 from tsekit import TsekitError
-from tsekit.codec.pretrained_vocoders import VOCOS_CLASSES, HifiGenerator, random_hifigan
 from tsekit.codec.registry import load_codec
+from tsekit.pretrained.vocoders import VOCOS_CLASSES, HifiGenerator, random_hifigan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,7 +15,8 @@ from tsekit.codec.discriminators import (
     generator_adversarial_loss,
 )
 from tsekit.codec.registry import build_codec, load_codec
-from tsekit.codec.vocos import ISTFTHead, LogMel, pad_for_frames
+from tsekit.codec.vocos import ISTFTHead
+from tsekit.pretrained.mel import LogMel, pad_for_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

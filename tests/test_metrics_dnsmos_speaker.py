@@ -18,7 +18,8 @@ import pytest
 
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, resample, synthesize
 from tsekit.metrics.dnsmos import KEYS, Dnsmos, dnsmos_supported
-from tsekit.metrics.speaker import SpeakerEncoder, cosine_similarity
+from tsekit.metrics.speaker import cosine_similarity
+from tsekit.pretrained.speaker import SpeakerEncoder
 
 pytestmark = [
     pytest.mark.tts,
@@ -166,7 +167,8 @@ def test_cosine_similarity():
 
 def test_importing_the_metrics_is_cheap():
     code = (
-        "import sys, tsekit.metrics.dnsmos, tsekit.metrics.speaker; "
+        "import sys, tsekit.metrics.dnsmos, tsekit.metrics.speaker, tsekit.pretrained.dnsmos, "
+        "tsekit.pretrained.speaker; "
         "print(sorted(m for m in ('onnxruntime', 'librosa', 'torch', 'resemblyzer', 'speechmos') "
         "if m in sys.modules))"
     )
@@ -176,7 +178,7 @@ def test_importing_the_metrics_is_cheap():
 
 def test_speaker_encoder_is_quiet():
     code = (
-        "import numpy as np; from tsekit.metrics.speaker import SpeakerEncoder; "
+        "import numpy as np; from tsekit.pretrained.speaker import SpeakerEncoder; "
         "SpeakerEncoder().embed(np.zeros(100, np.float32), 16000)"
     )
     proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,

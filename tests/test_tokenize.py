@@ -30,7 +30,7 @@ from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_list_table, read_table
 
 pytest.importorskip("encodec")
-from tsekit.codec.encodec_codec import random_checkpoint  # noqa: E402  (after the skip: it needs encodec)
+from tsekit.pretrained.encodec_codec import random_checkpoint  # noqa: E402  (after the skip: it needs encodec)
 
 RATE = 16000
 MIXTURES = [("121-1-0", "237-1-0"), ("260-1-0", "61-1-0"), ("121-1-1", "260-1-1"), ("237-1-1", "61-1-1")]

@@ -155,7 +155,7 @@ class MultiScaleMelLoss(torch.nn.Module):
     def __init__(self, sample_rate: int, scales: tuple[tuple[int, int, int], ...] = ((512, 128, 40), (1024, 256, 80),
                                                                                     (2048, 512, 128))):
         super().__init__()
-        from tsekit.codec.vocos import LogMel
+        from tsekit.pretrained.mel import LogMel
 
         self.mels = torch.nn.ModuleList(LogMel(sample_rate, n, h, m) for n, h, m in scales)
 

@@ -184,7 +184,8 @@ def check_token_codec(tokens_dir: Path, info: Mapping, spec: str | None, sha256:
 
 
 def _load_codec(spec: str, params: Mapping):
-    from tsekit.codec.registry import Codec, load_codec
+    from tsekit.codec.registry import load_codec
+    from tsekit.pretrained.codec_base import Codec
 
     if Path(spec).is_dir():
         spec = str(Path(spec).resolve())  # codec.yaml must name it from any directory

@@ -37,8 +37,9 @@ import math
 import torch
 
 from tsekit import TsekitError
-from tsekit.codec.registry import Codec, register_codec
-from tsekit.codec.vocos import ConvNeXtStack, LogMel, VocosGenerator
+from tsekit.codec.vocos import ConvNeXtStack, VocosGenerator
+from tsekit.pretrained.codec_base import Codec, register_codec
+from tsekit.pretrained.mel import LogMel
 
 
 @register_codec("tsekit_codec")

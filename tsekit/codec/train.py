@@ -289,7 +289,7 @@ def _targets(data_dir: Path) -> dict[str, str]:
 
 def reconstruct(generator: torch.nn.Module, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(resynthesis cropped to the input's length, commitment loss: 0 for a vocoder)."""
-    from tsekit.codec.registry import Vocoder
+    from tsekit.pretrained.codec_base import Vocoder
 
     if isinstance(generator, Vocoder):
         out, commitment = generator(generator.mel(wav)), wav.new_zeros(())
@@ -536,7 +536,7 @@ def load_trained(exp_dir: str | os.PathLike, device: str | torch.device = "cpu")
 
 def resynthesize(codec, wav: torch.Tensor) -> torch.Tensor:
     """One waveform (T,) at the codec's rate through encode -> decode (codec) or mel -> vocoder, cropped to T."""
-    from tsekit.codec.registry import Vocoder
+    from tsekit.pretrained.codec_base import Vocoder
 
     with torch.no_grad():
         if isinstance(codec, Vocoder):

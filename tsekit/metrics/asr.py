@@ -9,7 +9,7 @@ evaluations, so casing, punctuation and spelling variants are not errors.
 
 Counts, not rates, are returned, so a corpus WER is ``sum(errors) / sum(words)``.
 
-Models (``load_asr`` spec) are loaded by ``tsekit.asr.whisper.load_whisper``:
+Models (``load_asr`` spec) are loaded by ``tsekit.pretrained.whisper.load_whisper``:
 an openai-whisper name (``tiny.en``, ``base``, ...; from whisper's cache
 folder, else a registry package that ships it, else a download), a ``.pt``
 checkpoint, or a CTranslate2 / faster-whisper model folder.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tsekit.asr.whisper import load_whisper
+from tsekit.pretrained.whisper import load_whisper
 
 ASR_RATE = 16000  # Whisper's input sample rate
 
@@ -78,7 +78,7 @@ def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 def load_asr(spec: str, device: str = "cpu", download_root: str | os.PathLike | None = None) -> Asr:
     """Load the Whisper model ``spec`` (a name, a ``.pt`` path or a CTranslate2 folder) for transcription.
 
-    ``download_root`` overrides whisper's cache folder for named models (``tsekit.asr.whisper.load_whisper``).
+    ``download_root`` overrides whisper's cache folder for named models (``tsekit.pretrained.whisper.load_whisper``).
     """
     return Asr(load_whisper(spec, device, download_root), spec, device)
 

@@ -15,7 +15,7 @@ equal ``speechmos.dnsmos.run(samples, 16000)``:
 We reimplement that small procedure instead of calling speechmos because
 speechmos builds its onnxruntime sessions itself, with all cores per session;
 the scorer runs one process per job, so each :class:`Dnsmos` owns two
-single-threaded sessions created once in ``__init__``.
+single-threaded sessions (``tsekit.pretrained.dnsmos``) created once in ``__init__``.
 
 DNSMOS is defined on 16 kHz audio. Higher rates (22.05, 44.1, 48 kHz) are
 resampled down to 16 kHz, as the official script does (the models only see
@@ -27,10 +27,11 @@ system under test; :func:`dnsmos_supported` tells the scorer to skip them.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tsekit.pretrained.dnsmos import load_dnsmos
 
 MODEL_RATE = 16000
 SEGMENT_SECONDS = 9.01  # length the P.835 model was trained on (the official INPUT_LENGTH)
@@ -50,31 +51,14 @@ def dnsmos_supported(rate: int) -> bool:
     return rate >= MODEL_RATE
 
 
-def model_dir() -> Path:
-    """Folder of the DNSMOS onnx files inside the installed ``speechmos`` package (found without importing it)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("speechmos")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("DNSMOS needs the 'speechmos' package (pip install 'tsekit[metrics]')")
-    return Path(next(iter(spec.submodule_search_locations))) / "dnsmos_models"
-
-
 class Dnsmos:
     """DNSMOS scorer; create once per process and call once per utterance."""
 
     def __init__(self, threads: int = 1) -> None:
         import librosa
-        import onnxruntime
 
         self._librosa = librosa
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        folder = model_dir()
-        providers = ["CPUExecutionProvider"]
-        self._p835 = onnxruntime.InferenceSession(str(folder / "sig_bak_ovr.onnx"), options, providers=providers)
-        self._p808 = onnxruntime.InferenceSession(str(folder / "model_v8.onnx"), options, providers=providers)
+        self._p835, self._p808 = load_dnsmos(threads)
         self._fits = [np.poly1d(fit) for fit in (SIG_FIT, BAK_FIT, OVRL_FIT)]
 
     def __call__(self, samples: np.ndarray, rate: int) -> dict[str, float]:

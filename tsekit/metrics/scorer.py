@@ -126,7 +126,7 @@ class Scorer:
 
     def speaker(self):
         if self._speaker is None:
-            from tsekit.metrics.speaker import SpeakerEncoder
+            from tsekit.pretrained.speaker import SpeakerEncoder
 
             self._speaker = SpeakerEncoder()
         return self._speaker

@@ -246,7 +246,7 @@ class MaskGitTSE(TSEModel):
         # the mel's frames are interpolated to the token frames; its hop should be near the codec's
         self.logmel = None
         if features == "mel":
-            from tsekit.codec.vocos import LogMel
+            from tsekit.pretrained.mel import LogMel
 
             self.logmel = LogMel(sample_rate, 4 * mel_hop, mel_hop, mel_bins)
         self.codec_spec, self.codec_params, self.codec_sha256 = codec, dict(codec_params or {}), codec_sha256
@@ -304,7 +304,8 @@ class MaskGitTSE(TSEModel):
     def codec(self, device: torch.device):
         """The tokens' codec, loaded once (``codec`` / ``codec_params``), on ``device``."""
         if not self._codec:
-            from tsekit.codec.registry import Codec, load_for_system
+            from tsekit.codec.registry import load_for_system
+            from tsekit.pretrained.codec_base import Codec
 
             codec = load_for_system(self.codec_spec, self.codec_params, Codec, "maskgit_tse", "codec",
                                     self.codec_sha256)

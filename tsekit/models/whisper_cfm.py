@@ -10,7 +10,7 @@ what keeps the generated speech intelligible (the paper's ablation: ``asr_weight
 What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen as follows, each a parameter:
 
 - **Whisper** (``whisper``): any openai-whisper size by name, a ``.pt`` checkpoint or a CTranslate2 folder
-  (``tsekit.asr.whisper.load_whisper``; offline, tiny.en and base come from registry packages). Its weights are
+  (``tsekit.pretrained.whisper.load_whisper``; offline, tiny.en and base come from registry packages). Its weights are
   frozen and kept out of the checkpoint: the checkpoint stores LoRA and the trainable parts, and inference loads
   Whisper again from ``whisper``.
 - **Input**: Whisper's log-mel (80 or 128 bins, 25 ms / 10 ms at 16 kHz) of enrollment + mixture concatenated,
@@ -197,7 +197,7 @@ class WhisperCFM(TSEModel):
                               "0 <= condition_drop < 1")
         from whisper.tokenizer import get_tokenizer
 
-        from tsekit.asr.whisper import load_whisper
+        from tsekit.pretrained.whisper import load_whisper
 
         model = load_whisper(whisper)
         for parameter in model.parameters():
@@ -255,7 +255,8 @@ class WhisperCFM(TSEModel):
     def vocoder(self, device: torch.device | None = None):
         """The mel vocoder (``vocoder`` / ``vocoder_params``), loaded once."""
         if not self._vocoder:
-            from tsekit.codec.registry import Vocoder, load_for_system
+            from tsekit.codec.registry import load_for_system
+            from tsekit.pretrained.codec_base import Vocoder
 
             self._vocoder.append(load_for_system(self.vocoder_spec, self.vocoder_params, Vocoder, "whisper_cfm",
                                                  "vocoder", self.vocoder_sha256))

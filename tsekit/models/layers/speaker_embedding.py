@@ -5,7 +5,7 @@ Three kinds, chosen by name with :func:`build_speaker_embedder`:
 * ``resemblyzer``: resemblyzer's GE2E d-vector (256-d, L2-normalised). Its
   weights ship inside the package, so it works offline; audio is prepared
   exactly as the speaker-similarity metric prepares it
-  (:class:`tsekit.metrics.speaker.SpeakerEncoder`), at any input rate.
+  (:class:`tsekit.pretrained.speaker.SpeakerEncoder`), at any input rate.
 * ``wespeaker_onnx``: a WeSpeaker speaker model exported to ONNX (the DDTSE
   paper uses ResNet34 trained on VoxCeleb), run with onnxruntime on CPU on
   WeSpeaker's own features (16 kHz, int16-scaled Kaldi fbank, mean-normalised).
@@ -172,7 +172,7 @@ class ResemblyzerEmbedder(FrozenEmbedder):
     kind = "resemblyzer"
 
     def _load(self) -> Any:
-        from tsekit.metrics.speaker import SpeakerEncoder
+        from tsekit.pretrained.speaker import SpeakerEncoder
 
         return SpeakerEncoder()
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from tsekit import TsekitError
-from tsekit.codec.registry import Codec, load_pretrained, load_weights, register_codec
+from tsekit.pretrained.codec_base import Codec, load_pretrained, load_weights, register_codec
 
 CHECKPOINT_URL = "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.5/weights_16khz.pth"
 # the architecture of the 16 kHz release (dac.DAC's constructor arguments)

