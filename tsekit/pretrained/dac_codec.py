@@ -58,8 +58,8 @@ class DAC16k(Codec):
                 warnings.simplefilter("ignore")
                 import dac
         except ImportError as err:
-            raise TsekitError(f"dac_16khz needs the `descript-audio-codec` package (README, 'Codecs', says how to "
-                              f"install it beside tsekit); import failed: {err}") from None
+            raise TsekitError(f"dac_16khz needs the `descript-audio-codec` package (the dac extra: make install "
+                              f"EXTRAS=...,dac, or docs/codecs.md); import failed: {err}") from None
         self.sample_rate = 16000
         self.frame_rate = 50
         self.num_codebooks = 12
