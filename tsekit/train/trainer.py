@@ -229,7 +229,7 @@ def _freeze(model: torch.nn.Module, prefixes: list[str]) -> str:
 
 def _load_teacher(where: str, device: torch.device) -> torch.nn.Module:
     """The frozen distillation teacher: an experiment root, a stage folder or a checkpoint file."""
-    from tsekit.infer.extract import load_experiment
+    from tsekit.train.experiment import load_experiment
 
     teacher, teacher_cfg = load_experiment(where, where if Path(where).is_file() else None, device)
     if not hasattr(teacher, "distillation_targets"):
