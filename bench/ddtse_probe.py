@@ -25,8 +25,9 @@ import torch
 
 def main() -> None:
     from tsekit.data.table import read_table, sorted_keys
-    from tsekit.infer.extract import load_experiment, load_mono
+    from tsekit.infer.extract import load_mono
     from tsekit.metrics.sdr import si_sdr
+    from tsekit.train.experiment import load_experiment
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("exp", type=Path)

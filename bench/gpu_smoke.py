@@ -342,7 +342,8 @@ def inference_rtf(stage_dir: Path, device: torch.device, seconds: float, enroll_
     """RTF of one extraction of ``seconds`` given enrollments of ``enroll_seconds`` by the trained experiment, loaded
     as ``tsekit extract`` loads it (after an untimed one with ``warmup``)."""
     from tsekit.infer.batch import ENROLLMENT_FILES
-    from tsekit.infer.extract import extract_waveform, load_experiment
+    from tsekit.infer.extract import extract_waveform
+    from tsekit.train.experiment import load_experiment
 
     model, cfg = load_experiment(stage_dir, device=device)
     rate = cfg.data.sample_rate
@@ -413,8 +414,8 @@ def run_config(path: Path, args, device: torch.device, work: Path, teachers: dic
 def run_stage(row: Row, cfg, train_dir: Path, valid_dir: Path, row_work: Path, args, device: torch.device,
               last: bool) -> None:
     """Fill ``row``: the trainer's steps, the bare loop's, peak memory and (``last`` stage) an inference."""
-    from tsekit.infer.extract import load_experiment
     from tsekit.models.registry import model_class
+    from tsekit.train.experiment import load_experiment
     from tsekit.train.trainer import train
 
     free(device)

@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--extractor-steps", type=int, default=0)
     args = parser.parse_args()
 
-    from tsekit.infer.extract import load_experiment
+    from tsekit.train.experiment import load_experiment
 
     torch.set_num_threads(2)
     teacher, _ = load_experiment(args.teacher)

@@ -149,6 +149,20 @@ def test_config_errors_are_one_line_and_name_the_cause(tmp_path):
     assert load_codec_config(path, ["train.steps=7"]).train.steps == 7
 
 
+def test_codec_overrides_work_as_an_experiment_s(tmp_path):
+    """One engine: list items by index, sections the file leaves out, and a file problem an override fixes."""
+    path = tmp_path / "c.yaml"
+    config = tiny_config("tsekit_vocoder", 5)
+    del config["discriminator"]
+    path.write_text(yaml.safe_dump({**config, "data": {"batch_size": 0}}))
+    cfg = load_codec_config(path, ["loss.mel_scales.1=[512, 128, 40]", "discriminator.periods.0=4",
+                                   "data.batch_size=2"])
+    assert cfg.loss.mel_scales == [(128, 32, 16), (512, 128, 40)]
+    assert cfg.discriminator.periods == [4, 3, 5, 7, 11] and cfg.data.batch_size == 2
+    with pytest.raises(TsekitError, match=r"^override 'codec.name=nope': codec.name: unknown codec 'nope'"):
+        load_codec_config(path, ["data.batch_size=2", "codec.name=nope"])
+
+
 def test_bad_data_dir_is_a_one_line_error(data, tmp_path):
     cfg = codec_config_from_dict(tiny_config("tsekit_vocoder", 5))
     with pytest.raises(TsekitError, match="spk1.scp: file not found"):

@@ -14,8 +14,9 @@ from trained import train_tiny
 
 from tsekit import TsekitError
 from tsekit.data.table import read_table, write_table
-from tsekit.infer import infer_data_dir, load_experiment
+from tsekit.infer import infer_data_dir
 from tsekit.train import checkpoint as ckpt
+from tsekit.train.experiment import load_experiment
 from tsekit.train.trainer import WeightAverage, train
 
 RATE = 16000

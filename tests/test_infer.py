@@ -16,12 +16,13 @@ from trained import train_tiny
 
 from tsekit import TsekitError
 from tsekit.data.table import read_table, sorted_keys
-from tsekit.infer import extract_file, extract_waveform, find_checkpoint, infer_data_dir, load_experiment
+from tsekit.infer import extract_file, extract_waveform, infer_data_dir
 from tsekit.infer.extract import chunk_starts
 from tsekit.infer.level import mixture_fit_gain, set_output_level
 from tsekit.lock import LOCKED_EXIT, writer_lock
 from tsekit.models.registry import TSEModel
 from tsekit.train import checkpoint as ckpt
+from tsekit.train.experiment import find_checkpoint, load_experiment
 
 TSEKIT = Path(sys.executable).parent / "tsekit"
 RATE = 8000

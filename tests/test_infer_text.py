@@ -17,7 +17,8 @@ from tsekit.infer import extract_waveform, infer_data_dir
 from tsekit.infer.extract import chunk_starts
 from tsekit.models.registry import MODELS, TSEModel, register
 from tsekit.train import checkpoint as ckpt
-from tsekit.train.config import config_from_dict, config_to_dict
+from tsekit.train.config import config_from_dict
+from tsekit.typed_config import config_to_dict
 
 RATE = 8000
 TRANSCRIBER, SCALER = "test_transcriber", "test_scaler"

@@ -26,8 +26,9 @@ from tsekit.infer import infer_data_dir
 from tsekit.metrics.jobs import inputs_from_manifests, run_scoring
 from tsekit.models.registry import build_model
 from tsekit.train import checkpoint as ckpt
-from tsekit.train.config import config_from_dict, config_to_dict
+from tsekit.train.config import config_from_dict
 from tsekit.train.trainer import train
+from tsekit.typed_config import config_to_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

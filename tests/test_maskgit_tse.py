@@ -237,8 +237,8 @@ def test_an_experiment_loads_after_its_recipe_moves_and_refuses_a_retrained_code
     from trained import codec_experiment
 
     from tsekit.codec.registry import load_codec
-    from tsekit.infer.extract import load_experiment
     from tsekit.train import checkpoint as ckpt
+    from tsekit.train.experiment import load_experiment
 
     shutil.copytree(recipe, tmp_path / "before")
     (tmp_path / "before").rename(tmp_path / "moved")

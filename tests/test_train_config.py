@@ -18,11 +18,10 @@ from tsekit.train.config import (
     LossTerm,
     ModelConfig,
     config_from_dict,
-    config_to_dict,
-    format_config,
     load_config,
     save_config,
 )
+from tsekit.typed_config import config_to_dict, format_config
 
 MODEL = "config_test_model"
 STRICT_MODEL = "config_test_strict_model"

@@ -332,9 +332,10 @@ def test_an_experiment_finds_its_vocoder_from_any_directory_and_refuses_a_retrai
     from trained import codec_experiment
 
     from tsekit.codec.registry import load_codec
-    from tsekit.infer.extract import load_experiment
     from tsekit.train import checkpoint as ckpt
-    from tsekit.train.config import config_from_dict, config_to_dict
+    from tsekit.train.config import config_from_dict
+    from tsekit.train.experiment import load_experiment
+    from tsekit.typed_config import config_to_dict
 
     recipe = tmp_path / "egs" / "mini"
     vocoder = codec_experiment(recipe / "exp" / "vocoder", "tsekit_vocoder", VOCODER, seed=0)

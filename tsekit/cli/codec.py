@@ -28,11 +28,12 @@ def train(config_path, train_data, valid_data, exp_dir, device, print_config, ov
                        --exp-dir exp/vocoder train.steps=5000
     A rerun continues from checkpoints/last.pt; a finished run does nothing.
     """
-    from tsekit.codec.train import format_codec_config, load_codec_config, train_codec
+    from tsekit.codec.train import load_codec_config, train_codec
+    from tsekit.typed_config import format_config
 
     cfg = load_codec_config(config_path, overrides)
     if print_config:
-        click.echo(format_codec_config(cfg), nl=False)
+        click.echo(format_config(cfg), nl=False)
         return
     click.echo(f"trained: {train_codec(cfg, train_data, valid_data, exp_dir, device=device)}")
 

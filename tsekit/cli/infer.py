@@ -43,7 +43,7 @@ def parse_params(values: tuple[str, ...]) -> dict:
     """``NAME=VALUE`` options -> {NAME: VALUE parsed as a training override's}; load_experiment checks names and
     types against the model."""
     from tsekit import TsekitError
-    from tsekit.train.config import parse_yaml_value
+    from tsekit.typed_config import parse_yaml_value
 
     params = {}
     for value in values:

@@ -32,7 +32,8 @@ def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume
     Under torchrun every process trains its share of each batch (DistributedDataParallel).
     """
     from tsekit import TsekitError
-    from tsekit.train.config import config_value, format_config, load_config
+    from tsekit.train.config import load_config
+    from tsekit.typed_config import config_value, format_config
 
     overrides = list(overrides)
     if init_from:

@@ -31,9 +31,6 @@ process too (``tsekit.data.dataset.batches``).
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
 import math
 import os
 import typing
@@ -43,10 +40,18 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
 from tsekit import TsekitError
-from tsekit.codec.registry import resample
+from tsekit.codec.registry import codec_class, resample
+from tsekit.typed_config import (
+    ConfigProblem,
+    build_typed,
+    checked_arguments,
+    config_to_dict,
+    format_config,
+    load_typed,
+    require,
+)
 
 CONFIG = "config.yaml"
 WEIGHTS = "codec.pt"
@@ -135,88 +140,44 @@ def load_codec_config(path: str | os.PathLike, overrides: typing.Iterable[str] =
     """Read a codec/vocoder training YAML and apply ``key.sub=value`` overrides; every key and value checked.
 
     Errors are one line naming the file, or the override that caused them; an unknown key lists the valid
-    ones (the TSE config's checker, ``tsekit.train.config``, does the typing).
+    ones (``tsekit.typed_config``, the experiments' engine too).
     """
-    from tsekit.train.config import read_sections
-
-    raw = read_sections(Path(path), CodecTrainConfig)
-    cfg = codec_config_from_dict(raw, str(path))
-    for text in overrides:  # checked one at a time, so an error names the override that caused it
-        raw = _with_override(raw, text)
-        cfg = codec_config_from_dict(raw, f"override {text!r}")
-    return cfg
+    return load_typed(path, CodecTrainConfig, _check, overrides)
 
 
 def codec_config_from_dict(raw: dict, source: str = "config") -> CodecTrainConfig:
-    from tsekit.train.config import _build, _Problem
-
-    try:
-        cfg = _build(CodecTrainConfig, raw, "")
-        _check(cfg)
-    except _Problem as problem:
-        raise TsekitError(f"{source}: {problem.message}") from None
-    except TsekitError as err:
-        raise TsekitError(f"{source}: {err}") from None
-    return cfg
-
-
-def _with_override(raw: dict, text: str) -> dict:
-    from tsekit.train.config import parse_override
-
-    parts, value = parse_override(text)
-    raw = copy.deepcopy(raw)
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        if not isinstance(node.get(part, {}), dict):
-            raise TsekitError(f"override {text!r}: {'.'.join(parts[: depth + 1])} is a single value, it has no keys")
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return raw
+    return build_typed(raw, CodecTrainConfig, _check, source)
 
 
 def _check(cfg: CodecTrainConfig) -> None:
     """Codec params against the registered constructor (names and types), then value ranges."""
-    from tsekit.codec.registry import codec_class, codec_params
-    from tsekit.train.config import _coerce, _Problem, _require, _Unsupported
-
-    codec_class(cfg.codec.name)
-    valid = codec_params(cfg.codec.name)
-    hints = typing.get_type_hints(codec_class(cfg.codec.name).__init__)
-    for name, value in cfg.codec.params.items():
-        if name not in valid:
-            raise _Problem(f"codec.params.{name}", f"unknown key 'codec.params.{name}'; valid parameters of "
-                                                   f"codec {cfg.codec.name}: {', '.join(valid)}")
-        if name in hints:
-            with contextlib.suppress(_Unsupported):
-                cfg.codec.params[name] = _coerce(value, hints[name], f"codec.params.{name}")
+    try:
+        cls = codec_class(cfg.codec.name)
+    except TsekitError as e:
+        raise ConfigProblem("codec.name", f"codec.name: {e}") from None
+    cfg.codec.params = checked_arguments(cls, cfg.codec.params, "codec.params", f"codec {cfg.codec.name}")
     data, train = cfg.data, cfg.train
-    _require(data.sample_rate is None or data.sample_rate > 0, "data.sample_rate", "> 0 or null", data.sample_rate)
-    _require(math.isfinite(data.chunk_seconds) and data.chunk_seconds > 0, "data.chunk_seconds", "> 0",
+    require(data.sample_rate is None or data.sample_rate > 0, "data.sample_rate", "> 0 or null", data.sample_rate)
+    require(math.isfinite(data.chunk_seconds) and data.chunk_seconds > 0, "data.chunk_seconds", "> 0",
              data.chunk_seconds)
-    _require(data.batch_size >= 1, "data.batch_size", ">= 1", data.batch_size)
-    _require(data.num_workers >= 0, "data.num_workers", ">= 0", data.num_workers)
-    _require(data.valid_utterances >= 1, "data.valid_utterances", ">= 1", data.valid_utterances)
-    _require(data.valid_max_seconds > 0, "data.valid_max_seconds", "> 0", data.valid_max_seconds)
+    require(data.batch_size >= 1, "data.batch_size", ">= 1", data.batch_size)
+    require(data.num_workers >= 0, "data.num_workers", ">= 0", data.num_workers)
+    require(data.valid_utterances >= 1, "data.valid_utterances", ">= 1", data.valid_utterances)
+    require(data.valid_max_seconds > 0, "data.valid_max_seconds", "> 0", data.valid_max_seconds)
     for who in ("generator", "discriminator"):
         optim = getattr(cfg.optim, who)
-        _require(math.isfinite(optim.lr) and optim.lr > 0, f"optim.{who}.lr", "> 0", optim.lr)
-        _require(all(0 <= b < 1 for b in optim.betas), f"optim.{who}.betas", "two values in [0, 1)", list(optim.betas))
-        _require(optim.weight_decay >= 0, f"optim.{who}.weight_decay", ">= 0", optim.weight_decay)
-        _require(optim.grad_clip >= 0, f"optim.{who}.grad_clip", ">= 0 (0 = off)", optim.grad_clip)
+        require(math.isfinite(optim.lr) and optim.lr > 0, f"optim.{who}.lr", "> 0", optim.lr)
+        require(all(0 <= b < 1 for b in optim.betas), f"optim.{who}.betas", "two values in [0, 1)", list(optim.betas))
+        require(optim.weight_decay >= 0, f"optim.{who}.weight_decay", ">= 0", optim.weight_decay)
+        require(optim.grad_clip >= 0, f"optim.{who}.grad_clip", ">= 0 (0 = off)", optim.grad_clip)
     for name in ("mel", "adversarial", "feature_matching", "commitment", "waveform"):
         value = getattr(cfg.loss, name)
-        _require(math.isfinite(value) and value >= 0, f"loss.{name}", ">= 0", value)
-    _require(bool(cfg.loss.mel_scales), "loss.mel_scales", "at least one [n_fft, hop, n_mels]", cfg.loss.mel_scales)
-    _require(train.steps >= 1, "train.steps", ">= 1", train.steps)
-    _require(train.adversarial_start >= 0, "train.adversarial_start", ">= 0", train.adversarial_start)
+        require(math.isfinite(value) and value >= 0, f"loss.{name}", ">= 0", value)
+    require(bool(cfg.loss.mel_scales), "loss.mel_scales", "at least one [n_fft, hop, n_mels]", cfg.loss.mel_scales)
+    require(train.steps >= 1, "train.steps", ">= 1", train.steps)
+    require(train.adversarial_start >= 0, "train.adversarial_start", ">= 0", train.adversarial_start)
     for name in ("valid_interval", "save_interval", "log_interval"):
-        _require(getattr(train, name) >= 1, f"train.{name}", ">= 1", getattr(train, name))
-
-
-def format_codec_config(cfg: CodecTrainConfig) -> str:
-    from tsekit.train.config import _Dumper, _plain
-
-    return yaml.dump(_plain(dataclasses.asdict(cfg)), Dumper=_Dumper, sort_keys=False, width=110)
+        require(getattr(train, name) >= 1, f"train.{name}", ">= 1", getattr(train, name))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -336,7 +297,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
     from tsekit.train.trainer import ScalarLog
 
     last = exp / "checkpoints" / LAST
-    config_plain = yaml.safe_load(format_codec_config(cfg))
+    config_plain = config_to_dict(cfg)
     saved_step = None
     if last.is_file():
         state = ckpt.load_checkpoint(last, map_location=device)
@@ -378,7 +339,7 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
         print(f"resumed from {last}: step {step}", flush=True)
     exp.mkdir(parents=True, exist_ok=True)
     with atomic_open(exp / CONFIG) as f:  # the resolved config of this run (train.steps may have grown)
-        f.write(format_codec_config(cfg))
+        f.write(format_config(cfg))
     log = ScalarLog(exp / "log", True)
     kind = cfg.loss.adversarial_kind
 

@@ -1,6 +1,6 @@
-"""Inference: loading a trained experiment, single-waveform extraction (chunked when long), data-dir runs."""
+"""Inference with a trained experiment (``tsekit.train.experiment``): one waveform (chunked when long), a data dir."""
 
 from tsekit.infer.batch import InferSummary, infer_data_dir
-from tsekit.infer.extract import extract_file, extract_waveform, find_checkpoint, load_experiment
+from tsekit.infer.extract import extract_file, extract_waveform
 
-__all__ = ["InferSummary", "extract_file", "extract_waveform", "find_checkpoint", "infer_data_dir", "load_experiment"]
+__all__ = ["InferSummary", "extract_file", "extract_waveform", "infer_data_dir"]

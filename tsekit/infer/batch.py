@@ -220,20 +220,15 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
 
     from tsekit.data.audio import check_audio, is_written, write_audio
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.infer.extract import (
-        default_chunk_seconds,
-        extract_waveform,
-        find_checkpoint,
-        load_experiment,
-        load_mono,
-    )
+    from tsekit.infer.extract import default_chunk_seconds, extract_waveform, load_mono, torch_device
     from tsekit.metrics.jobs import shard
+    from tsekit.train.experiment import find_checkpoint, load_experiment
 
     data_dir, out = Path(data_dir), Path(out_dir)
     if job is not None and (nj is None or not 1 <= job <= nj):
         raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
     path = find_checkpoint(exp_dir, checkpoint)
-    model, cfg = load_experiment(exp_dir, path, device, model_params)
+    model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     rate = cfg.data.sample_rate
     mixtures, enrolls = read_inputs(data_dir, model.needs)
     utts = sorted_keys(mixtures)

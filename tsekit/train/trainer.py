@@ -229,7 +229,7 @@ def _freeze(model: torch.nn.Module, prefixes: list[str]) -> str:
 
 def _load_teacher(where: str, device: torch.device) -> torch.nn.Module:
     """The frozen distillation teacher: an experiment root, a stage folder or a checkpoint file."""
-    from tsekit.infer.extract import load_experiment
+    from tsekit.train.experiment import load_experiment
 
     teacher, teacher_cfg = load_experiment(where, where if Path(where).is_file() else None, device)
     if not hasattr(teacher, "distillation_targets"):
@@ -275,8 +275,9 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     from tsekit.codec.registry import SECTIONS, record_codec_references, resolve_codec_references
     from tsekit.data.dataset import TSEDataset, batches, collate
     from tsekit.models.registry import build_model, model_params
-    from tsekit.train.config import config_to_dict, save_config
+    from tsekit.train.config import save_config
     from tsekit.train.losses import compute_loss
+    from tsekit.typed_config import config_to_dict
 
     if stage > 1 and cfg.stage2.epochs:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=cfg.stage2.epochs))
