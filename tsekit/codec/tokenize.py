@@ -63,7 +63,7 @@ import numpy as np
 
 from tsekit import TsekitError
 from tsekit.data.table import read_list_table, read_table, sorted_keys, write_table_if_changed, write_text_if_changed
-from tsekit.infer.batch import job_and_speed
+from tsekit.jobs import job_and_speed
 from tsekit.lock import writer_lock
 
 # signal -> the data-dir table it is read from
@@ -288,9 +288,7 @@ def tokenize_data_dir(codec: str | os.PathLike, data_dir: str | os.PathLike, out
 
     from tsekit.codec.registry import resample
     from tsekit.data.audio import check_audio, load_audio
-    from tsekit.infer.batch import set_threads
-    from tsekit.infer.extract import torch_device
-    from tsekit.metrics.jobs import shard
+    from tsekit.jobs import set_threads, shard, torch_device
 
     data_dir, out = Path(data_dir), Path(out_dir)
     if job is not None and (nj is None or not 1 <= job <= nj):

@@ -46,6 +46,7 @@ import torch
 from tsekit import TsekitError, warn
 from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.infer.level import set_output_level
+from tsekit.jobs import torch_device
 from tsekit.train import checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -100,17 +101,6 @@ def find_checkpoint(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     if (folder / ckpt.LATEST).is_file():
         return folder / ckpt.LATEST
     raise TsekitError(f"{folder}: no checkpoint ({ckpt.AVERAGED}, the best of {ckpt.BEST_LIST} or {ckpt.LATEST})")
-
-
-def torch_device(device: str | torch.device) -> torch.device:
-    """A torch device, with a one-line error when CUDA is asked for but absent."""
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise TsekitError(f"--device {device}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TsekitError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
@@ -308,7 +298,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     """
     from tsekit.data.audio import audio_format, write_audio
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.data.table import atomic_open
+    from tsekit.jobs import atomic_open
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
     model, cfg = load_experiment(exp_dir, checkpoint, device, model_params)

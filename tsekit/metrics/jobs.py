@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open, read_table, sorted_keys
+from tsekit.data.table import read_table, sorted_keys
+from tsekit.jobs import atomic_open, shard
 from tsekit.lock import writer_lock
 from tsekit.metrics import THREAD_VARIABLES
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
@@ -106,15 +107,6 @@ def inputs_from_dirs(ref_dir: str, est_dir: str, mix_dir: str | None = None,
     sources = {role: str(folder) for role, folder in folders.items() if folder is not None}
     return ScoreInputs(**{role: {u: files[u] for u in reference} for role, files in found.items()},
                        sources=sources)
-
-
-def shard(utts: list[str], job: int, num_jobs: int) -> list[str]:
-    """The job-th (1-based) of num_jobs contiguous shards, sizes within one (as `tsekit data split`)."""
-    if not 1 <= job <= num_jobs:
-        raise TsekitError(f"--job must be in 1..{num_jobs}, got {job}")
-    base, extra = divmod(len(utts), num_jobs)
-    start = (job - 1) * base + min(job - 1, extra)
-    return utts[start : start + base + (1 if job <= extra else 0)]
 
 
 def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:

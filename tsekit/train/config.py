@@ -41,7 +41,7 @@ from typing import Any, Literal
 import yaml
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open
+from tsekit.jobs import atomic_open
 
 
 @dataclass
