@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     import torch
 
 
+def check_job(job: int | None, nj: int | None) -> None:
+    """A one-line error unless ``job`` is None (no sharding) or a shard of ``nj`` (1 <= job <= nj)."""
+    if job is not None and (nj is None or not 1 <= job <= nj):
+        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+
+
 def shard(utts: list[str], job: int, num_jobs: int) -> list[str]:
     """The job-th (1-based) of num_jobs contiguous shards, sizes within one (as `tsekit data split`)."""
     if not 1 <= job <= num_jobs:

@@ -288,11 +288,10 @@ def tokenize_data_dir(codec: str | os.PathLike, data_dir: str | os.PathLike, out
 
     from tsekit.codec.registry import resample
     from tsekit.data.audio import check_audio, load_audio
-    from tsekit.jobs import set_threads, shard, torch_device
+    from tsekit.jobs import check_job, set_threads, shard, torch_device
 
     data_dir, out = Path(data_dir), Path(out_dir)
-    if job is not None and (nj is None or not 1 <= job <= nj):
-        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+    check_job(job, nj)
     signals = read_signals(data_dir)
     device = torch_device(device)
     model, spec = _load_codec(str(codec), params or {})

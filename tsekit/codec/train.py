@@ -565,12 +565,11 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
     from tsekit.codec.registry import load_codec
     from tsekit.data.audio import check_audio, is_written, load_audio, write_audio
     from tsekit.data.table import sorted_keys
-    from tsekit.jobs import shard, wav_path, write_scp_if_complete
+    from tsekit.jobs import check_job, shard, wav_path, write_scp_if_complete
     from tsekit.lock import writer_lock
 
     data_dir, out = Path(data_dir), Path(out_dir)
-    if job is not None and (nj is None or not 1 <= job <= nj):
-        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+    check_job(job, nj)
     targets = _targets(data_dir)
     for utt in targets:
         if "/" in utt:

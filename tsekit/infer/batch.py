@@ -48,7 +48,7 @@ from pathlib import Path
 
 from tsekit import TsekitError, warn
 from tsekit.data.table import read_table, sorted_keys, write_table
-from tsekit.jobs import atomic_open, job_and_speed, set_threads, shard, wav_path, write_scp_if_complete
+from tsekit.jobs import atomic_open, check_job, job_and_speed, set_threads, shard, wav_path, write_scp_if_complete
 from tsekit.lock import writer_lock
 
 
@@ -195,8 +195,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     )
 
     data_dir, out = Path(data_dir), Path(out_dir)
-    if job is not None and (nj is None or not 1 <= job <= nj):
-        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+    check_job(job, nj)
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, device, model_params)
     rate = cfg.data.sample_rate
