@@ -97,6 +97,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator:
         raise
 
 
+def drop_torn_line(path: Path) -> None:
+    """Cut a last line that a kill left without its newline from an append-only record (a resumable run's list of
+    what it has done), so appending starts on a fresh line."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def wav_path(out: Path, utt: str) -> Path:
     """Where a command that writes one wav per utterance (infer, codec resynth) writes that of ``utt``."""
     return out / "wav" / f"{utt}.wav"

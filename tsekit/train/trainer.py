@@ -505,7 +505,7 @@ def _validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[s
 def check_token_grid(model: torch.nn.Module, dataset: TSEDataset) -> None:
     """A token model (``num_codebooks``, ``codebook_size``) must be built for the codec its tokens come from, and
     speak through a codec of the same weights; else a one-line error naming that codec.yaml, before the first step."""
-    from tsekit.codec.tokenize import check_token_codec
+    from tsekit.data.tokens import check_token_codec
 
     info = getattr(dataset, "token_info", None)
     if info is None or not hasattr(model, "num_codebooks"):
