@@ -60,7 +60,7 @@ def encoded_seconds(out: Path) -> float:
     """Audio seconds behind every token matrix in OUT (frames / frame rate)."""
     import kaldiio
 
-    from tsekit.codec.tokenize import SIGNALS, read_codec_info
+    from tsekit.data.tokens import SIGNALS, read_codec_info
 
     frame_rate = float(read_codec_info(out)["frame_rate"])
     total = 0.0
@@ -75,7 +75,7 @@ def decode_rtf(codec: str, params: dict, out: Path, device: str) -> float:
     import kaldiio
 
     from tsekit.codec.registry import load_codec
-    from tsekit.codec.tokenize import read_codec_info
+    from tsekit.data.tokens import read_codec_info
 
     model = load_codec(codec, **params).to(device)
     frame_rate = float(read_codec_info(out)["frame_rate"])

@@ -511,7 +511,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument("--work", type=Path, help="keep data and experiments here (default: a temporary folder)")
     args = parser.parse_args()
-    from tsekit.infer.extract import torch_device
+    from tsekit.jobs import torch_device
     from tsekit.train.config import load_config
 
     device = torch_device(args.device)

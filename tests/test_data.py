@@ -16,8 +16,9 @@ from tsekit import TsekitError
 from tsekit.cli import cli
 from tsekit.data.audio import audio_info, load_audio
 from tsekit.data.datadir import read_data_dir, split_data_dir, subset_data_dir, write_data_dir
-from tsekit.data.table import atomic_open, read_list_table, read_table, write_table
+from tsekit.data.table import read_list_table, read_table, write_table
 from tsekit.data.validate import validate_data_dir
+from tsekit.jobs import atomic_open
 
 RATE = 8000
 

@@ -271,7 +271,7 @@ def test_tokens_of_another_codec_than_the_experiments_are_refused_before_trainin
     from trained import codec_experiment
 
     from tsekit.codec.registry import load_codec
-    from tsekit.codec.tokenize import read_codec_info
+    from tsekit.data.tokens import read_codec_info
     from tsekit.train.config import config_from_dict
     from tsekit.train.trainer import train
 

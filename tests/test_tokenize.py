@@ -24,10 +24,11 @@ from tsekit import TsekitError
 from tsekit.cli import cli
 from tsekit.codec import registry
 from tsekit.codec.registry import load_codec, resample
-from tsekit.codec.tokenize import enrollment_tokens, read_codec_info, read_tokens, tokenize_data_dir
+from tsekit.codec.tokenize import tokenize_data_dir
 from tsekit.corpora.common import Row, rows_to_tables, write_splits
 from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_list_table, read_table
+from tsekit.data.tokens import enrollment_tokens, read_codec_info, read_tokens
 
 pytest.importorskip("encodec")
 from tsekit.pretrained.encodec_codec import random_checkpoint  # noqa: E402  (after the skip: it needs encodec)

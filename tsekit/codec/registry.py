@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from tsekit import TsekitError
+from tsekit.data.tokens import same_weights, short_hash
 from tsekit.pretrained.codec_base import CODECS, Codec, Vocoder
 
 
@@ -105,18 +106,6 @@ def hash_weights(module: torch.nn.Module) -> str:
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def same_weights(recorded: str | None, loaded: str | None) -> bool:
-    """False only when both hashes are known and differ: a record without one (written before hashes were
-    recorded, or of a randomly initialised codec) is accepted silently, as it was before; there is nothing a
-    user could do about a warning but tokenize or train again."""
-    return recorded is None or loaded is None or recorded == loaded
-
-
-def short_hash(sha256: str) -> str:
-    """The first 16 hex digits, which tell weights apart in a one-line error."""
-    return sha256[:16]
 
 
 def load_for_system(spec: str | None, params: dict, kind: type[Codec] | type[Vocoder], system: str,

@@ -271,7 +271,7 @@ def train_codec(cfg: CodecTrainConfig, train_data: str | os.PathLike, valid_data
 
     Raises ``tsekit.lock.LockedError`` when another live process trains the same experiment.
     """
-    from tsekit.infer.extract import torch_device
+    from tsekit.jobs import torch_device
     from tsekit.lock import writer_lock
 
     exp = Path(exp_dir)
@@ -292,9 +292,8 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
     )
     from tsekit.codec.registry import build_codec
     from tsekit.data.dataset import batches
-    from tsekit.data.table import atomic_open
+    from tsekit.jobs import ScalarLog, atomic_open
     from tsekit.train import checkpoint as ckpt
-    from tsekit.train.trainer import ScalarLog
 
     last = exp / "checkpoints" / LAST
     config_plain = config_to_dict(cfg)
@@ -527,13 +526,11 @@ def resynth_data_dir(codec_spec: str | os.PathLike, data_dir: str | os.PathLike,
     from tsekit.codec.registry import load_codec
     from tsekit.data.audio import check_audio, is_written, load_audio, write_audio
     from tsekit.data.table import sorted_keys
-    from tsekit.infer.batch import wav_path, write_scp_if_complete
+    from tsekit.jobs import check_job, shard, wav_path, write_scp_if_complete
     from tsekit.lock import writer_lock
-    from tsekit.metrics.jobs import shard
 
     data_dir, out = Path(data_dir), Path(out_dir)
-    if job is not None and (nj is None or not 1 <= job <= nj):
-        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+    check_job(job, nj)
     targets = _targets(data_dir)
     for utt in targets:
         if "/" in utt:

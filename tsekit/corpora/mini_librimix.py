@@ -57,7 +57,7 @@ from tsekit.corpora.librimix import librimix_name
 from tsekit.corpora.sentences import make_sentence
 from tsekit.corpora.tts import BASE_VOICES, Speaker, require_tts, synthesize
 from tsekit.data.audio import write_audio
-from tsekit.data.table import atomic_open
+from tsekit.jobs import atomic_open
 
 SOURCE_RATE = 16000  # LibriSpeech's rate; the flac sources and raw noise are stored at it
 MIN_SECONDS, MAX_SECONDS = 1.5, 5.0  # utterance duration range

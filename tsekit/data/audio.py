@@ -190,7 +190,7 @@ def audio_format(path: str | os.PathLike) -> str:
 def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int) -> None:
     """Write 16-bit PCM atomically (temp file + rename), clipping to [-1, 1], in the format the suffix names
     (``audio_format``: .wav, .flac, ...)."""
-    from tsekit.data.table import atomic_open
+    from tsekit.jobs import atomic_open
 
     audio_type = audio_format(path)
     samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)

@@ -29,9 +29,9 @@ from tsekit.data.table import (
     read_list_table,
     read_table,
     sorted_keys,
-    temporary_name,
     write_table,
 )
+from tsekit.jobs import temporary_name
 
 SCP_FILES = ("wav.scp", "spk1.scp", "enroll.scp", "noise1.scp", "enroll_pos.scp", "enroll_neg.scp")
 PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq", "utt2enroll")

@@ -22,7 +22,7 @@ random SNR to the speech). Validation (``train=False``) gives whole rows as
 they are on disk and ignores chunking, cropping and dynamic mixing.
 
 Codec tokens come from ``tokens_dir``, what ``tsekit tokenize`` wrote for this data dir
-(``dump/<codec>/<set>``; ``tsekit.codec.tokenize`` has the layout). A chunk's tokens are the frames that
+(``dump/<codec>/<set>``; ``tsekit.data.tokens`` has the layout). A chunk's tokens are the frames that
 cover its samples: frames floor(start x frame_rate / rate) to ceil(end x frame_rate / rate), so the waveform
 and its tokens stay aligned to within one frame; an enrollment's tokens follow its crop the same way.
 Batches pad tokens with ``PAD_TOKEN`` and give their lengths (``mixture_tokens_lengths``, ...). Dynamic
@@ -57,6 +57,7 @@ from tsekit.data.audio import audio_info, check_audio, is_ark, is_pipe, load_aud
 from tsekit.data.enroll import utt2uniq_of, valid_candidates
 from tsekit.data.mixing import gain_for_ratio, loop_to_length, place
 from tsekit.data.table import read_list_table, read_table, sorted_keys
+from tsekit.data.tokens import enrollment_tokens, read_codec_info, read_tokens
 
 # clips for systems enrolled by noisy positive/negative clips (tsekit enroll --posneg), cropped like ``enroll``;
 # enroll_clean is the clean enrollment the positive clip was made from (same length, same crop), a distillation
@@ -259,8 +260,6 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _read_token_tables(self, tokens_dir: str | os.PathLike | None) -> None:
         """The tokens.scp of every signal whose tokens are needed, checked to cover every row they serve."""
-        from tsekit.codec.tokenize import read_codec_info
-
         signals = sorted({TOKEN_NEEDS[need] for need in self.needs & set(TOKEN_NEEDS)})
         if "enroll_tokens" in self.needs and self.enroll_mode != "fixed":
             signals = sorted({*signals, "target"} - {"enroll"})  # a sampled or own-target enrollment is a target
@@ -289,8 +288,6 @@ class TSEDataset(torch.utils.data.Dataset):
 
     def _tokens(self, signal: str, key: str, start: int, frames: int) -> torch.Tensor:
         """The token frames (K, F) covering samples [start, start + frames) of ``signal``'s entry ``key``."""
-        from tsekit.codec.tokenize import read_tokens
-
         path = self.tokens_dir / signal / "tokens.scp"
         tokens = read_tokens(self.token_tables[signal][key], self.token_info, f"{path}: {key}")
         per_sample = float(self.token_info["frame_rate"]) / self.rate
@@ -460,8 +457,6 @@ class TSEDataset(torch.utils.data.Dataset):
         if "target_tokens" in self.needs:
             item["target_tokens"] = self._tokens("target", utt, start, frames)
         if "enroll_tokens" in self.needs:
-            from tsekit.codec.tokenize import enrollment_tokens
-
             signal, key = enrollment_tokens(utt, example.enroll_row)
             item["enroll_tokens"] = self._tokens(signal, key, example.enroll_start, example.enroll_frames)
         if "text" in self.needs:

@@ -9,13 +9,12 @@ mark is dropped); any other encoding is a one-line error naming the line.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import os
-import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tsekit import TsekitError
+from tsekit.jobs import atomic_open
 
 
 def c_sort_key(key: str) -> bytes:
@@ -75,33 +74,6 @@ def read_table(path: str | os.PathLike, allow_empty: bool = False) -> dict[str, 
 def read_list_table(path: str | os.PathLike) -> dict[str, list[str]]:
     """Read ``key item1 item2 ...`` lines (spk2utt, spk2enroll)."""
     return {key: value.split() for key, value in read_table(path).items()}
-
-
-def temporary_name(path: Path) -> Path:
-    """A fresh hidden name beside ``path`` for building it (a killed run's leftovers match ``.*.tmp``)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only on success.
-
-    The file gets the permissions ``open()`` would give it (0666 less the umask), so colleagues on a shared
-    cluster can read what tsekit writes where the umask allows (``tempfile.mkstemp`` would make it 0600).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def format_table(path: str | os.PathLike, table: Mapping[str, str | Iterable[str]]) -> str:

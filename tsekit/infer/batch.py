@@ -47,17 +47,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsekit import TsekitError, warn
-from tsekit.data.table import atomic_open, read_table, sorted_keys, write_table
+from tsekit.data.table import read_table, sorted_keys, write_table
+from tsekit.jobs import (
+    atomic_open,
+    check_job,
+    job_and_speed,
+    set_threads,
+    shard,
+    torch_device,
+    wav_path,
+    write_scp_if_complete,
+)
 from tsekit.lock import writer_lock
-
-
-def job_and_speed(job: int | None, nj: int | None, done: int, seconds: float, audio_seconds: float) -> tuple[str, str]:
-    """The parts of a job's summary line naming the job ("job 2/4: ") and its speed (" in 3.0 s (real-time
-    factor 0.012)", empty when it did nothing); shared by tsekit infer and tsekit tokenize."""
-    who = f"job {job}/{nj}: " if job is not None else ""
-    if not done:
-        return who, ""
-    return who, f" in {seconds:.1f} s (real-time factor {seconds / max(audio_seconds, 1e-9):.3f})"
 
 
 @dataclass
@@ -86,10 +87,6 @@ class InferSummary:
         if self.wrote_scp:
             return f"{line}; all {self.total} done: {tables}"
         return f"{line}; {tables} {'are' if self.transcribes else 'is'} written once every job is done"
-
-
-def wav_path(out: Path, utt: str) -> Path:
-    return out / "wav" / f"{utt}.wav"
 
 
 def txt_path(out: Path, utt: str) -> Path:
@@ -161,28 +158,6 @@ def read_refine(path: str | os.PathLike, utts: list[str]) -> dict[str, str]:
     return table
 
 
-def set_threads(nj: int | None, job: int | None) -> int:
-    """Set torch's thread count as the module docstring says; returns the previous count (to restore)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if job is not None:
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // max(nj or 1, 1)))
-    elif nj:
-        torch.set_num_threads(nj)
-    return previous
-
-
-def write_scp_if_complete(out: Path, utts: list[str]) -> bool:
-    """Write OUT/wav.scp when every utterance has its wav; returns whether it did."""
-    paths = {utt: wav_path(out, utt).resolve() for utt in utts}
-    if not all(path.is_file() for path in paths.values()):
-        return False
-    write_table(out / "wav.scp", {utt: str(path) for utt, path in paths.items()})
-    return True
-
-
 def write_text_table(out: Path, utts: list[str]) -> None:
     """Write OUT/text (``utt transcript``, C-sorted) from OUT/txt/<utt>.txt once every utterance is done."""
     text = {}
@@ -220,13 +195,11 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
 
     from tsekit.data.audio import check_audio, is_written, write_audio
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.infer.extract import default_chunk_seconds, extract_waveform, load_mono, torch_device
-    from tsekit.metrics.jobs import shard
+    from tsekit.infer.extract import default_chunk_seconds, extract_waveform, load_mono
     from tsekit.train.experiment import find_checkpoint, load_experiment
 
     data_dir, out = Path(data_dir), Path(out_dir)
-    if job is not None and (nj is None or not 1 <= job <= nj):
-        raise TsekitError(f"--job {job} needs --nj N with 1 <= {job} <= N (got --nj {nj})")
+    check_job(job, nj)
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     rate = cfg.data.sample_rate

@@ -34,6 +34,7 @@ import torch
 from tsekit import TsekitError, warn
 from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.infer.level import set_output_level
+from tsekit.jobs import torch_device
 from tsekit.train.experiment import find_checkpoint, load_experiment
 
 if TYPE_CHECKING:
@@ -42,17 +43,6 @@ if TYPE_CHECKING:
 
 CHUNK_FACTOR = 4  # default inference chunk = 4 x the training chunk (data.chunk_seconds)
 CHUNK_BATCH = 8  # chunks run through the model together
-
-
-def torch_device(device: str | torch.device) -> torch.device:
-    """A torch device, with a one-line error when CUDA is asked for but absent."""
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise TsekitError(f"--device {device}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TsekitError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 def default_chunk_seconds(cfg: ExperimentConfig) -> float | None:
@@ -219,7 +209,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     """
     from tsekit.data.audio import audio_format, write_audio
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.data.table import atomic_open
+    from tsekit.jobs import atomic_open
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
     path = find_checkpoint(exp_dir, checkpoint)

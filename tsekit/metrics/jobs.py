@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open, read_table, sorted_keys
+from tsekit.data.table import read_table, sorted_keys
+from tsekit.jobs import atomic_open, drop_torn_line, shard
 from tsekit.lock import writer_lock
 from tsekit.metrics import THREAD_VARIABLES
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
@@ -108,15 +109,6 @@ def inputs_from_dirs(ref_dir: str, est_dir: str, mix_dir: str | None = None,
                        sources=sources)
 
 
-def shard(utts: list[str], job: int, num_jobs: int) -> list[str]:
-    """The job-th (1-based) of num_jobs contiguous shards, sizes within one (as `tsekit data split`)."""
-    if not 1 <= job <= num_jobs:
-        raise TsekitError(f"--job must be in 1..{num_jobs}, got {job}")
-    base, extra = divmod(len(utts), num_jobs)
-    start = (job - 1) * base + min(job - 1, extra)
-    return utts[start : start + base + (1 if job <= extra else 0)]
-
-
 def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:
     """Fail before any work on a bad audio file (``tsekit.data.audio.check_audio``: missing, unreadable, empty,
     not mono) of every reference and of the other inputs of rows ``utts``, or on an estimate or mixture at
@@ -191,16 +183,6 @@ def read_parts(out: Path) -> dict[str, dict]:
     return done
 
 
-def _drop_torn_line(part: Path) -> None:
-    """Cut a last line that a kill left without its newline, so appending starts on a fresh line."""
-    if not part.is_file():
-        return
-    with open(part, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-
-
 def write_settings(out: Path, settings: dict) -> None:
     """Remember what OUT is scoring; a rerun with other inputs or metrics must use another OUT."""
     path = out / "parts" / "settings.json"
@@ -268,7 +250,7 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
         part = out / "parts" / (f"job{job}.jsonl" if job is not None else "local.jsonl")
         workers = min(nj if job is None else 1, len(todo))
         bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"scoring {out}", unit="utt", disable=None)
-        _drop_torn_line(part)
+        drop_torn_line(part)
         with open(part, "a", encoding="utf-8") as sink:
             if workers == 1:
                 _init_worker(chosen, asr_model, inputs)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open, sorted_keys
+from tsekit.data.table import sorted_keys
+from tsekit.jobs import atomic_open
 from tsekit.lock import writer_lock
 from tsekit.metrics.jobs import read_parts
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open
+from tsekit.jobs import atomic_open
 
 # bump when the conversion changes, so that stale cached checkpoints are not reused
 CONVERTER_VERSION = 1

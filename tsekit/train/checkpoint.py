@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open
+from tsekit.jobs import atomic_open
 
 LATEST = "latest.pt"
 BEST_LIST = "best.json"  # [[metric value, file name], ...] best first

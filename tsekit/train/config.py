@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open
+from tsekit.jobs import atomic_open
 from tsekit.typed_config import ConfigProblem, build_typed, checked_arguments, format_config, load_typed, require
 
 

@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from tsekit import TsekitError
-from tsekit.data.table import atomic_open, read_table
+from tsekit.data.table import read_table
+from tsekit.jobs import ScalarLog, atomic_open
 from tsekit.lock import LockedError, writer_lock
 from tsekit.train import checkpoint as ckpt
 
@@ -140,38 +141,6 @@ def make_scheduler(cfg, optimizer, steps_per_epoch: int):
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
     return None, False
-
-
-class ScalarLog:
-    """Scalars to log/scalars.tsv, and to TensorBoard event files when tensorboard is installed."""
-
-    def __init__(self, folder: Path, enabled: bool):
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        self.tsv = open(folder / "scalars.tsv", "a", encoding="utf-8")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(folder))
-        except ImportError:
-            pass
-
-    def add(self, name: str, value: float, step: int) -> None:
-        if not self.enabled:
-            return
-        self.tsv.write(f"{step}\t{name}\t{value:.6g}\n")
-        self.tsv.flush()
-        if self.writer is not None:
-            self.writer.add_scalar(name, value, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.tsv.close()
-            if self.writer is not None:
-                self.writer.close()
 
 
 class WeightAverage:
@@ -537,7 +506,7 @@ def _validate(model, dataset, cfg, dist: Distributed, batch_loss, labels: list[s
 def check_token_grid(model: torch.nn.Module, dataset: TSEDataset) -> None:
     """A token model (``num_codebooks``, ``codebook_size``) must be built for the codec its tokens come from, and
     speak through a codec of the same weights; else a one-line error naming that codec.yaml, before the first step."""
-    from tsekit.codec.tokenize import check_token_codec
+    from tsekit.data.tokens import check_token_codec
 
     info = getattr(dataset, "token_info", None)
     if info is None or not hasattr(model, "num_codebooks"):
