@@ -368,7 +368,7 @@ def inference_rtf(stage_dir: Path, device: torch.device, seconds: float, enroll_
 
 def run_config(path: Path, args, device: torch.device, work: Path, teachers: dict[Path, Path]) -> list[Row]:
     """The rows of one config (one per training stage); an error ends the config and is recorded in its row."""
-    from tsekit.train.checkpoint import AVERAGED
+    from tsekit.checkpoint import AVERAGED
     from tsekit.train.config import load_config
 
     published = load_config(path, [])

@@ -92,8 +92,8 @@ def test_use_codebooks_chooses_how_many_codebooks_encode_emits():
 def test_a_trained_codec_loads_with_fewer_codebooks(tmp_path):
     """``use_codebooks`` of a trained codec (``load_codec(exp, use_codebooks=N)``, a config's codec.params, tokenize's
     --params): tokens are the first N codebooks of the full set, resynthesis decodes those N only."""
+    from tsekit import checkpoint as ckpt
     from tsekit.codec.train import resynthesize
-    from tsekit.train import checkpoint as ckpt
 
     torch.manual_seed(0)
     trained = build_codec("tsekit_codec", TINY_CODEC)

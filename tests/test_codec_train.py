@@ -15,10 +15,10 @@ import yaml
 from corpus_trees import speechlike
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.codec.registry import build_codec, load_codec
 from tsekit.codec.train import codec_config_from_dict, load_codec_config, load_trained, train_codec
 from tsekit.data.table import read_table
-from tsekit.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

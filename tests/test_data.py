@@ -106,9 +106,9 @@ def test_tables_are_utf8_with_or_without_a_byte_order_mark(data_dir, tmp_path):
 def test_outputs_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
     import torch
 
+    from tsekit.checkpoint import save_checkpoint
     from tsekit.data.audio import write_audio
     from tsekit.data.datadir import atomic_dir
-    from tsekit.train.checkpoint import save_checkpoint
 
     previous = os.umask(umask)
     try:

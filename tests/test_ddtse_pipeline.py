@@ -13,9 +13,9 @@ import yaml
 from trained import train_tiny
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.data.table import read_table, write_table
 from tsekit.infer import infer_data_dir
-from tsekit.train import checkpoint as ckpt
 from tsekit.train.experiment import load_experiment
 from tsekit.train.trainer import WeightAverage, train
 

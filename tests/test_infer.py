@@ -15,13 +15,13 @@ import torch
 from trained import train_tiny
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.infer import extract_file, extract_waveform, infer_data_dir
 from tsekit.infer.extract import chunk_starts
 from tsekit.infer.level import mixture_fit_gain, set_output_level
 from tsekit.lock import LOCKED_EXIT, writer_lock
 from tsekit.models.registry import TSEModel
-from tsekit.train import checkpoint as ckpt
 from tsekit.train.experiment import find_checkpoint, load_experiment
 
 TSEKIT = Path(sys.executable).parent / "tsekit"

@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.cli import cli
 from tsekit.data.table import read_table, write_table
 from tsekit.infer import extract_waveform, infer_data_dir
 from tsekit.infer.extract import chunk_starts
 from tsekit.models.registry import MODELS, TSEModel, register
-from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import config_from_dict
 from tsekit.typed_config import config_to_dict
 

@@ -17,6 +17,7 @@ import yaml
 from trained import codec_experiment
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.codec.tokenize import tokenize_data_dir
 from tsekit.codec.train import codec_config_from_dict, resynth_data_dir, train_codec
 from tsekit.corpora.common import Row, rows_to_tables, write_splits
@@ -25,7 +26,6 @@ from tsekit.data.table import read_table, sorted_keys, write_table
 from tsekit.infer import infer_data_dir
 from tsekit.metrics.jobs import inputs_from_manifests, run_scoring
 from tsekit.models.registry import build_model
-from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import config_from_dict
 from tsekit.train.trainer import train
 from tsekit.typed_config import config_to_dict

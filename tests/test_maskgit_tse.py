@@ -236,8 +236,8 @@ def test_trains_through_the_trainer_on_tokenized_data_dirs_and_infers_from_any_d
 def test_an_experiment_loads_after_its_recipe_moves_and_refuses_a_retrained_codec(recipe, tmp_path, monkeypatch):
     from trained import codec_experiment
 
+    from tsekit import checkpoint as ckpt
     from tsekit.codec.registry import load_codec
-    from tsekit.train import checkpoint as ckpt
     from tsekit.train.experiment import load_experiment
 
     shutil.copytree(recipe, tmp_path / "before")

@@ -11,13 +11,13 @@ import yaml
 from corpus_trees import make_libri2mix_tree
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.corpora.librimix import prepare_libri2mix
 from tsekit.data.audio import load_audio
 from tsekit.data.dataset import TSEDataset, collate
 from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_table
 from tsekit.infer import extract_file, infer_data_dir
-from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import load_config
 from tsekit.train.trainer import train
 

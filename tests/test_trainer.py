@@ -18,12 +18,12 @@ import yaml
 from corpus_trees import make_libri2mix_tree
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.corpora.librimix import prepare_libri2mix
 from tsekit.data.datadir import subset_data_dir
 from tsekit.data.enroll import enroll_data_dir
 from tsekit.data.table import read_table
 from tsekit.lock import writer_lock
-from tsekit.train import checkpoint as ckpt
 from tsekit.train.config import load_config
 from tsekit.train.trainer import train
 

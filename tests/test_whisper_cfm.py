@@ -331,8 +331,8 @@ def test_an_experiment_finds_its_vocoder_from_any_directory_and_refuses_a_retrai
     (as the trainer records it now) or, by an older experiment, as exp/vocoder relative to the recipe folder."""
     from trained import codec_experiment
 
+    from tsekit import checkpoint as ckpt
     from tsekit.codec.registry import load_codec
-    from tsekit.train import checkpoint as ckpt
     from tsekit.train.config import config_from_dict
     from tsekit.train.experiment import load_experiment
     from tsekit.typed_config import config_to_dict

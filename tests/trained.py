@@ -33,8 +33,8 @@ def codec_experiment(exp: Path, name: str, params: dict, seed: int) -> Path:
     random weights ``seed`` gives: another seed is the same codec retrained."""
     import torch
 
+    from tsekit import checkpoint as ckpt
     from tsekit.codec.registry import build_codec
-    from tsekit.train import checkpoint as ckpt
 
     torch.manual_seed(seed)
     codec = build_codec(name, params)

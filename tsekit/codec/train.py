@@ -283,6 +283,7 @@ def train_codec(cfg: CodecTrainConfig, train_data: str | os.PathLike, valid_data
 def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path, device: torch.device) -> Path:
     from tqdm import tqdm
 
+    from tsekit import checkpoint as ckpt
     from tsekit.codec.discriminators import (
         Discriminators,
         MultiScaleMelLoss,
@@ -293,7 +294,6 @@ def _train(cfg: CodecTrainConfig, train_data: Path, valid_data: Path, exp: Path,
     from tsekit.codec.registry import build_codec
     from tsekit.data.dataset import batches
     from tsekit.jobs import ScalarLog, atomic_open
-    from tsekit.train import checkpoint as ckpt
 
     last = exp / "checkpoints" / LAST
     config_plain = config_to_dict(cfg)
@@ -473,8 +473,8 @@ def validate(generator: torch.nn.Module, wavs: list[torch.Tensor], rate: int, me
 
 def load_trained(exp_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     """The codec or vocoder trained in ``exp_dir``, built from its config.yaml, in evaluation mode."""
+    from tsekit import checkpoint as ckpt
     from tsekit.codec.registry import build_codec
-    from tsekit.train import checkpoint as ckpt
 
     exp = Path(exp_dir)
     weights = exp / WEIGHTS

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tsekit import TsekitError
-from tsekit.train import checkpoint as ckpt
+from tsekit import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from tsekit.models.registry import TSEModel

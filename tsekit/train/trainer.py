@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from tsekit import TsekitError
+from tsekit import checkpoint as ckpt
 from tsekit.data.table import read_table
 from tsekit.jobs import ScalarLog, atomic_open
 from tsekit.lock import LockedError, writer_lock
-from tsekit.train import checkpoint as ckpt
 
 if TYPE_CHECKING:  # for annotations only; train() imports the dataset module where it needs it
     from tsekit.data.dataset import TSEDataset
