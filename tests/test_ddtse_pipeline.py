@@ -142,6 +142,6 @@ def test_short_enrollment_and_wrong_rate_stop_before_any_output(trained, tmp_pat
         infer_data_dir(exp, bad, tmp_path / "out")
     assert not list((tmp_path / "out").rglob("*.wav"))
     sf.write(tmp_path / "short.wav", np.full(RATE, 0.1, dtype=np.float32), 8000)
-    with pytest.raises(TsekitError, match=r"8000 Hz audio, but the model was trained at 16000 Hz"):
+    with pytest.raises(TsekitError, match=r"short.wav: 8000 Hz audio, expected 16000 Hz"):
         infer_data_dir(exp, bad, tmp_path / "out")
     assert not list((tmp_path / "out").rglob("*.wav"))

@@ -166,4 +166,6 @@ def test_extract_writes_the_transcript_beside_the_wav(tmp_path):
     other = save_experiment(tmp_path / "other", SCALER)
     result = CliRunner().invoke(cli, [*args[:2], str(other), *args[3:]])
     assert result.exit_code == 0, result.output
-    assert result.stderr.strip() == f"wrote {out}"
+    # its 0.1 s enrollment is warned about
+    said = [line for line in result.stderr.splitlines() if not line.startswith("tsekit: warning: ")]
+    assert said == [f"wrote {out}"]
