@@ -23,3 +23,15 @@ class TsekitError(Exception):
     """An error the user can fix (bad input, missing file); the CLI prints it on one line and exits with exit_code."""
 
     exit_code = 1
+
+
+def register_class(table: dict, name: str, cls: type, bases: tuple[type, ...], kind: str) -> type:
+    """Add ``cls`` to ``table`` under ``name`` (its ``registry_name``): the one mechanism of the system and codec
+    registries' class decorators. A class of another kind, or a name taken twice, is a programming error."""
+    if not issubclass(cls, bases):
+        raise TypeError(f"{cls.__name__} must subclass {' or '.join(b.__name__ for b in bases)} to be registered")
+    if name in table:
+        raise ValueError(f"{kind} name {name!r} registered twice")
+    cls.registry_name = name
+    table[name] = cls
+    return cls

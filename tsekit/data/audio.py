@@ -11,6 +11,7 @@ Samples come back as float32 in [-1, 1], shape (samples,) or (samples, channels)
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -173,14 +174,20 @@ def is_written(path: str | os.PathLike, rate: int, frames: int) -> bool:
         return False
 
 
+@functools.cache
+def _writable_formats() -> list[str]:
+    """soundfile's formats that hold 16-bit PCM, asked once (every wav written is checked against them); not RAW,
+    which holds no header: nothing could tell its rate when reading it back."""
+    return sorted(f for f in sf.available_formats() if f != "RAW" and sf.check_format(f, "PCM_16"))
+
+
 def audio_format(path: str | os.PathLike) -> str:
     """The soundfile format ``write_audio`` writes ``path`` in, named by its suffix (.wav: WAV, .flac: FLAC, any
     other of soundfile's that holds 16-bit PCM); a one-line TsekitError for any other suffix, so a command can
     refuse its output name before doing the work."""
     suffix = Path(path).suffix
     name = suffix[1:].upper()
-    # RAW holds no header: nothing could tell its rate when reading it back
-    writable = sorted(f for f in sf.available_formats() if f != "RAW" and sf.check_format(f, "PCM_16"))
+    writable = _writable_formats()
     if name not in writable:
         raise TsekitError(f"{path}: cannot write audio {f'as {suffix}' if suffix else 'without a suffix'}; "
                           f"the suffix names the format: {', '.join('.' + f.lower() for f in writable)}")

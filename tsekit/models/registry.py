@@ -20,24 +20,14 @@ from typing import ClassVar
 
 import torch
 
-from tsekit import TsekitError
+from tsekit import TsekitError, register_class
 
 MODELS: dict[str, type[TSEModel]] = {}
 
 
 def register(name: str):
     """Class decorator adding a TSEModel subclass to the registry under ``name``."""
-
-    def add(cls: type[TSEModel]) -> type[TSEModel]:
-        if not issubclass(cls, TSEModel):
-            raise TypeError(f"{cls.__name__} must subclass TSEModel to be registered")
-        if name in MODELS:
-            raise ValueError(f"model name {name!r} registered twice")
-        cls.registry_name = name
-        MODELS[name] = cls
-        return cls
-
-    return add
+    return lambda cls: register_class(MODELS, name, cls, (TSEModel,), "model")
 
 
 class TSEModel(torch.nn.Module, abc.ABC):

@@ -15,24 +15,14 @@ from typing import ClassVar
 
 import torch
 
-from tsekit import TsekitError
+from tsekit import TsekitError, register_class
 
 CODECS: dict[str, type[Codec] | type[Vocoder]] = {}
 
 
 def register_codec(name: str):
     """Class decorator adding a Codec or Vocoder subclass to the registry under ``name``."""
-
-    def add(cls):
-        if not issubclass(cls, (Codec, Vocoder)):
-            raise TypeError(f"{cls.__name__} must subclass Codec or Vocoder to be registered")
-        if name in CODECS:
-            raise ValueError(f"codec name {name!r} registered twice")
-        cls.registry_name = name
-        CODECS[name] = cls
-        return cls
-
-    return add
+    return lambda cls: register_class(CODECS, name, cls, (Codec, Vocoder), "codec")
 
 
 class Codec(torch.nn.Module, abc.ABC):
