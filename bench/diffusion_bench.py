@@ -33,8 +33,9 @@ def quality(estimates: dict[str, np.ndarray], signals: dict[str, dict[str, np.nd
 
 def main() -> None:
     from tsekit.data.table import read_table, sorted_keys
-    from tsekit.infer.extract import default_chunk_seconds, extract_waveform, load_mono
+    from tsekit.infer.extract import extract_waveform, load_mono
     from tsekit.metrics.dnsmos import Dnsmos
+    from tsekit.train.config import default_chunk_seconds
     from tsekit.train.experiment import load_experiment
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

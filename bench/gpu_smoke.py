@@ -341,7 +341,7 @@ def inference_rtf(stage_dir: Path, device: torch.device, seconds: float, enroll_
                   warmup: bool) -> float:
     """RTF of one extraction of ``seconds`` given enrollments of ``enroll_seconds`` by the trained experiment, loaded
     as ``tsekit extract`` loads it (after an untimed one with ``warmup``)."""
-    from tsekit.infer.batch import ENROLLMENT_FILES
+    from tsekit.data.enroll import ENROLLMENT_FILES
     from tsekit.infer.extract import extract_waveform
     from tsekit.train.experiment import load_experiment
 

@@ -91,8 +91,9 @@ def token_accuracy(model, mixture: np.ndarray, target: np.ndarray, enroll: np.nd
 
 def main() -> None:
     from tsekit.data.table import read_table, sorted_keys
-    from tsekit.infer.extract import default_chunk_seconds, extract_waveform, load_mono
+    from tsekit.infer.extract import extract_waveform, load_mono
     from tsekit.metrics.scorer import Scorer, Utterance
+    from tsekit.train.config import default_chunk_seconds
     from tsekit.train.experiment import load_experiment
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,11 +28,23 @@ def unit_of(parts: tuple[str, ...]) -> str:
     return parts[0] if parts else "tsekit"
 
 
+def public_face(tree: ast.Module) -> ast.FunctionDef | None:
+    """The module-level ``__getattr__`` of a package's ``__init__``: tsekit's re-exports its entry point
+    (``tsekit.load_model``) from the top layer on first use. Not a dependency of the bottom layer: nothing below
+    reaches it, and ``test_the_public_face_reexports_only_entry_points`` keeps it to that."""
+    return next((node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"), None)
+
+
 def imports(path: Path, root: Path = ROOT) -> list[tuple[str, ...]]:
     """The dotted tsekit names (without the leading ``tsekit``) that ``path`` imports, anywhere in it (tsekit
-    uses no relative imports)."""
+    uses no relative imports) but in the package's public face (``public_face``)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    face = public_face(tree) if path == root / "__init__.py" else None
+    skipped = set(ast.walk(face)) if face else set()
+    for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -105,6 +117,21 @@ def test_no_cycle_between_packages():
     cycle = find_cycle(edges)
     assert cycle is None, "package cycle " + " -> ".join(cycle) + ": " + "; ".join(
         f"{a} -> {b} in {edges[a][b][0]}" for a, b in zip(cycle, cycle[1:], strict=False))
+
+
+def test_the_public_face_reexports_only_entry_points():
+    """tsekit/__init__.py's ``__getattr__`` imports only the Python entry point, and ``import tsekit`` alone imports
+    neither it nor torch (the CLI starts without them)."""
+    import subprocess
+    import sys
+
+    face = public_face(ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8")))
+    assert face is not None
+    modules = {node.module for node in ast.walk(face) if isinstance(node, ast.ImportFrom)}
+    assert modules == {"tsekit.infer.model"}
+    loaded = subprocess.run([sys.executable, "-c", "import sys, tsekit; print(sorted(sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "'torch'" not in loaded and "tsekit.infer" not in loaded
 
 
 def test_no_system_imports_another():

@@ -5,6 +5,16 @@ import sys
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):
+    """``tsekit.load_model`` (``tsekit.infer.model``), imported on first use: ``import tsekit`` stays light (the CLI
+    and the plumbing modules import this package, and must not pull in torch)."""
+    if name == "load_model":
+        from tsekit.infer.model import load_model
+
+        return load_model
+    raise AttributeError(f"module 'tsekit' has no attribute {name!r}")
+
+
 def warn(message: str) -> None:
     """Tell the user about something odd that does not stop the command: one line on stderr, as errors are.
 

@@ -8,6 +8,7 @@ writing leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -173,3 +174,57 @@ def average_checkpoints(paths: list[Path], out: Path) -> Path:
     save_checkpoint(out, {"model": averaged, "config": first.get("config"), "speakers": first.get("speakers"),
                           "averaged_from": [p.name for p in paths]})
     return out
+
+
+def hash_weights(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's weights as loaded: every state-dict entry in name order, as its name, dtype, shape
+    and raw bytes.
+
+    The tensors, not the file they came from: a checkpoint saved again (another step count beside the weights,
+    another zip layout or pickle protocol) or moved keeps its hash, and a codec built from several files
+    (Vocos's config and weights) has one. A state dict's layout is the code's, so a code change that renames a
+    layer changes the hash as a retraining would.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks (a packaged model's weights can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_safetensors(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Weights as a safetensors file (atomic): plain tensors and a string header, nothing that can run code.
+
+    Tensors that share memory (tied weights) are stored as copies, which safetensors requires; loading
+    them with ``load_state_dict`` ties nothing and gives the same values.
+    """
+    from safetensors.torch import save
+
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in weights.items()}
+    with atomic_open(path, "wb") as f:
+        f.write(save(tensors, metadata=metadata))
+
+
+def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(weights, header metadata) of a safetensors file; a missing or unreadable file is a one-line TsekitError."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise TsekitError(f"{path}: weights not found")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TsekitError(f"{path}: not a readable safetensors file ({reason})") from None

@@ -4,8 +4,9 @@ import click
 
 from tsekit.train.config import OUTPUT_LEVELS
 
-EXP_HELP = ("Experiment root exp/<system> (uses its last trained stage) or a stage folder exp/<system>/stageN; "
-            "checkpoint: averaged.pt, else the best, else latest.pt.")
+EXP_HELP = ("A packaged model (tsekit export; or a Hugging Face hub cache folder holding one), an experiment root "
+            "exp/<system> (uses its last trained stage) or a stage folder exp/<system>/stageN; an experiment's "
+            "checkpoint: averaged.pt, else the best, else latest.pt. --model and --exp-dir are the same option.")
 CHUNK_HELP = ("Inputs longer than this (seconds) are extracted in overlapping chunks blended with a linear "
               "cross-fade; 0 = always whole. Default: 4 x the config's data.chunk_seconds.")
 
@@ -17,7 +18,8 @@ LEVEL_HELP = ("Level of the output: mixture_fit (least-squares gain to the mixtu
 def _common(command):
     """Options shared by infer and extract."""
     options = [
-        click.option("--exp-dir", required=True, type=click.Path(file_okay=False), help=EXP_HELP),
+        click.option("--model", "--exp-dir", "exp_dir", required=True, type=click.Path(file_okay=False),
+                     help=EXP_HELP),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--checkpoint", default=None,
                      help="A checkpoint file, or a file name in the stage's checkpoints/ (epoch3.pt)."),
@@ -112,6 +114,7 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
 
     \b
     tsekit extract --exp-dir exp/zspex --mix mixture.wav --enroll enroll.wav -o target.wav
+    tsekit extract --model exp/zspex/packaged --mix mixture.wav --enroll enroll.wav -o target.wav
     tsekit extract --exp-dir exp/tfgridnet_posneg --mix mixture.wav --enroll-pos pos.wav --enroll-neg neg.wav \\
                    -o target.wav
     """

@@ -18,7 +18,6 @@ moves (``resolve_codec_references``).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 from collections.abc import Collection, Mapping
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from tsekit import TsekitError
+from tsekit.checkpoint import hash_weights
 from tsekit.data.tokens import same_weights, short_hash
 from tsekit.pretrained.codec_base import CODECS, Codec, Vocoder
 
@@ -89,23 +89,6 @@ def load_codec(spec: str | os.PathLike, **params) -> Codec | Vocoder:
         module = build_codec(str(spec), params).eval()
     module.weights_sha256 = None if module.random_init and not path.is_dir() else hash_weights(module)
     return module
-
-
-def hash_weights(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's weights as loaded: every state-dict entry in name order, as its name, dtype, shape
-    and raw bytes.
-
-    The tensors, not the file they came from: a checkpoint saved again (another step count beside the weights,
-    another zip layout or pickle protocol) or moved keeps its hash, and a codec built from several files
-    (Vocos's config and weights) has one. A state dict's layout is the code's, so a code change that renames a
-    layer changes the hash as a retraining would.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 def load_for_system(spec: str | None, params: dict, kind: type[Codec] | type[Vocoder], system: str,

@@ -55,6 +55,7 @@ from tsekit.typed_config import (
 
 CONFIG = "config.yaml"
 WEIGHTS = "codec.pt"
+EXPORTED_WEIGHTS = "model.safetensors"  # the same weights, as a packaged model carries a codec it speaks through
 LAST = "last.pt"
 
 
@@ -472,22 +473,41 @@ def validate(generator: torch.nn.Module, wavs: list[torch.Tensor], rate: int, me
 
 
 def load_trained(exp_dir: str | os.PathLike, device: str | torch.device = "cpu"):
-    """The codec or vocoder trained in ``exp_dir``, built from its config.yaml, in evaluation mode."""
+    """The codec or vocoder trained in ``exp_dir``, built from its config.yaml, in evaluation mode.
+
+    ``exp_dir`` may also be the copy ``tsekit export`` puts beside a packaged model: the config and the weights
+    as ``model.safetensors`` (``export_trained``).
+    """
     from tsekit import checkpoint as ckpt
     from tsekit.codec.registry import build_codec
 
     exp = Path(exp_dir)
     weights = exp / WEIGHTS
-    if not weights.is_file():
+    if not weights.is_file() and not (exp / EXPORTED_WEIGHTS).is_file():
         raise TsekitError(f"{exp}: not trained yet ({WEIGHTS} missing): run tsekit codec train --config C "
                           f"--train-data D --valid-data V --exp-dir {exp}")
     if not (exp / CONFIG).is_file():
         raise TsekitError(f"{exp / CONFIG}: file not found (the config the codec was trained with)")
     cfg = load_codec_config(exp / CONFIG)
     model = build_codec(cfg.codec.name, cfg.codec.params)
-    state = ckpt.load_checkpoint(weights)  # weights_only=True
-    ckpt.load_weights(model, state["model"], weights)
+    if weights.is_file():
+        ckpt.load_weights(model, ckpt.load_checkpoint(weights)["model"], weights)  # weights_only=True
+    else:
+        ckpt.load_weights(model, ckpt.load_safetensors(exp / EXPORTED_WEIGHTS)[0], exp / EXPORTED_WEIGHTS)
     return model.to(device).eval()
+
+
+def export_trained(exp_dir: str | os.PathLike, out: Path) -> None:
+    """Write the codec or vocoder trained in ``exp_dir`` into the folder ``out`` as ``load_trained`` reads an
+    exported one: its config.yaml and its weights as safetensors."""
+    import shutil
+
+    from tsekit import checkpoint as ckpt
+
+    module = load_trained(exp_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(exp_dir) / CONFIG, out / CONFIG)
+    ckpt.save_safetensors(out / EXPORTED_WEIGHTS, module.state_dict(), {"format": "tsekit-codec"})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ SHORT_ENROLLMENT_SECONDS = 0.5
 SILENT_ENROLLMENT_DBFS = -60.0
 
 
+# the enrollment inputs a model may need, by batch key, and the data-dir files that hold them
+ENROLLMENT_FILES = {"enroll": "enroll.scp", "enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp"}
+
+
 @dataclass
 class EnrollLists:
     """What stage 2 writes: ``enroll`` (utt -> audio) and ``utt2enroll`` (utt -> what was picked)."""

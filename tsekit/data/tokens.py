@@ -3,7 +3,7 @@
 Layout of a tokens dir OUT::
 
     codec.yaml                     codec spec, bandwidth, sample_rate, frame_rate, num_codebooks, codebook_size,
-                                   weights_sha256 (the hash of the codec's weights, ``registry.hash_weights``)
+                                   weights_sha256 (the hash of the codec's weights, ``tsekit.checkpoint.hash_weights``)
     <signal>/tokens.scp            key -> <ark>:<offset> (absolute), written once the signal is complete
     <signal>/tokens.ark            the matrices of a run without --job
     <signal>/tokens.<J>.ark        the matrices of job J

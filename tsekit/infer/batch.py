@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tsekit import TsekitError, warn
+from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_table, sorted_keys, write_table
 from tsekit.jobs import (
     atomic_open,
@@ -92,10 +93,6 @@ class InferSummary:
 def txt_path(out: Path, utt: str) -> Path:
     """Where a transcribing model's transcript of ``utt`` goes (written before the wav)."""
     return out / "txt" / f"{utt}.txt"
-
-
-# the enrollment inputs a model may need, by batch key, and the data-dir files that hold them
-ENROLLMENT_FILES = {"enroll": "enroll.scp", "enroll_pos": "enroll_pos.scp", "enroll_neg": "enroll_neg.scp"}
 
 
 def read_inputs(data_dir: Path, needs: frozenset[str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -195,7 +192,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
 
     from tsekit.data.audio import check_audio, is_written, write_audio
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.infer.extract import default_chunk_seconds, extract_waveform, load_mono
+    from tsekit.infer.extract import extract_waveform, load_mono
+    from tsekit.train.config import default_chunk_seconds
     from tsekit.train.experiment import find_checkpoint, load_experiment
 
     data_dir, out = Path(data_dir), Path(out_dir)

@@ -32,24 +32,16 @@ import numpy as np
 import torch
 
 from tsekit import TsekitError, warn
-from tsekit.infer.batch import ENROLLMENT_FILES
+from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.infer.level import set_output_level
 from tsekit.jobs import torch_device
+from tsekit.train.config import default_chunk_seconds
 from tsekit.train.experiment import find_checkpoint, load_experiment
 
 if TYPE_CHECKING:
     from tsekit.models.registry import TSEModel
-    from tsekit.train.config import ExperimentConfig
 
-CHUNK_FACTOR = 4  # default inference chunk = 4 x the training chunk (data.chunk_seconds)
 CHUNK_BATCH = 8  # chunks run through the model together
-
-
-def default_chunk_seconds(cfg: ExperimentConfig) -> float | None:
-    """Inference chunk length: CHUNK_FACTOR x the training chunk; None (whole input) without one."""
-    if cfg.data.chunk_seconds is None:
-        return None
-    return CHUNK_FACTOR * cfg.data.chunk_seconds
 
 
 def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:

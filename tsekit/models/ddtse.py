@@ -79,6 +79,9 @@ FIRST_ERROR = "first_error"  # the output validation selects checkpoints by (mod
 class DDTSE(TSEModel):
     """DDTSE (module docstring). Defaults: the published 16 kHz system with Resemblyzer embeddings."""
 
+    paper = ("DDTSE: Discriminative Diffusion Model for Target Speech Extraction (Zhang et al., SLT 2024), "
+             "https://arxiv.org/abs/2309.13874; the authors' code: https://github.com/vivian556123/slt2024-ddtse")
+
     needs = frozenset({"target", "enroll"})
 
     def __init__(

@@ -214,6 +214,9 @@ class TokenTransformer(torch.nn.Module):
 class MaskGitTSE(TSEModel):
     """Masked generative TSE over codec tokens; every choice is in the module docstring."""
 
+    paper = ("masked generative TSE over codec tokens (MaskGIT / SoundStorm style; the published "
+             "system's settings are unknown, see the module docstring)")
+
     needs = frozenset({"target_tokens", "mixture_tokens", "enroll_tokens"})
 
     def __init__(self, num_codebooks: int = 8, codebook_size: int = 1024, width: int = 512, layers: int = 12,
@@ -300,6 +303,9 @@ class MaskGitTSE(TSEModel):
         return {"objective": masked_token_loss(logits, target, masked & valid[:, None])}
 
     # --- inference ------------------------------------------------------------------------------------------
+
+    def frozen_parts(self) -> dict[str, tuple[str, str]]:
+        return {**super().frozen_parts(), "codec": (self.codec_spec, self.codec(torch.device("cpu")).weights_sha256)}
 
     def codec(self, device: torch.device):
         """The tokens' codec, loaded once (``codec`` / ``codec_params``), on ``device``."""

@@ -38,6 +38,8 @@ class TSEModel(torch.nn.Module, abc.ABC):
     needs: ClassVar[frozenset[str]] = frozenset({"target", "enroll"})
     # systems that also transcribe the target speaker (target-speaker ASR): `tsekit infer` then writes OUT/text
     transcribes: ClassVar[bool] = False
+    # the publication the system follows (title, authors, venue, link), for model cards
+    paper: ClassVar[str] = ""
     # the outputs the training losses read, set by the trainer (None: all); a model may skip computing the others,
     # e.g. the pos/neg systems do not run their frozen extractor while distilling
     wanted_outputs: frozenset[str] | None = None
@@ -66,6 +68,18 @@ class TSEModel(torch.nn.Module, abc.ABC):
         """
         raise TsekitError(f"model {self.registry_name} cannot refine another system's output (--refine); "
                           "a diffusion system (ddtse) can")
+
+    def frozen_parts(self) -> dict[str, tuple[str, str]]:
+        """The pretrained parts the system runs through but does not keep in its weights, each loaded now (a missing
+        one is its one-line error): {part: (what the config names it by, sha256 of its weights)}.
+
+        ``tsekit export`` records them in a packaged model's manifest, by name and hash, and loading the package
+        checks them. The base class finds the pretrained speaker encoders among the submodules; a system with other
+        frozen parts (Whisper, a codec, a vocoder) adds its own.
+        """
+        from tsekit.models.layers.speaker_embedding import FrozenEmbedder
+
+        return {name: module.identity() for name, module in self.named_modules() if isinstance(module, FrozenEmbedder)}
 
     @abc.abstractmethod
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

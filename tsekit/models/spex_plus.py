@@ -29,6 +29,8 @@ from tsekit.models.registry import TSEModel, register
 class SpExPlus(TSEModel):
     """SpEx+ with the published sizes as defaults; outputs short/middle/long estimates and speaker logits."""
 
+    paper = "SpEx+: A Complete Time Domain Speaker Extraction Network (Ge et al., Interspeech 2020)"
+
     needs = frozenset({"target", "enroll", "speaker"})
 
     def __init__(self, *, sample_rate: int = 8000, short_window_ms: float = 2.5, middle_window_ms: float = 10.0,

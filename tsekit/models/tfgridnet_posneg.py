@@ -244,6 +244,8 @@ class EarlyFusionExtractor(SpectralExtractor):
 class PosNegSystem(TSEModel):
     """What both pos/neg systems share: enrollment encoder + head -> cue, then their ``extractor``."""
 
+    paper = "TF-GridNet extraction from noisy positive/negative enrollments (Xu et al., NeurIPS 2025)"
+
     needs = frozenset({"target", "enroll_pos", "enroll_neg"})
     # what stage 1 (distillation) needs on top of `needs`
     distill_needs = frozenset({"enroll_clean"})

@@ -162,6 +162,9 @@ class _Frozen:
 class WhisperCFM(TSEModel):
     """Whisper encoder (LoRA) + target-speaker ASR + flow-matching mel; every choice is in the module docstring."""
 
+    paper = ("Whisper with joint target-speaker ASR and conditional flow matching (Ma et al.), "
+             "https://arxiv.org/abs/2501.14477")
+
     needs = frozenset({"target", "enroll", "text"})
     transcribes = True
 
@@ -203,6 +206,7 @@ class WhisperCFM(TSEModel):
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         self._whisper = _Frozen(model)
+        self.whisper_spec = whisper
         dims = model.dims
         self.n_mels, self.width, self.audio_ctx = dims.n_mels, dims.n_audio_state, dims.n_audio_ctx
         self.tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language="en",
@@ -244,6 +248,12 @@ class WhisperCFM(TSEModel):
 
     def check_enrollment(self, num_samples: int, what: str) -> None:
         self.speaker.check_length(num_samples, what)
+
+    def frozen_parts(self) -> dict[str, tuple[str, str]]:
+        from tsekit.checkpoint import hash_weights
+
+        return {**super().frozen_parts(), "whisper": (self.whisper_spec, hash_weights(self._whisper.module)),
+                "vocoder": (self.vocoder_spec, self.vocoder().weights_sha256)}
 
     def whisper(self, device: torch.device):
         """The frozen Whisper model, on ``device``."""

@@ -38,6 +38,9 @@ MaskInputs = Literal["scales", "extractor"]  # what each scale's mask is compute
 class ZSpEx(TSEModel):
     """Z-SpEx / MC-SpEx; outputs short/middle/long estimates and speaker logits like SpEx+."""
 
+    paper = ("MC-SpEx: Towards Effective Speaker Extraction with Multi-Scale Interfusion and Conditional Speaker "
+             "Modulation (Chen et al., Interspeech 2023), https://arxiv.org/abs/2306.16250")
+
     needs = frozenset({"target", "enroll", "speaker"})
 
     def __init__(self, *, sample_rate: int = 8000, short_window_ms: float = 2.5, middle_window_ms: float = 10.0,

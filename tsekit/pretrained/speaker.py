@@ -45,6 +45,12 @@ class SpeakerEncoder:
         self._encoder = VoiceEncoder(device="cpu", verbose=False)
         self._encoder.eval()
 
+    def weights_sha256(self) -> str:
+        """The hash of the encoder's weights (``tsekit.checkpoint.hash_weights``): which d-vector model this is."""
+        from tsekit.checkpoint import hash_weights
+
+        return hash_weights(self._encoder)
+
     @property
     def size(self) -> int:
         """Embedding dimension (256)."""

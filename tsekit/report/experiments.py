@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from tsekit import TsekitError
+from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_lines, read_table, sorted_keys
-from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, PERCENT, acceptance, mean_std, read_scores
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 

@@ -19,8 +19,8 @@ import numpy as np
 from tsekit import TsekitError, __version__
 from tsekit.data.audio import entry_path, is_ark, is_pipe, load_audio, write_audio
 from tsekit.data.datadir import atomic_dir
+from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_table, sorted_keys
-from tsekit.infer.batch import ENROLLMENT_FILES
 from tsekit.lock import writer_lock
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, display_scale
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE

@@ -227,6 +227,16 @@ def checked_model_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
         raise TsekitError(f"--param: {problem.message}") from None
 
 
+CHUNK_FACTOR = 4  # default inference chunk = 4 x the training chunk (data.chunk_seconds)
+
+
+def default_chunk_seconds(cfg: ExperimentConfig) -> float | None:
+    """Inference chunk length: CHUNK_FACTOR x the training chunk; None (whole input) without one."""
+    if cfg.data.chunk_seconds is None:
+        return None
+    return CHUNK_FACTOR * cfg.data.chunk_seconds
+
+
 def default_output_level(cfg: ExperimentConfig) -> str:
     """``mixture_fit`` when the last training stage learns ``estimate`` with a scale-invariant loss, else ``none``.
 

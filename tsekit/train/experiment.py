@@ -12,6 +12,9 @@ Which checkpoint (``find_checkpoint``): in the last training stage that has
 one (``stage2`` before ``stage1``; or the stage folder given), ``averaged.pt``,
 else the best entry of ``best.json``, else ``latest.pt``.
 
+A packaged model (``tsekit export``; ``tsekit.train.package``) loads wherever an experiment does: its one set of
+weights is its checkpoint.
+
 Inference loads experiments, and so does training (a distillation teacher): it lives here, below both.
 """
 
@@ -53,7 +56,15 @@ def find_checkpoint(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     """The checkpoint file inference uses (see the module docstring).
 
     ``checkpoint`` may be a file path, or a file name inside the stage's checkpoints/ folder (``epoch3.pt``).
+    A packaged model has one: its weights file.
     """
+    from tsekit.train import package
+
+    if package.is_package(exp_dir):
+        if checkpoint is not None:
+            raise TsekitError(f"{exp_dir}: a packaged model has one set of weights; --checkpoint applies to "
+                              "experiment dirs")
+        return package.package_dir(exp_dir) / package.WEIGHTS
     if checkpoint is not None:
         path = Path(checkpoint)
         if path.is_file():
@@ -86,12 +97,18 @@ def load_experiment(exp_dir: str | os.PathLike, checkpoint: str | os.PathLike | 
     decoding settings: steps, guidance, temperature), checked against the model's constructor as the config's
     are (names, types); the returned config holds them, and the paths of its
     codec or vocoder as found from the working directory. ``device`` as torch takes it (the callers check a
-    user's ``--device`` with ``torch_device``).
+    user's ``--device`` with ``torch_device``). ``exp_dir`` may be a packaged model (``checkpoint`` then None or its
+    weights file).
     """
     from tsekit.codec.registry import resolve_codec_references
     from tsekit.models.registry import build_model
     from tsekit.train.config import checked_model_params, config_from_dict, load_config
+    from tsekit.train.package import is_package, load_package
 
+    if is_package(exp_dir):
+        if checkpoint is not None and Path(checkpoint) != find_checkpoint(exp_dir):
+            raise TsekitError(f"{checkpoint}: not the weights of packaged model {exp_dir}")
+        return load_package(exp_dir, device, model_params)
     path = find_checkpoint(exp_dir, checkpoint)
     state = ckpt.load_checkpoint(path)
     if state.get("config") is not None:

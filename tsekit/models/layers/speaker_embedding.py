@@ -139,6 +139,16 @@ class FrozenEmbedder(SpeakerEmbedder):
     def _load(self) -> Any:
         raise NotImplementedError
 
+    def loaded(self) -> Any:
+        """The pretrained encoder, loaded on first use."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def identity(self) -> tuple[str, str]:
+        """(what the config names it by, sha256 of its weights): how a packaged model records and checks it."""
+        raise NotImplementedError
+
     def _embed_one(self, samples: np.ndarray) -> np.ndarray:
         """float32 embedding (dim,) of one enrollment's valid, non-silent samples."""
         raise NotImplementedError
@@ -156,8 +166,7 @@ class FrozenEmbedder(SpeakerEmbedder):
             self.cache_hits += 1
             return embedding
         self.cache_misses += 1
-        if self._model is None:
-            self._model = self._load()
+        self.loaded()
         embedding = self._embed_one(samples) if samples.any() else None
         if embedding is None or not np.isfinite(embedding).all():
             raise TsekitError(f"batch example {index}: enrollment is silent; the speaker encoder finds no voice")
@@ -175,6 +184,9 @@ class ResemblyzerEmbedder(FrozenEmbedder):
         from tsekit.pretrained.speaker import SpeakerEncoder
 
         return SpeakerEncoder()
+
+    def identity(self) -> tuple[str, str]:
+        return self.kind, self.loaded().weights_sha256()
 
     def _embed_one(self, samples: np.ndarray) -> np.ndarray:
         # NaN when the encoder finds no voice; the caller turns that into the user error
@@ -198,6 +210,12 @@ class WespeakerOnnxEmbedder(FrozenEmbedder):
         found = self._embed_one(probe).size
         if found != dim:
             raise TsekitError(f"{self.onnx_path}: the WeSpeaker model gives {found}-d embeddings, but dim is {dim}")
+
+    def identity(self) -> tuple[str, str]:
+        from tsekit.checkpoint import file_sha256
+
+        self.loaded()  # a missing file is its one-line error
+        return self.onnx_path, file_sha256(self.onnx_path)
 
     def _load(self) -> Any:
         if not Path(self.onnx_path).is_file():
