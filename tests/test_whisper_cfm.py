@@ -363,3 +363,58 @@ def test_an_experiment_finds_its_vocoder_from_any_directory_and_refuses_a_retrai
     assert message.startswith(f"whisper_cfm: vocoder egs/mini/exp/vocoder holds weights sha256 "
                               f"{load_codec(vocoder).weights_sha256[:16]}, but the experiment was trained through "
                               f"weights sha256 {trained[:16]}") and "\n" not in message
+
+
+def test_a_packaged_whisper_cfm_carries_its_trained_vocoder_and_names_whisper_by_hash(whisper_pt, tmp_path):
+    """Export copies the vocoder the toolkit trained (said in the summary and the card) and records Whisper, a
+    published part, by path and weight hash: moved away or replaced by other weights, it is a one-line error."""
+    import json
+    import shutil
+
+    from trained import codec_experiment
+
+    import tsekit
+    from tsekit import checkpoint as ckpt
+    from tsekit.checkpoint import hash_weights
+    from tsekit.pretrained.whisper import load_whisper
+    from tsekit.train.config import config_from_dict
+    from tsekit.train.export import export_model
+    from tsekit.train.package import load_package
+    from tsekit.typed_config import config_to_dict
+
+    whisper = tmp_path / "models" / "tiny.pt"
+    whisper.parent.mkdir()
+    shutil.copyfile(whisper_pt, whisper)
+    vocoder = codec_experiment(tmp_path / "egs" / "mini" / "exp" / "vocoder", "tsekit_vocoder", VOCODER, seed=0)
+    params = {**SMALL, "whisper": str(whisper), "vocoder": str(vocoder), "vocoder_params": {}}
+    config = config_to_dict(config_from_dict({"model": {"name": "whisper_cfm", "params": params}}))
+    exp = tmp_path / "egs" / "mini" / "exp" / "whisper_cfm"
+    ckpt.save_checkpoint(exp / "stage1" / "checkpoints" / "averaged.pt",
+                         {"model": make_model(str(whisper), vocoder=str(vocoder), vocoder_params={}).state_dict(),
+                          "config": config})
+    summary = export_model(exp, tmp_path / "packaged")
+    assert summary.copied == [f"the vocoder trained in {vocoder} (vocoder/)"]
+    packaged = tmp_path / "packaged"
+    manifest = json.loads((packaged / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["README.md", "config.yaml", "model.safetensors", "vocoder/config.yaml",
+                                         "vocoder/model.safetensors"]
+    assert manifest["frozen"]["whisper"] == {"source": str(whisper),
+                                             "sha256": hash_weights(load_whisper(str(whisper)))}
+    assert manifest["frozen"]["vocoder"]["source"].startswith("vocoder/ (exported with the model")
+    card = (packaged / "README.md").read_text()
+    assert f"| whisper | {whisper} | `{manifest['frozen']['whisper']['sha256']}` |" in card
+    assert "print(model.transcribe(mixture, sf.read('enroll.wav')[0], rate))" in card
+    shutil.rmtree(vocoder)  # the package does not need the experiment's vocoder any more
+    model = tsekit.load_model(packaged)
+    audio = 0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(3)).numpy()
+    assert isinstance(model.transcribe(audio, audio[:8000], 16000), str)
+    shutil.move(whisper, tmp_path / "elsewhere.pt")
+    with pytest.raises(TsekitError) as err:
+        load_package(packaged)
+    assert str(err.value).startswith(f"{packaged}: whisper_cfm cannot be built here: ASR model '{whisper}' is "
+                                     "neither") and "\n" not in str(err.value)
+    tiny_whisper(whisper, multilingual=True)  # other weights in Whisper's place
+    with pytest.raises(TsekitError) as err:
+        load_package(packaged)
+    assert str(err.value).startswith(f"{packaged}: frozen part whisper ({whisper}) holds weights sha256 ")
+    assert "\n" not in str(err.value)

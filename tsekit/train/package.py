@@ -103,6 +103,8 @@ def check_files(folder: Path, manifest: dict) -> None:
 
 def check_frozen_parts(model: TSEModel, recorded: dict, folder: Path) -> None:
     """The frozen parts ``model`` loads are those the manifest names, with the same weights."""
+    from tsekit.data.tokens import short_hash
+
     try:
         parts = model.frozen_parts()
     except TsekitError as err:
@@ -111,9 +113,9 @@ def check_frozen_parts(model: TSEModel, recorded: dict, folder: Path) -> None:
         raise TsekitError(f"{folder / MANIFEST}: frozen parts {sorted(recorded)}, but the model has {sorted(parts)}")
     for name, (source, digest) in sorted(parts.items()):
         if digest != recorded[name]["sha256"]:
-            raise TsekitError(f"{folder}: frozen part {name} ({source}) holds weights sha256 {str(digest)[:12]}, the "
-                              f"model was trained through sha256 {str(recorded[name]['sha256'])[:12]} (its manifest): "
-                              f"bring the {name} it names ({recorded[name]['source']})")
+            raise TsekitError(f"{folder}: frozen part {name} ({source}) holds weights sha256 {short_hash(digest)}, the "
+                              f"model was trained through sha256 {short_hash(recorded[name]['sha256'])} (its "
+                              f"manifest): bring the {name} it names ({recorded[name]['source']})")
 
 
 def load_package(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -134,7 +136,10 @@ def load_package(path: str | os.PathLike, device: str | torch.device = "cpu",
     if model_params:
         cfg.model.params = {**cfg.model.params, **checked_model_params(cfg.model.name, model_params)}
     cfg.model.params = resolve_codec_references(cfg.model.params, folder)
-    model = build_model(cfg.model.name, cfg.model.params)
+    try:
+        model = build_model(cfg.model.name, cfg.model.params)
+    except TsekitError as err:  # a frozen part it loads on construction (Whisper) is not on this machine
+        raise TsekitError(f"{folder}: {cfg.model.name} cannot be built here: {err}") from None
     weights, _ = ckpt.load_safetensors(folder / WEIGHTS)
     ckpt.load_weights(model, weights, folder / WEIGHTS)
     check_frozen_parts(model, manifest["frozen"], folder)
