@@ -1,7 +1,7 @@
 # Recipe variables every egs/*/run.sh shares; a run.sh sources this first, then
 # sets its corpus variables (and may override these), then parses the options.
 stage=1               # first stage to run
-stop_stage=8          # last stage to run
+stop_stage=9          # last stage to run
 system=spex_plus      # experiment config conf/<system>.yaml; results in exp/<system>/
 nj=8                  # parallel jobs (inference, scoring)
 ngpu=1                # GPUs per training job

@@ -292,4 +292,12 @@ if run_stage 8; then
   done
 fi
 
+if run_stage 9; then
+  # the trained system as a packaged model (weights, config, model card, manifest), usable without the recipe:
+  # tsekit extract --model exp/$system/packaged, or tsekit.load_model in Python
+  require_command export "export" 9
+  log "stage 9: packaging exp/$system into exp/$system/packaged"
+  tsekit export "exp/$system" "exp/$system/packaged"
+fi
+
 log "done: stages $stage to $stop_stage"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Libri2Mix (or Libri3Mix) target speaker extraction.
 #   ./run.sh --librimix-root /data/LibriMix/Libri2Mix [--librispeech-root /data/LibriSpeech]
-#            [--stage 1] [--stop-stage 8] [--system spex_plus] [--nj 8] [--ngpu 1]
+#            [--stage 1] [--stop-stage 9] [--system spex_plus] [--nj 8] [--ngpu 1]
 #   ./run.sh --num-speakers 3 --librimix-root /data/LibriMix/Libri3Mix ...   (3-speaker mixtures)
 #   pos/neg systems: [--posneg-interferers 2] [--posneg-noise scp|/data/wham_noise/tr]
 #   stage 6 decoding settings (generative systems): [--infer-params 'temperature=0.5 flow_steps=20']

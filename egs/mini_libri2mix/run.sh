@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a small Libri2Mix-layout corpus synthesized with Debian TTS voices
 # (stage 0), then the Libri2Mix stages on it. Runs in minutes on 2 CPU cores.
-#   ./run.sh [--size demo] [--stage 0] [--stop-stage 8] [--system spex_plus]
+#   ./run.sh [--size demo] [--stage 0] [--stop-stage 9] [--system spex_plus]
 #   stage 6 decoding settings (generative systems): [--infer-params 'temperature=0.5 flow_steps=20']
 set -euo pipefail
 . ./path.sh
