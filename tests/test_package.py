@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from trained import train_tiny
+from trained import prepare_tiny
 
 import tsekit
 from tsekit import TsekitError
@@ -40,18 +40,38 @@ ONE_LSB = 1.5 / 32768
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(experiment root, its packaged model, test data dir): a tiny SpEx+ trained one epoch at 8 kHz, exported."""
-    root = tmp_path_factory.mktemp("package")
-    _, data = train_tiny(root, TINY, RATE)
-    export_model(root / "exp", root / "packaged")
-    return root / "exp", root / "packaged", data / "dev"
-
-
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(TSEKIT), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(experiment root, its packaged model, test data dir): a tiny SpEx+ trained one epoch at 8 kHz as a recipe
+    trains it (through the runner, so its log has the command, the hardware and the run time), decoded and scored on
+    the dev set, then exported from recipe/exp/spex_plus with the recipe's card file."""
+    recipe = tmp_path_factory.mktemp("recipe")
+    data = prepare_tiny(recipe, RATE)
+    (recipe / "conf").mkdir()
+    (recipe / "conf" / "spex_plus.yaml").write_text(yaml.safe_dump(TINY))
+    (recipe / "conf" / "model_card.yaml").write_text(yaml.safe_dump({
+        "license": "cc-by-4.0", "datasets": ["fake_libri2mix"], "corpus": "noise shaped like speech.",
+        "limits": ["Trained for one epoch on 16 mixtures."]}))
+    runner = Path(__file__).resolve().parents[1] / "utils" / "run.pl"
+    train = subprocess.run([str(runner), "exp/spex_plus/log/train_stage1.log", str(TSEKIT), "train", "--config",
+                            "conf/spex_plus.yaml", "--train-data", "data/train-100", "--valid-data", "data/dev",
+                            "--exp-dir", "exp/spex_plus", "--device", "cpu"], cwd=recipe, capture_output=True,
+                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert train.returncode == 0, train.stderr
+    exp = recipe / "exp" / "spex_plus"
+    for args in (("infer", "--model", exp, "--data", data / "dev", "--out", exp / "decode_dev"),
+                 ("score", "--ref", data / "dev" / "spk1.scp", "--est", exp / "decode_dev" / "wav.scp", "--mix",
+                  data / "dev" / "wav.scp", "--metrics", "si_sdr,si_sdri,stoi", "--out",
+                  exp / "decode_dev" / "scores")):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+    export_model(exp, recipe / "packaged")
+    return exp, recipe / "packaged", data / "dev"
 
 
 def first_row(data: Path) -> tuple[str, str]:
@@ -75,8 +95,25 @@ def test_export_writes_weights_config_card_and_a_manifest_of_hashes(trained):
     assert "# at inference: chunks of 1.2 s" in (packaged / "config.yaml").read_text()  # 4 x the training chunk
     card = (packaged / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])
-    assert front["library_name"] == "tsekit" and "spex_plus" in front["tags"]
-    assert "## Training" in card and "## Limits" in card and "## How to use" in card
+    assert front["library_name"] == "tsekit" and "spex_plus" in front["tags"] and front["license"] == "cc-by-4.0"
+    assert front["datasets"] == ["fake_libri2mix"]
+    # the model index holds the experiment's own scores, as its RESULTS.md has them
+    results = (exp / "decode_dev" / "scores" / "RESULTS.md").read_text()
+    si_sdri = float(re.search(r"^\| si_sdri \| (-?[\d.]+) ", results, re.M).group(1))
+    [index] = front["model-index"]
+    assert index["name"] == f"spex_plus-{exp.parent.parent.name}"
+    assert {m["type"]: m["value"] for m in index["results"][0]["metrics"]} == {
+        "si_sdri": si_sdri, "stoi": float(re.search(r"^\| stoi \| (-?[\d.]+) ", results, re.M).group(1))}
+    assert re.search(r"^\| si_sdr \| .* \| .* \| .* \| \d+ \|$", card, re.M)  # the table, mixture column included
+    # how it was trained, read from the runner's log and the checkpoints
+    assert ("tsekit train --config conf/spex_plus.yaml --train-data data/train-100 --valid-data data/dev "
+            "--exp-dir exp/spex_plus --device cpu") in card
+    assert "- Training data: `data/train-100`, 32 rows (a mixture and one of its speakers as the target)" in card
+    assert "- Steps: stage1: 8 steps in 1 epoch" in card
+    assert re.search(r"^- Hardware: train_stage1\.log: .*, \d+ threads$", card, re.M)
+    assert re.search(r"^- Run time \(the runner's accounting\): train_stage1\.log: time=\d+", card, re.M)
+    assert "- Corpus: noise shaped like speech." in card and "- Trained for one epoch on 16 mixtures." in card
+    assert "## Limits" in card and "## How to use" in card
     assert "tsekit extract --model packaged --mix mixture.wav --enroll enroll.wav -o target.wav" in card
     # exporting again gives the same bytes (a killed export, rerun, ends where an unkilled one does)
     before = {path.name: path.read_bytes() for path in packaged.iterdir()}

@@ -58,7 +58,7 @@ def test_libri2mix_recipe(tmp_path):
     assert (recipe / "data" / "test" / "text").is_file()
     root_option = ["--librimix-root", str(root)]
     # stage 8 with nothing scored yet: says so and writes nothing
-    nothing = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    nothing = run_recipe(recipe, *root_option, "--stage", "8", "--stop-stage", "8", "--system", "mysys")
     assert nothing.returncode == 0 and "no system is scored on data/test" in nothing.stdout
     assert not (recipe / "exp" / "report").exists()
     # stage 7 on estimates from elsewhere: 2 jobs through utils/run.pl, then merge
@@ -80,7 +80,7 @@ def test_libri2mix_recipe(tmp_path):
     assert header.split("\t") == ["utt", "si_sdr", "si_sdri", "stoi"] and len(rows) == len(estimates)
     assert "| si_sdr |" in (scores / "RESULTS.md").read_text() and "| si_sdr |" in proc.stdout
     # stage 8: the report of every scored system, its path on the last line
-    reported = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    reported = run_recipe(recipe, *root_option, "--stage", "8", "--stop-stage", "8", "--system", "mysys")
     assert reported.returncode == 0, reported.stdout + reported.stderr
     page = (recipe / "exp" / "report" / "test" / "index.html").resolve()
     assert reported.stdout.splitlines()[-2].endswith(f"report of data/test: {page}")
@@ -114,7 +114,7 @@ def test_libri2mix_recipe(tmp_path):
     assert vocoder.returncode == 0, vocoder.stdout + vocoder.stderr
     assert set(read_table(recipe / "exp" / "hifigan" / "resynth_test" / "wav.scp")) == set(estimates)
     assert not (recipe / "dump" / "hifigan").exists()  # a vocoder has no tokens
-    reported = run_recipe(recipe, *root_option, "--stage", "8", "--system", "mysys")
+    reported = run_recipe(recipe, *root_option, "--stage", "8", "--stop-stage", "8", "--system", "mysys")
     assert reported.returncode == 0, reported.stdout + reported.stderr
     assert "<td>tinycodec_resynth</td>" in page.read_text() and "<td>hifigan_resynth</td>" in page.read_text()
 

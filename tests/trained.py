@@ -13,15 +13,21 @@ from tsekit.train.config import ExperimentConfig, load_config
 from tsekit.train.trainer import train
 
 
+def prepare_tiny(root: Path, rate: int, per_split: int = 16) -> Path:
+    """Prepare and enroll ROOT/data/{train-100,dev} from a fake Libri2Mix at ``rate``; returns ROOT/data."""
+    make_libri2mix_tree(root / "Libri2Mix", rates=(rate,), splits=("train-100", "dev"), per_split=per_split)
+    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=rate, splits=("train-100", "dev"))
+    for split in ("train-100", "dev"):
+        enroll_data_dir(root / "data" / split)
+    return root / "data"
+
+
 def train_tiny(root: Path, config: dict, rate: int, per_split: int = 16) -> tuple[ExperimentConfig, Path]:
     """Prepare and enroll ROOT/data/{train-100,dev} at ``rate``, train ``config`` into ROOT/exp (stage 1).
 
     Returns the loaded config and the data folder.
     """
-    make_libri2mix_tree(root / "Libri2Mix", rates=(rate,), splits=("train-100", "dev"), per_split=per_split)
-    prepare_libri2mix(root / "Libri2Mix", root / "data", sample_rate=rate, splits=("train-100", "dev"))
-    for split in ("train-100", "dev"):
-        enroll_data_dir(root / "data" / split)
+    prepare_tiny(root, rate, per_split)
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     cfg = load_config(root / "config.yaml")
     train(cfg, root / "data" / "train-100", root / "data" / "dev", root / "exp", device="cpu")

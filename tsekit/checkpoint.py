@@ -202,29 +202,31 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def save_safetensors(path: str | os.PathLike, weights: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def save_safetensors(path: str | os.PathLike, weights: dict[str, torch.Tensor]) -> None:
     """Weights as a safetensors file (atomic): plain tensors and a string header, nothing that can run code.
 
-    Tensors that share memory (tied weights) are stored as copies, which safetensors requires; loading
-    them with ``load_state_dict`` ties nothing and gives the same values.
+    The header's metadata is ``{"format": "pt"}`` alone, as the Hugging Face libraries write it: safetensors
+    orders the metadata of its header from a hash map, so a second entry would give other bytes for the same
+    weights from one run to the next. Tensors that share memory (tied weights) are stored as copies, which
+    safetensors requires; ``load_state_dict`` gives them the same values.
     """
     from safetensors.torch import save
 
     tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in weights.items()}
     with atomic_open(path, "wb") as f:
-        f.write(save(tensors, metadata=metadata))
+        f.write(save(tensors, metadata={"format": "pt"}))
 
 
-def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(weights, header metadata) of a safetensors file; a missing or unreadable file is a one-line TsekitError."""
-    from safetensors import SafetensorError, safe_open
+def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of a safetensors file; a missing or unreadable file is a one-line TsekitError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise TsekitError(f"{path}: weights not found")
     try:
-        with safe_open(path, framework="pt") as f:
-            return {name: f.get_tensor(name) for name in f.keys()}, dict(f.metadata() or {})
+        return load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TsekitError(f"{path}: not a readable safetensors file ({reason})") from None

@@ -493,7 +493,7 @@ def load_trained(exp_dir: str | os.PathLike, device: str | torch.device = "cpu")
     if weights.is_file():
         ckpt.load_weights(model, ckpt.load_checkpoint(weights)["model"], weights)  # weights_only=True
     else:
-        ckpt.load_weights(model, ckpt.load_safetensors(exp / EXPORTED_WEIGHTS)[0], exp / EXPORTED_WEIGHTS)
+        ckpt.load_weights(model, ckpt.load_safetensors(exp / EXPORTED_WEIGHTS), exp / EXPORTED_WEIGHTS)
     return model.to(device).eval()
 
 
@@ -507,7 +507,7 @@ def export_trained(exp_dir: str | os.PathLike, out: Path) -> None:
     module = load_trained(exp_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(exp_dir) / CONFIG, out / CONFIG)
-    ckpt.save_safetensors(out / EXPORTED_WEIGHTS, module.state_dict(), {"format": "tsekit-codec"})
+    ckpt.save_safetensors(out / EXPORTED_WEIGHTS, module.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------

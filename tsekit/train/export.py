@@ -130,7 +130,7 @@ def export_model(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpo
                      "(`--param NAME=VALUE` replaces one for a run)"]
         with open(tmp / pkg.CONFIG, "w", encoding="utf-8") as f:
             f.write("".join(f"# at inference: {line}\n" for line in inference) + format_config(cfg))
-        ckpt.save_safetensors(tmp / pkg.WEIGHTS, model.state_dict(), {"format": pkg.FORMAT, "system": system})
+        ckpt.save_safetensors(tmp / pkg.WEIGHTS, model.state_dict())
         frozen = {part: {"source": sources[part], "sha256": digest} for part, (_, digest) in sorted(parts.items())}
         weights_from = path.name + (f", the average of {', '.join(avg)}"
                                     if (avg := ckpt.load_checkpoint(path, mmap=True).get("averaged_from")) else "")

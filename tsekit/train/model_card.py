@@ -1,12 +1,12 @@
 """The model card of a packaged model (``README.md``): what an experiment knows of itself, in the Hugging Face hub's
 card conventions (YAML front matter: library, license, tags, datasets, metrics, ``model-index``; then prose).
 
-Everything in it is read from the experiment, never typed in: the system and its publication (``TSEModel.paper``),
-the training command lines and their run time (the first and ``# Accounting`` lines of ``<exp>/log/train_*.log``,
-which the recipes' runners write), the steps (``latest.pt``), the training data (the command's ``--train-data``,
-found from the recipe folder), the scores (``<exp>/decode_<set>/scores/RESULTS.md``, mixture beside estimate). What
-the experiment cannot know (license, the corpus's name, its limits) comes from the recipe's card file
-(``card_info``: ``egs/<recipe>/conf/model_card.yaml``).
+Everything in it is read from the experiment, never typed in: the system and its publication (``TSEModel.paper``);
+the training command lines, their hardware and run time (the first, ``hardware:`` and ``# Accounting`` lines of
+``<exp>/log/train_*.log``, which the recipes' runners and the trainer write); the steps (``latest.pt``); the training
+data (the command's ``--train-data``, found from the recipe folder); the scores
+(``<exp>/decode_<set>/scores/RESULTS.md``, mixture beside estimate). What the experiment cannot know (license, the
+corpus's name, its limits) comes from the recipe's card file (``read_card_info``: ``conf/model_card.yaml``).
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ class Training:
 
     commands: list[str] = field(default_factory=list)
     accounting: list[str] = field(default_factory=list)  # "time=532 threads=2" per logged command
+    hardware: list[str] = field(default_factory=list)  # the trainer's "hardware:" line per logged command
     steps: list[str] = field(default_factory=list)  # "stage1: 800 steps (8 epochs)"
-    data: list[str] = field(default_factory=list)  # "data/train-100: 400 mixtures"
+    data: list[str] = field(default_factory=list)  # "Training data: `data/train-100`, 800 rows ..."
 
 
 def training_facts(exp_root: Path) -> Training:
@@ -78,9 +79,11 @@ def training_facts(exp_root: Path) -> Training:
             facts.data += _training_data(command, recipe)
         facts.accounting += [f"{log.name}: {line[len('# Accounting: '):]}" for line in lines
                              if line.startswith("# Accounting: ")]
+        facts.hardware += [f"{log.name}: {line[len('hardware: '):]}" for line in lines if line.startswith("hardware: ")]
     for stage in sorted(p for p in exp_root.glob("stage*") if (p / "checkpoints" / ckpt.LATEST).is_file()):
         state = ckpt.load_checkpoint(stage / "checkpoints" / ckpt.LATEST, mmap=True)
-        facts.steps.append(f"{stage.name}: {state.get('step')} steps ({state.get('epoch')} epochs)")
+        epochs = state.get("epoch")
+        facts.steps.append(f"{stage.name}: {state.get('step')} steps in {epochs} epoch{'' if epochs == 1 else 's'}")
     return facts
 
 
@@ -90,13 +93,14 @@ def _training_data(command: str, recipe: Path | None) -> list[str]:
     except ValueError:
         return []
     found = []
-    for option in ("--train-data", "--valid-data"):
+    for option, what in (("--train-data", "Training data"), ("--valid-data", "Validation data")):
         if option in words[:-1]:
             data = words[words.index(option) + 1]
             scp = (recipe / data if recipe else Path(data)) / "wav.scp"
             count = sum(1 for line in scp.read_text(encoding="utf-8").splitlines() if line.strip()) \
                 if scp.is_file() else None
-            found.append(f"{option[2:]}: `{data}`" + (f", {count} mixtures" if count is not None else ""))
+            found.append(f"{what}: `{data}`" + (f", {count} rows (a mixture and one of its speakers as the target)"
+                                                if count is not None else ""))
     return found
 
 
@@ -163,9 +167,10 @@ def model_card(system: str, paper: str, summary: str, name: str, info: CardInfo,
     out += ["## Training", ""]
     if info.corpus:
         out += [f"- Corpus: {info.corpus}"]
-    out += [f"- Training data: {d}" for d in training.data]
+    out += [f"- {d}" for d in training.data]
     out += [f"- Steps: {s}" for s in training.steps]
-    out += [f"- Run time and hardware (the runner's accounting): {a}" for a in training.accounting]
+    out += [f"- Hardware: {h}" for h in training.hardware]
+    out += [f"- Run time (the runner's accounting): {a}" for a in training.accounting]
     if training.commands:
         out += ["- Command lines:", "", "```", *training.commands, "```"]
     out += ["", "## Scores", ""]

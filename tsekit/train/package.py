@@ -140,7 +140,6 @@ def load_package(path: str | os.PathLike, device: str | torch.device = "cpu",
         model = build_model(cfg.model.name, cfg.model.params)
     except TsekitError as err:  # a frozen part it loads on construction (Whisper) is not on this machine
         raise TsekitError(f"{folder}: {cfg.model.name} cannot be built here: {err}") from None
-    weights, _ = ckpt.load_safetensors(folder / WEIGHTS)
-    ckpt.load_weights(model, weights, folder / WEIGHTS)
+    ckpt.load_weights(model, ckpt.load_safetensors(folder / WEIGHTS), folder / WEIGHTS)
     check_frozen_parts(model, manifest["frozen"], folder)
     return model.to(device).eval(), cfg

@@ -60,6 +60,23 @@ if TYPE_CHECKING:  # for annotations only; train() imports the dataset module wh
     from tsekit.data.dataset import TSEDataset
 
 
+def describe_hardware(device: torch.device, world: int) -> str:
+    """What a training run ran on, for its log (and the model card, which reads it there): processes x the GPU's
+    name, or the CPU's model and torch's threads."""
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "CPU")
+    return f"{world} x {cpu}, {torch.get_num_threads()} threads" if world > 1 else \
+        f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return []
+
+
 class Distributed:
     """Rank and world size from torchrun's environment; a single process otherwise."""
 
@@ -324,6 +341,7 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
         raise TsekitError(f"{train_data}: {len(train_set)} rows make no batch of {data.batch_size}")
     messages.append(f"batch {data.batch_size}" + (f" in all ({rank_batch} in each of {dist.world} processes)"
                                                   if dist.world > 1 else "") + f", {steps_per_epoch} steps an epoch")
+    messages.append(f"hardware: {describe_hardware(dist.device, dist.world)}")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, trainable)
     scheduler, per_step = make_scheduler(cfg, optimizer, steps_per_epoch)
