@@ -54,7 +54,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
     data = prepare_tiny(recipe, RATE)
     (recipe / "conf").mkdir()
     (recipe / "conf" / "spex_plus.yaml").write_text(yaml.safe_dump(TINY))
-    (recipe / "conf" / "model_card.yaml").write_text(yaml.safe_dump({
+    (recipe / "model_card.yaml").write_text(yaml.safe_dump({
         "license": "cc-by-4.0", "datasets": ["fake_libri2mix"], "corpus": "noise shaped like speech.",
         "limits": ["Trained for one epoch on 16 mixtures."]}))
     runner = Path(__file__).resolve().parents[1] / "utils" / "run.pl"

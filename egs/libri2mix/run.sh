@@ -6,7 +6,7 @@
 #   pos/neg systems: [--posneg-interferers 2] [--posneg-noise scp|/data/wham_noise/tr]
 #   stage 6 decoding settings (generative systems): [--infer-params 'temperature=0.5 flow_steps=20']
 # Stages: 1 data prep, 2 enrollment lists, 3 codec tokens, 4-5 training,
-# 6 inference, 7 scoring, 8 report (docs/recipes.md has the table).
+# 6 inference, 7 scoring, 8 report, 9 packaged model (docs/recipes.md has the table).
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh

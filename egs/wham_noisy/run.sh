@@ -3,7 +3,7 @@
 #   ./run.sh --wham-root /data/wham_mix [--mixture mix_both] [--stage 1] [--stop-stage 9] [--system spex_plus]
 #   stage 6 decoding settings (generative systems): [--infer-params 'temperature=0.5 flow_steps=20']
 # Stages: 1 data prep, 2 enrollment lists, 3 codec tokens, 4-5 training,
-# 6 inference, 7 scoring, 8 report (docs/recipes.md has the table).
+# 6 inference, 7 scoring, 8 report, 9 packaged model (docs/recipes.md has the table).
 set -euo pipefail
 . ./path.sh
 . ./cmd.sh

@@ -11,7 +11,7 @@ import click
                    "inference uses (averaged.pt, else the best, else latest.pt).")
 @click.option("--card", "card_file", type=click.Path(dir_okay=False), default=None,
               help="What the model card says of the corpus (YAML: license, datasets, corpus, limits). Default: "
-                   "conf/model_card.yaml of the recipe the experiment lies in, when there is one.")
+                   "model_card.yaml of the recipe the experiment lies in, when there is one.")
 @click.option("--name", default=None, help="The model's name in its card. Default: SYSTEM-RECIPE.")
 def export(exp_dir, out_dir, checkpoint, card_file, name) -> None:
     """Write the experiment EXP_DIR as a packaged model in OUT_DIR (replaced if it exists).

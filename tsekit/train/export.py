@@ -25,7 +25,7 @@ from tsekit.train import model_card
 from tsekit.train import package as pkg
 from tsekit.train.experiment import find_checkpoint, find_stage, load_experiment
 
-CARD_FILE = "conf/model_card.yaml"  # where a recipe keeps what its models' cards say of the corpus
+CARD_FILE = "model_card.yaml"  # where a recipe keeps what its models' cards say of the corpus
 
 
 @dataclass
@@ -96,7 +96,7 @@ def export_model(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpo
                  card_file: str | os.PathLike | None = None, name: str | None = None) -> ExportSummary:
     """Write the experiment ``exp_dir`` (root or stage folder) as a packaged model into ``out_dir`` (replaced).
 
-    ``card_file``: the recipe's card file (``model_card.read_card_info``); None takes ``conf/model_card.yaml`` of the
+    ``card_file``: the recipe's card file (``model_card.read_card_info``); None takes ``model_card.yaml`` of the
     recipe the experiment lies in (``<recipe>/exp/<system>``) when there is one. ``name``: the model's name in its
     card (default: ``<system>-<recipe>``).
     """

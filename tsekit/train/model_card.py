@@ -6,7 +6,7 @@ the training command lines, their hardware and run time (the first, ``hardware:`
 ``<exp>/log/train_*.log``, which the recipes' runners and the trainer write); the steps (``latest.pt``); the training
 data (the command's ``--train-data``, found from the recipe folder); the scores
 (``<exp>/decode_<set>/scores/RESULTS.md``, mixture beside estimate). What the experiment cannot know (license, the
-corpus's name, its limits) comes from the recipe's card file (``read_card_info``: ``conf/model_card.yaml``).
+corpus's name, its limits) comes from the recipe's card file (``read_card_info``: ``model_card.yaml``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CARD_KEYS = {"license": str, "datasets": list, "corpus": str, "limits": list}
 
 @dataclass
 class CardInfo:
-    """What a recipe says of the models it trains (its ``conf/model_card.yaml``)."""
+    """What a recipe says of the models it trains (its ``model_card.yaml``)."""
 
     license: str = "other"
     datasets: list[str] = field(default_factory=list)
