@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from trained import TINY_RATE as RATE
+from trained import TINY_SPEX_PLUS as TINY
 from trained import train_tiny
 
 from tsekit import TsekitError
@@ -25,14 +27,6 @@ from tsekit.models.registry import TSEModel
 from tsekit.train.experiment import find_checkpoint, load_experiment
 
 TSEKIT = Path(sys.executable).parent / "tsekit"
-RATE = 8000
-TINY = {
-    "model": {"name": "spex_plus", "params": {
-        "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2, "num_stacks": 2,
-        "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1}},
-    "data": {"sample_rate": RATE, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
-    "train": {"epochs": 1, "log_interval": 1},
-}
 ONE_LSB = 1.5 / 32768  # 16-bit files: runs with other thread counts may round a sample the other way
 
 

@@ -17,6 +17,8 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
+from trained import TINY_RATE as RATE
+from trained import TINY_SPEX_PLUS as TINY
 from trained import prepare_tiny
 
 import tsekit
@@ -27,14 +29,6 @@ from tsekit.train.export import export_model
 from tsekit.train.package import load_package
 
 TSEKIT = Path(sys.executable).parent / "tsekit"
-RATE = 8000
-TINY = {
-    "model": {"name": "spex_plus", "params": {
-        "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2, "num_stacks": 2,
-        "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1}},
-    "data": {"sample_rate": RATE, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
-    "train": {"epochs": 1, "log_interval": 1},
-}
 ONE_LSB = 1.5 / 32768
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

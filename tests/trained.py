@@ -12,6 +12,16 @@ from tsekit.data.enroll import enroll_data_dir
 from tsekit.train.config import ExperimentConfig, load_config
 from tsekit.train.trainer import train
 
+TINY_RATE = 8000
+# SpEx+ small enough to train an epoch in seconds: the tests of inference and packaged models train it
+TINY_SPEX_PLUS = {
+    "model": {"name": "spex_plus", "params": {
+        "num_filters": 16, "channels": 16, "hidden_channels": 32, "num_blocks": 2, "num_stacks": 2,
+        "embed_dim": 16, "speaker_hidden": 16, "speaker_blocks": 1}},
+    "data": {"sample_rate": TINY_RATE, "chunk_seconds": 0.3, "batch_size": 4, "num_workers": 0},
+    "train": {"epochs": 1, "log_interval": 1},
+}
+
 
 def prepare_tiny(root: Path, rate: int, per_split: int = 16) -> Path:
     """Prepare and enroll ROOT/data/{train-100,dev} from a fake Libri2Mix at ``rate``; returns ROOT/data."""
