@@ -191,7 +191,7 @@ def test_exp_root_or_stage_folder_and_checkpoint_choice(trained, tmp_path):
     (folder / ckpt.LATEST).unlink()
     with pytest.raises(TsekitError, match="no checkpoint"):
         find_checkpoint(copy / "stage1")
-    with pytest.raises(TsekitError, match="experiment directory not found"):
+    with pytest.raises(TsekitError, match="no such experiment directory or packaged model"):
         find_checkpoint(tmp_path / "nothing")
 
 

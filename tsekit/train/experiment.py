@@ -42,7 +42,7 @@ def find_stage(exp_dir: str | os.PathLike) -> Path:
     """The stage folder to load: ``exp_dir`` itself when it has checkpoints/, else its last trained stage."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
-        raise TsekitError(f"{exp_dir}: experiment directory not found")
+        raise TsekitError(f"{exp_dir}: no such experiment directory or packaged model")
     if (exp_dir / "checkpoints").is_dir():
         return exp_dir
     stages = sorted((p for p in exp_dir.glob("stage*") if p.name[5:].isdigit()), key=lambda p: -int(p.name[5:]))
