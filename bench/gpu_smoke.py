@@ -49,8 +49,9 @@ Columns:
 
 Published frozen weights that cannot exist offline are replaced by the real architecture with random
 weights, and the notes say so: EnCodec 24 kHz (``encodec_codec.random_checkpoint``), Whisper by name
-(``tsekit.pretrained.whisper.stand_in``; the dimensions of the names below), a HiFi-GAN by path (V1's generator,
-``vocoders.random_hifigan``). Exit status 1 when any row failed (its error is in the table).
+(``tsekit.pretrained.whisper.stand_in``; the dimensions of the names below), the universal HiFi-GAN where
+``make install`` did not bring it (V1's generator, ``vocoders.random_hifigan``). Exit status 1 when any row
+failed (its error is in the table).
 """
 
 from __future__ import annotations
@@ -197,13 +198,13 @@ def random_frozen_parts(cfg, work: Path, device: torch.device) -> Iterator[tuple
                 random_checkpoint(weights, 0)
             overrides.append(f"codec.params.weights={weights}")
             notes.append("EnCodec 24 kHz: random weights")
-        if cfg.vocoder.spec == "hifigan":
-            from tsekit.pretrained.vocoders import random_hifigan
+        if cfg.vocoder.spec == "hifigan_universal":
+            from tsekit.pretrained.vocoders import random_hifigan, universal_checkpoint
 
-            checkpoint = random_hifigan(work / "hifigan_v1_random", HIFIGAN_V1, 0)
-            overrides += [f"vocoder.params.checkpoint={checkpoint}",
-                          f"vocoder.params.config={checkpoint.parent / 'config.json'}"]
-            notes.append("HiFi-GAN V1: random weights")
+            if not universal_checkpoint().is_file():  # the real weights where make install brought them
+                checkpoint = random_hifigan(work / "hifigan_v1_random", HIFIGAN_V1, 0)
+                overrides.append(f"vocoder.params.checkpoint={checkpoint}")  # its config.json beside it
+                notes.append("HiFi-GAN V1: random weights")
         whisper = cfg.model.params.get("whisper")
         if whisper in WHISPER_DIMS:
             from tsekit.pretrained.whisper import stand_in

