@@ -7,16 +7,20 @@ An scp value is one of
 Pipes run a shell command written in a data file, so they are refused unless
 the environment says TSEKIT_ALLOW_PIPES=1 (set it for data you trust).
 Samples come back as float32 in [-1, 1], shape (samples,) or (samples, channels).
+
+Long recordings are read forward in blocks (``AudioBlocks``) and written
+piece by piece (``audio_writer``), so extraction never holds a whole file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -194,12 +198,82 @@ def audio_format(path: str | os.PathLike) -> str:
     return name
 
 
-def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int) -> None:
-    """Write 16-bit PCM atomically (temp file + rename), clipping to [-1, 1], in the format the suffix names
+class AudioBlocks:
+    """One scp entry read forward in blocks of at most ``block`` samples (float32, (samples,) or (samples,
+    channels)): how extraction reads a recording of any length (``tsekit.infer.extract``).
+
+    Plain files are read from disk one block at a time (soundfile), so a file of any length costs one block of
+    memory; ark and pipe entries are decoded whole first (kaldiio and a pipe's stdout give the whole signal
+    only), then handed out in the same blocks. ``rate``, ``frames`` and ``channels`` are the header's. Every
+    block is checked for NaN and inf as it is read (``load_audio`` checks a whole file before it returns), so
+    such an error comes after earlier blocks were used: the caller writes nothing final until the end.
+    Made, it has read the header (a caller checks it); entered as a context manager, it holds the file open.
+    """
+
+    def __init__(self, entry: str, what: str = "", block: int = 1 << 18):
+        self.entry, self.block = entry.strip(), block
+        self.name = f"{what}: {self.entry}" if what else self.entry  # what errors name
+        self._whole: np.ndarray | None = None
+        self._file: sf.SoundFile | None = None
+        if is_pipe(self.entry) or is_ark(self.entry):
+            self._whole, self.rate = load_audio(self.entry, what)
+            self.frames = self._whole.shape[0]
+            self.channels = 1 if self._whole.ndim == 1 else self._whole.shape[1]
+        else:
+            self.rate, self.frames, self.channels = audio_header(self.entry, what)
+            if self.frames == 0:
+                raise TsekitError(f"{self.name}: empty audio")
+        self.position = 0  # samples handed out so far
+
+    def __enter__(self) -> AudioBlocks:
+        if self._whole is None:
+            try:
+                self._file = sf.SoundFile(self.entry)
+            except Exception as err:
+                raise TsekitError(f"{self.name}: cannot read audio ({err})") from err
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The blocks from the current position to the end."""
+        while (samples := self.read()).shape[0]:
+            yield samples
+
+    def read(self) -> np.ndarray:
+        """The next block; empty at the end."""
+        if self._whole is not None:
+            samples = self._whole[self.position : self.position + self.block]
+        else:
+            try:
+                samples = self._file.read(self.block, dtype="float32")
+            except Exception as err:
+                raise TsekitError(f"{self.name}: cannot read audio ({err})") from err
+        if not np.isfinite(samples).all():
+            raise TsekitError(f"{self.name}: audio contains NaN or inf")
+        self.position += samples.shape[0]
+        return samples
+
+
+@contextlib.contextmanager
+def audio_writer(path: str | os.PathLike, rate: int, channels: int = 1) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write 16-bit PCM piece by piece: the block gets a function that appends samples ((samples,) or (samples,
+    channels), clipped to [-1, 1]); they go to a temporary file beside ``path``, renamed onto it when the block
+    ends without an error (atomic: ``path`` is the whole output or untouched), in the format the suffix names
     (``audio_format``: .wav, .flac, ...)."""
     from tsekit.jobs import atomic_open
 
     audio_type = audio_format(path)
-    samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    with atomic_open(path, "wb") as f:
-        sf.write(f, samples, rate, subtype="PCM_16", format=audio_type)
+    # the SoundFile closes (writing the header's final length) before atomic_open renames the file
+    with atomic_open(path, "wb") as f, sf.SoundFile(f, "w", rate, channels, "PCM_16", format=audio_type) as sink:
+        yield lambda samples: sink.write(np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0))
+
+
+def write_audio(path: str | os.PathLike, samples: np.ndarray, rate: int) -> None:
+    """Write 16-bit PCM atomically (temp file + rename), clipping to [-1, 1], in the format the suffix names
+    (``audio_format``: .wav, .flac, ...); ``audio_writer`` in one piece."""
+    samples = np.asarray(samples)
+    with audio_writer(path, rate, 1 if samples.ndim == 1 else samples.shape[1]) as write:
+        write(samples)

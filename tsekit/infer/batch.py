@@ -41,6 +41,7 @@ may use, ``max(1, cpus // N)``; set OMP_NUM_THREADS to choose yourself
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -50,7 +51,6 @@ from tsekit import TsekitError, warn
 from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_table, sorted_keys, write_table
 from tsekit.jobs import (
-    atomic_open,
     check_job,
     job_and_speed,
     set_threads,
@@ -187,12 +187,12 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     ``model_params`` replace model parameters for this run (``load_experiment``): a generative system's decoding
     settings. Nothing records them in OUT: decode with other settings into another OUT.
     """
+    import numpy as np
     import torch
-    from tqdm import tqdm
 
-    from tsekit.data.audio import check_audio, is_written, write_audio
+    from tsekit.data.audio import check_audio, is_written
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.infer.extract import extract_waveform, load_mono
+    from tsekit.infer.extract import AudioProgress, extract_to_file, load_mono, open_mono
     from tsekit.train.config import default_chunk_seconds
     from tsekit.train.experiment import find_checkpoint, load_experiment
 
@@ -222,35 +222,29 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
         output_level = output_level or cfg.infer.output_level
         previous_threads = set_threads(nj, job)
         started = time.perf_counter()
-        audio_seconds = 0.0
         doubted: set[str] = set()  # enrollment entries warned about
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"extracting into {out}", unit="utt",
-                   disable=None)
+        todo_frames = sum(lengths[u] for u in todo)
         try:
-            for utt in todo:
-                mixture = load_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate)
-                enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
-                          for k, table in enrolls.items()} or {"enroll": mixture[:0]}
-                for key, table in enrolls.items():  # once per clip, though several rows may share one
-                    if table[utt] not in doubted and (doubt := enrollment_doubt(enroll[key], rate)):
-                        doubted.add(table[utt])
-                        warn(f"{data_dir / ENROLLMENT_FILES[key]}: {utt}: {table[utt]}: {doubt}")
-                initial = None if refine is None else load_mono(refine_table[utt], f"{refine}: {utt}", rate)
-                result = extract_waveform(model, mixture, enroll, rate, chunk_seconds, overlap_seconds,
-                                          output_level=output_level, peak=cfg.infer.peak, refine=initial,
-                                          refine_passes=refine_passes, refine_start=refine_start,
-                                          with_text=with_text)
-                estimate = result
-                if with_text:
-                    estimate, text = result
-                    # the transcript first: a wav that exists then implies its transcript does (resuming)
-                    with atomic_open(txt_path(out, utt)) as f:
-                        f.write(text + "\n")
-                write_audio(wav_path(out, utt), estimate, rate)
-                audio_seconds += len(mixture) / rate
-                bar.update(1)
+            # the bar counts seconds of audio, so a long recording moves it as its chunks are done
+            with AudioProgress(sum(lengths[u] for u in mine) / rate, f"extracting into {out}",
+                               done_seconds=(sum(lengths[u] for u in mine) - todo_frames) / rate) as progress:
+                for utt in todo:
+                    enroll = {k: load_mono(table[utt], f"{data_dir / ENROLLMENT_FILES[k]}: {utt}", rate)
+                              for k, table in enrolls.items()} or {"enroll": np.zeros(0, dtype=np.float32)}
+                    for key, table in enrolls.items():  # once per clip, though several rows may share one
+                        if table[utt] not in doubted and (doubt := enrollment_doubt(enroll[key], rate)):
+                            doubted.add(table[utt])
+                            warn(f"{data_dir / ENROLLMENT_FILES[key]}: {utt}: {table[utt]}: {doubt}")
+                    refined = (contextlib.nullcontext() if refine is None
+                               else open_mono(refine_table[utt], f"{refine}: {utt}", rate))
+                    with open_mono(mixtures[utt], f"{data_dir / 'wav.scp'}: {utt}", rate) as mixture, \
+                            refined as initial:
+                        # a transcript is written before its wav: a wav that exists implies it (resuming)
+                        extract_to_file(model, mixture, enroll, wav_path(out, utt), chunk_seconds, overlap_seconds,
+                                        output_level=output_level, peak=cfg.infer.peak, refine=initial,
+                                        refine_passes=refine_passes, refine_start=refine_start,
+                                        transcript=txt_path(out, utt) if with_text else None, progress=progress)
         finally:
-            bar.close()
             torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
         seconds = time.perf_counter() - started
         # OUT/text before OUT/wav.scp, so that a finished decode dir (wav.scp) always has its text
@@ -258,5 +252,5 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
             write_text_table(out, utts)
         wrote = write_scp_if_complete(out, utts)
         return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
-                            skipped=len(mine) - len(todo), audio_seconds=audio_seconds, seconds=seconds,
+                            skipped=len(mine) - len(todo), audio_seconds=todo_frames / rate, seconds=seconds,
                             wrote_scp=wrote, output_level=output_level, job=job, nj=nj, transcribes=with_text)

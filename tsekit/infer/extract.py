@@ -1,19 +1,44 @@
-"""Extracting one waveform with a trained experiment, in overlapping chunks when it is long.
+"""Extracting one recording with a trained experiment, in overlapping chunks when it is long, in bounded memory.
 
-Chunking (``extract_waveform``): a model's memory grows with the input, so
-inputs longer than ``chunk_seconds`` are cut into chunks of that length that
-overlap by ``overlap_seconds`` (at most half a chunk); the last chunk is
-aligned to the end of the input so every chunk has the full length. The
-chunk outputs are blended with a linear cross-fade: each chunk's weight
-rises linearly from near 0 to 1 across an overlap it shares with its left
-neighbour and falls back across the one it shares with its right
-neighbour (1 elsewhere, and at the ends of the input); the output is the
-weighted sum divided by the sum of the weights, so any overlap, including
-the irregular last one, blends to a convex combination and a model whose
-output does not depend on position gives exactly its unchunked output. The
-enrollment is given whole to every chunk.
+Chunking: a model's memory grows with the input, so inputs longer than
+``chunk_seconds`` are cut into chunks of that length that overlap by
+``overlap_seconds`` (at most half a chunk); the last chunk is aligned to the
+end of the input so every chunk has the full length. The chunk outputs are
+blended with a linear cross-fade: each chunk's weight rises linearly from
+near 0 to 1 across an overlap it shares with its left neighbour and falls
+back across the one it shares with its right neighbour (1 elsewhere, and at
+the ends of the input); the output is the weighted sum divided by the sum of
+the weights, so any overlap, including the irregular last one, blends to a
+convex combination and a model whose output does not depend on position
+gives exactly its unchunked output.
 
-Output level: the blended output of the whole utterance is then rescaled once
+Speaker consistency: every chunk is given the same whole enrollment, so a
+system's speaker embedding, a deterministic function of the enrollment, is
+the same for every chunk of a recording of any length (a system computes it
+inside its forward, so it is recomputed per chunk rather than cached: caching
+would need a hook in every system, for a speaker encoder that costs little
+beside the separator on 4-16 s chunks).
+
+Any length (``_blend``): chunks run ``CHUNK_BATCH`` at a time in time order,
+and the output before the next batch's first chunk is final once a batch is
+blended (no later chunk reaches back before it), so only one batch's span of
+the mixture and of the blending sums is ever held. ``extract_to_file``
+(``tsekit extract``, ``tsekit infer``) reads the mixture (and an estimate to
+refine) forward in blocks of ``BLOCK_FRAMES`` samples
+(``tsekit.data.audio.AudioBlocks``) and writes the final output pieces
+unscaled, as float64, to a temporary file beside the output while it
+accumulates the output level's statistics (``tsekit.infer.level.LevelStats``);
+a second pass scales that file block by block into the 16-bit output
+(``audio_writer``: a temporary renamed at the end). Memory is one batch of
+chunks, whatever the recording's length; the chunks, their batches and the
+blending are those of ``extract_waveform`` (arrays in memory, for
+``tsekit.load_model``), so the samples are the same, and the file is the same
+byte for byte when the output fits one batch (one piece: the level's gain is
+then computed exactly as on the whole signal; with several, the summed dot
+products may differ in the last bit). ``chunk_seconds`` 0 (never chunk)
+holds the whole recording, as the model must see it whole.
+
+Output level: the blended output of the whole utterance is rescaled once
 (``tsekit.infer.level``; the experiment's ``infer.output_level`` unless the
 caller says otherwise), so chunks never get gains of their own.
 
@@ -24,7 +49,10 @@ in time order, and ``tsekit extract`` writes them beside the wav (``transcript_p
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,15 +61,17 @@ import torch
 
 from tsekit import TsekitError, warn
 from tsekit.data.enroll import ENROLLMENT_FILES
-from tsekit.infer.level import set_output_level
-from tsekit.jobs import torch_device
+from tsekit.infer.level import LevelStats, apply_gain, set_output_level
+from tsekit.jobs import atomic_open, temporary_name, torch_device
 from tsekit.train.config import default_chunk_seconds
 from tsekit.train.experiment import find_checkpoint, load_experiment
 
 if TYPE_CHECKING:
+    from tsekit.data.audio import AudioBlocks
     from tsekit.models.registry import TSEModel
 
 CHUNK_BATCH = 8  # chunks run through the model together
+BLOCK_FRAMES = 1 << 18  # samples read or written at a time by extract_to_file (16 s at 16 kHz)
 
 
 def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
@@ -53,19 +83,19 @@ def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
     return starts + [length - chunk]
 
 
-def _fade_weights(starts: list[int], chunk: int) -> list[np.ndarray]:
-    """Per-chunk blending weights: linear ramps across the overlaps with neighbours, 1 elsewhere."""
-    weights = []
-    for i, start in enumerate(starts):
-        weight = np.ones(chunk, dtype=np.float64)
-        if i > 0:
-            left = starts[i - 1] + chunk - start  # samples shared with the previous chunk
-            weight[:left] = np.arange(1, left + 1) / (left + 1)
-        if i + 1 < len(starts):
-            right = start + chunk - starts[i + 1]  # shared with the next chunk
-            weight[chunk - right:] = np.minimum(weight[chunk - right:], np.arange(right, 0, -1) / (right + 1))
-        weights.append(weight)
-    return weights
+def _fade_weight(starts: list[int], i: int, chunk: int) -> np.ndarray:
+    """Blending weight of chunk ``i``: linear ramps across its overlaps with its neighbours, 1 elsewhere.
+
+    Made for one chunk when it is blended, not for all at once: a long recording has thousands of chunks."""
+    start = starts[i]
+    weight = np.ones(chunk, dtype=np.float64)
+    if i > 0:
+        left = starts[i - 1] + chunk - start  # samples shared with the previous chunk
+        weight[:left] = np.arange(1, left + 1) / (left + 1)
+    if i + 1 < len(starts):
+        right = start + chunk - starts[i + 1]  # shared with the next chunk
+        weight[chunk - right:] = np.minimum(weight[chunk - right:], np.arange(right, 0, -1) / (right + 1))
+    return weight
 
 
 def _run(model: TSEModel, mixtures: torch.Tensor, enrollments: dict[str, torch.Tensor],
@@ -96,13 +126,93 @@ def join_transcripts(texts: list[str]) -> str:
     return " ".join(" ".join(texts).split())
 
 
+class _Window:
+    """The samples [start, end) of a signal that arrives in blocks, asked for with starts that never decrease: it
+    keeps only what is at or after the last start asked for, so it holds at most the span asked for plus a block."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], what: str):
+        self.blocks, self.what = iter(blocks), what
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.offset = 0  # the sample index of buffer[0]
+
+    def get(self, start: int, end: int) -> np.ndarray:
+        self.buffer, self.offset = self.buffer[start - self.offset :], start
+        pieces, have = [self.buffer], len(self.buffer)
+        while have < end - start:
+            block = next(self.blocks, None)
+            if block is None:
+                raise TsekitError(f"{self.what}: the audio ends after {start + have} samples, before its header's "
+                                  "length (a file cut short?)")
+            pieces.append(block)
+            have += len(block)
+        if len(pieces) > 1:
+            self.buffer = np.concatenate(pieces)
+        return self.buffer[: end - start]
+
+
+def _chunking(length: int, rate: int, chunk_seconds: float | None, overlap_seconds: float) -> tuple[int, int]:
+    """(chunk, overlap) in samples; a chunk of the whole input when ``chunk_seconds`` is None or 0 or the input is
+    not longer than a chunk."""
+    chunk = int(round(chunk_seconds * rate)) if chunk_seconds else 0
+    if chunk <= 0 or length <= chunk:
+        return length, 0
+    return chunk, min(int(round(overlap_seconds * rate)), chunk // 2)
+
+
+def _blend(model: TSEModel, mixture: _Window, length: int, enrollments: dict[str, torch.Tensor], chunk: int,
+           overlap: int, device: torch.device, initial: _Window | None, passes: int, start: float,
+           texts: list[str] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The blended output (float64) in consecutive final pieces covering [0, ``length``), each with the mixture
+    under it (float32): one piece per batch of ``CHUNK_BATCH`` chunks (module docstring).
+
+    ``initial``: another system's estimate to refine, or None. ``texts``: a list that the chunks' transcripts are
+    appended to in time order (a transcribing model), or None.
+    """
+    starts = chunk_starts(length, chunk, overlap)
+    done = 0  # the output before this sample was yielded; total and weight_sum start here
+    total = weight_sum = np.zeros(0, dtype=np.float64)
+    for first in range(0, len(starts), CHUNK_BATCH):
+        group = starts[first : first + CHUNK_BATCH]
+        end = group[-1] + chunk
+        mix = mixture.get(done, end)  # done is the group's first start
+
+        def chunks(signal: np.ndarray, group: list[int] = group, done: int = done) -> torch.Tensor:
+            return torch.stack([torch.from_numpy(signal[s - done : s - done + chunk]) for s in group]).to(device)
+
+        outputs, chunk_texts = _run(model, chunks(mix), enrollments,
+                                    None if initial is None else chunks(initial.get(done, end)), passes, start,
+                                    texts is not None)
+        if texts is not None:
+            texts += chunk_texts
+        grow = np.zeros(end - done - len(total), dtype=np.float64)
+        total, weight_sum = np.concatenate([total, grow]), np.concatenate([weight_sum, grow])
+        for i, (output, s) in enumerate(zip(outputs, group, strict=True)):
+            weight = _fade_weight(starts, first + i, chunk)
+            total[s - done : s - done + chunk] += weight * output
+            weight_sum[s - done : s - done + chunk] += weight
+        final = starts[first + CHUNK_BATCH] if first + CHUNK_BATCH < len(starts) else length
+        yield total[: final - done] / weight_sum[: final - done], mix[: final - done]
+        total, weight_sum, done = total[final - done :], weight_sum[final - done :], final
+
+
+def _enrollment_tensors(enroll: np.ndarray | dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """The enrollment signals by batch key, each (1, Te) on ``device``; checked to be mono."""
+    enrollments = {k: np.asarray(v, dtype=np.float32)
+                   for k, v in (enroll if isinstance(enroll, dict) else {"enroll": enroll}).items()}
+    if any(v.ndim != 1 for v in enrollments.values()):
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in enrollments.items())
+        raise TsekitError(f"expected mono enrollment audio, got {shapes}")
+    return {k: torch.from_numpy(v).to(device).unsqueeze(0) for k, v in enrollments.items()}
+
+
 @torch.no_grad()
 def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | dict[str, np.ndarray],
                      sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                      device: str | torch.device | None = None, output_level: str = "none",
                      peak: float = 0.9, refine: np.ndarray | None = None, refine_passes: int = 1,
                      refine_start: float = 1.0, with_text: bool = False) -> np.ndarray | tuple[np.ndarray, str]:
-    """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment.
+    """The target speech (float32, the mixture's length) of a mono mixture given a mono enrollment, all in memory
+    (``extract_to_file`` streams a file through the same chunks).
 
     ``enroll`` is one enrollment, or the model's enrollment signals by batch key
     (``{"enroll_pos": ..., "enroll_neg": ...}`` for the pos/neg systems).
@@ -121,58 +231,122 @@ def extract_waveform(model: TSEModel, mixture: np.ndarray, enroll: np.ndarray | 
         raise TsekitError("with_text and refine cannot be combined: refining another system's estimate "
                           "(--refine) gives no transcript")
     mixture = np.asarray(mixture, dtype=np.float32)
-    enrollments = {k: np.asarray(v, dtype=np.float32)
-                   for k, v in (enroll if isinstance(enroll, dict) else {"enroll": enroll}).items()}
-    if mixture.ndim != 1 or any(v.ndim != 1 for v in enrollments.values()):
-        shapes = ", ".join(f"{k} {v.shape}" for k, v in enrollments.items())
-        raise TsekitError(f"expected mono audio, got mixture {mixture.shape} and {shapes}")
+    if mixture.ndim != 1:
+        raise TsekitError(f"expected mono audio, got mixture {mixture.shape}")
     if device is None:
         device = next(model.parameters()).device
-    mix = torch.from_numpy(mixture).to(device)
+    device = torch.device(device)
     initial = None
     if refine is not None:
         refine = np.asarray(refine, dtype=np.float32)
         if refine.shape != mixture.shape:
             raise TsekitError(f"the estimate to refine has {refine.shape[-1]} samples, the mixture {len(mixture)}")
-        initial = torch.from_numpy(refine).to(device)
-    enroll_t = {k: torch.from_numpy(v).to(device).unsqueeze(0) for k, v in enrollments.items()}
-    length = len(mixture)
-    chunk = int(round(chunk_seconds * sample_rate)) if chunk_seconds else 0
-    if chunk <= 0 or length <= chunk:
-        outputs, texts = _run(model, mix.unsqueeze(0), enroll_t, None if initial is None else initial.unsqueeze(0),
-                              refine_passes, refine_start, with_text)
-        estimate = set_output_level(outputs[0], mixture, output_level, peak)
-        return (estimate, join_transcripts(texts)) if with_text else estimate
-    overlap = min(int(round(overlap_seconds * sample_rate)), chunk // 2)
-    starts = chunk_starts(length, chunk, overlap)
-    weights = _fade_weights(starts, chunk)
-    total = np.zeros(length, dtype=np.float64)
-    weight_sum = np.zeros(length, dtype=np.float64)
-    chunk_texts: list[str] = []
-    for first in range(0, len(starts), CHUNK_BATCH):
-        group = starts[first : first + CHUNK_BATCH]
-        initial_chunks = None if initial is None else torch.stack([initial[s : s + chunk] for s in group])
-        outputs, texts = _run(model, torch.stack([mix[s : s + chunk] for s in group]), enroll_t, initial_chunks,
-                              refine_passes, refine_start, with_text)
-        chunk_texts += texts or []
-        for output, start, weight in zip(outputs, group, weights[first : first + CHUNK_BATCH], strict=True):
-            total[start : start + chunk] += weight * output
-            weight_sum[start : start + chunk] += weight
-    estimate = set_output_level(total / weight_sum, mixture, output_level, peak)
-    return (estimate, join_transcripts(chunk_texts)) if with_text else estimate
+        initial = _Window([refine], "the estimate to refine")
+    texts: list[str] | None = [] if with_text else None
+    pieces = _blend(model, _Window([mixture], "the mixture"), len(mixture), _enrollment_tensors(enroll, device),
+                    *_chunking(len(mixture), sample_rate, chunk_seconds, overlap_seconds), device, initial,
+                    refine_passes, refine_start, texts)
+    estimate = set_output_level(np.concatenate([piece for piece, _ in pieces]), mixture, output_level, peak)
+    return (estimate, join_transcripts(texts)) if with_text else estimate
 
 
-def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
-    """Samples of one scp entry, checked to be mono at the model's sample rate."""
-    from tsekit.data.audio import load_audio
+class AudioProgress:
+    """A progress bar on stderr in seconds of audio extracted, with the real-time factor so far (wall seconds per
+    second of audio: below 1 is faster than real time). tqdm's ``disable=None``: shown only when stderr is a
+    terminal, so the logs of recipe jobs hold no bar updates. A context manager."""
 
-    samples, file_rate = load_audio(entry, what)
+    def __init__(self, total_seconds: float, desc: str, done_seconds: float = 0.0):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_seconds, initial=done_seconds, desc=desc, disable=None,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of audio "
+                                   "[{elapsed}<{remaining}{postfix}]")
+        self.started, self.seconds = time.perf_counter(), 0.0
+
+    def __enter__(self) -> AudioProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.bar.set_postfix_str(f"RTF {(time.perf_counter() - self.started) / self.seconds:.2f}", refresh=False)
+        self.bar.update(seconds)
+
+
+@torch.no_grad()
+def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.ndarray], out: str | os.PathLike,
+                    chunk_seconds: float | None = None, overlap_seconds: float = 1.0, output_level: str = "none",
+                    peak: float = 0.9, refine: AudioBlocks | None = None, refine_passes: int = 1,
+                    refine_start: float = 1.0, transcript: Path | None = None,
+                    progress: AudioProgress | None = None) -> None:
+    """Extract a recording of any length from ``mixture`` (an open ``AudioBlocks``, mono at the model's rate)
+    into ``out`` (16-bit PCM in the format its suffix names, atomic), in bounded memory (module docstring).
+
+    The options are ``extract_waveform``'s; ``refine`` is an open ``AudioBlocks`` of the estimate to refine (as
+    long as the mixture). ``transcript`` (a transcribing model, no ``refine``): the file the joined chunk
+    transcripts are written to (atomically), before ``out`` is, so an ``out`` that exists has its transcript.
+    ``progress`` advances by the seconds of audio done. The model runs on its parameters' device.
+    """
+    from tsekit.data.audio import audio_writer
+
+    if transcript is not None and refine is not None:
+        raise TsekitError("a transcript and refine cannot be combined: refining another system's estimate "
+                          "(--refine) gives no transcript")
+    device = next(model.parameters()).device
+    rate, length = mixture.rate, mixture.frames
+    stats = LevelStats(output_level, peak)
+    texts: list[str] | None = [] if transcript is not None else None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    unscaled = temporary_name(Path(out))  # beside the output: the same disk, left as .*.tmp if killed
+    try:
+        with open(unscaled, "wb") as f:
+            for estimate, mix in _blend(model, _Window(mixture, mixture.name), length,
+                                        _enrollment_tensors(enroll, device),
+                                        *_chunking(length, rate, chunk_seconds, overlap_seconds), device,
+                                        None if refine is None else _Window(refine, refine.name), refine_passes,
+                                        refine_start, texts):
+                stats.add(estimate, mix)
+                estimate.tofile(f)
+                if progress is not None:
+                    progress.advance(len(estimate) / rate)
+        if transcript is not None:
+            with atomic_open(transcript) as f:
+                f.write(join_transcripts(texts) + "\n")
+        gain = stats.gain()
+        with open(unscaled, "rb") as f, audio_writer(out, rate) as write:
+            while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
+                write(apply_gain(block, gain))
+    finally:
+        unscaled.unlink(missing_ok=True)
+
+
+def _check_mono(entry: str, what: str, file_rate: int, channels: int, rate: int) -> None:
     if file_rate != rate:
         raise TsekitError(f"{what}: {entry}: {file_rate} Hz audio, but the model was trained at {rate} Hz "
                           f"(resample it, or prepare the data at {rate} Hz)")
-    if samples.ndim != 1:
-        raise TsekitError(f"{what}: {entry}: {samples.shape[1]} channels, expected mono audio")
+    if channels != 1:
+        raise TsekitError(f"{what}: {entry}: {channels} channels, expected mono audio")
+
+
+def load_mono(entry: str, what: str, rate: int) -> np.ndarray:
+    """Samples of one scp entry, checked to be mono at the model's sample rate (an enrollment: short)."""
+    from tsekit.data.audio import load_audio
+
+    samples, file_rate = load_audio(entry, what)
+    _check_mono(entry, what, file_rate, 1 if samples.ndim == 1 else samples.shape[1], rate)
     return samples
+
+
+def open_mono(entry: str, what: str, rate: int) -> AudioBlocks:
+    """One scp entry to be read in blocks of ``BLOCK_FRAMES`` (a mixture of any length), checked from its header
+    to be mono at the model's sample rate; a context manager that holds the file open."""
+    from tsekit.data.audio import AudioBlocks
+
+    blocks = AudioBlocks(entry, what, BLOCK_FRAMES)
+    _check_mono(entry, what, blocks.rate, blocks.channels, rate)
+    return blocks
 
 
 def transcript_path(out: str | os.PathLike) -> Path:
@@ -199,9 +373,8 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
     """
-    from tsekit.data.audio import audio_format, write_audio
+    from tsekit.data.audio import audio_format
     from tsekit.data.enroll import enrollment_doubt
-    from tsekit.jobs import atomic_open
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
     path = find_checkpoint(exp_dir, checkpoint)
@@ -213,28 +386,24 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
         raise TsekitError(f"model {cfg.model.name} is enrolled with {options or 'no enrollment'}; "
                           f"given: {' '.join('--' + k.replace('_', '-') for k in sorted(enroll)) or 'none'}")
     rate = cfg.data.sample_rate
-    mixture_samples = load_mono(mixture, "--mix", rate)
-    enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
-    for key, samples in enrollments.items():
-        what = f"--{key.replace('_', '-')} {enroll[key]}"
-        model.check_enrollment(len(samples), what)
-        if doubt := enrollment_doubt(samples, rate):
-            warn(f"{what}: {doubt}")
-    initial = None if refine is None else load_mono(refine, "--refine", rate)
-    if initial is not None and len(initial) != len(mixture_samples):
-        raise TsekitError(f"--refine {refine}: {len(initial)} samples, the mixture {len(mixture_samples)}: "
-                          "not an estimate of this mixture")
-    with_text = model.transcribes and initial is None
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
-    result = extract_waveform(model, mixture_samples, enrollments, rate, chunk_seconds, overlap_seconds,
-                              output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak,
-                              refine=initial, refine_passes=refine_passes, refine_start=refine_start,
-                              with_text=with_text)
-    estimate, transcript = result, None
-    if with_text:
-        (estimate, text), transcript = result, transcript_path(out)
-        with atomic_open(transcript) as f:
-            f.write(text + "\n")
-    write_audio(out, estimate, rate)
+    with contextlib.ExitStack() as stack:
+        mix = stack.enter_context(open_mono(mixture, "--mix", rate))
+        enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
+        for key, samples in enrollments.items():
+            what = f"--{key.replace('_', '-')} {enroll[key]}"
+            model.check_enrollment(len(samples), what)
+            if doubt := enrollment_doubt(samples, rate):
+                warn(f"{what}: {doubt}")
+        initial = None if refine is None else stack.enter_context(open_mono(refine, "--refine", rate))
+        if initial is not None and initial.frames != mix.frames:
+            raise TsekitError(f"--refine {refine}: {initial.frames} samples, the mixture {mix.frames}: "
+                              "not an estimate of this mixture")
+        transcript = transcript_path(out) if model.transcribes and initial is None else None
+        progress = stack.enter_context(AudioProgress(mix.frames / rate, f"extracting {Path(mixture).name}"))
+        extract_to_file(model, mix, enrollments, out, chunk_seconds, overlap_seconds,
+                        output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak, refine=initial,
+                        refine_passes=refine_passes, refine_start=refine_start, transcript=transcript,
+                        progress=progress)
     return Path(out), transcript
