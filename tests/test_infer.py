@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +21,12 @@ from trained import train_tiny
 
 from tsekit import TsekitError
 from tsekit import checkpoint as ckpt
+from tsekit.data.audio import write_audio
 from tsekit.data.table import read_table, sorted_keys
+from tsekit.infer import extract as extract_module
 from tsekit.infer import extract_file, extract_waveform, infer_data_dir
-from tsekit.infer.extract import chunk_starts
-from tsekit.infer.level import mixture_fit_gain, set_output_level
+from tsekit.infer.extract import CHUNK_BATCH, chunk_starts, extract_to_file, open_mono
+from tsekit.infer.level import LevelStats, mixture_fit_gain, set_output_level
 from tsekit.lock import LOCKED_EXIT, writer_lock
 from tsekit.models.registry import TSEModel
 from tsekit.train.experiment import find_checkpoint, load_experiment
@@ -415,3 +420,151 @@ def test_a_silent_or_short_enrollment_is_warned_about_once_per_clip(trained, tmp
                    "-o", tmp_path / "one.wav")
     assert proc.returncode == 0 and (tmp_path / "one.wav").is_file(), proc.stderr
     assert f"tsekit: warning: --enroll {silent}: enrollment is silent (RMS -inf dBFS" in proc.stderr
+
+
+# --- recordings of any length: streamed through files in blocks (extract_to_file) ---
+
+
+def stream(model: TSEModel, mixture: Path, out: Path, enroll: np.ndarray | None = None, **options) -> None:
+    """``extract_to_file`` as ``tsekit extract`` calls it: the mixture read in blocks of ``BLOCK_FRAMES``."""
+    with open_mono(str(mixture), "--mix", RATE) as blocks:
+        extract_to_file(model, blocks, {"enroll": np.zeros(800, np.float32) if enroll is None else enroll}, out,
+                        **options)
+
+
+def long_mixture(path: Path, seconds: float, seed: int = 0) -> np.ndarray:
+    """A speech-like mixture whose level changes every second (so per-piece gains would differ), written to
+    ``path`` as 16-bit; returns what reading it gives."""
+    rng = np.random.default_rng(seed)
+    length = int(seconds * RATE)
+    envelope = np.repeat(rng.uniform(0.02, 0.5, length // RATE + 1), RATE)[:length]
+    sf.write(path, (rng.normal(0, 1, length) * envelope).clip(-1, 1), RATE, subtype="PCM_16")
+    return read_wav(path)
+
+
+def test_a_short_file_streamed_is_the_in_memory_output_byte_for_byte(trained, tmp_path):
+    """tsekit extract on a file of one batch of chunks writes exactly what extract_waveform + write_audio wrote
+    before streaming; on several batches the samples agree to the last bit of the level's gain."""
+    exp, data = trained
+    model, cfg = load_experiment(exp)
+    mixtures = [read_wav(Path(e)) for e in sorted(read_table(data / "wav.scp").values())]
+    enroll_path = sorted(read_table(data / "enroll.scp").values())[0]
+    enroll = read_wav(Path(enroll_path))
+    options = {"chunk_seconds": 0.4, "overlap_seconds": 0.1, "output_level": "mixture_fit"}
+    chunk, hop = int(0.4 * RATE), int(0.3 * RATE)
+    short, long = np.concatenate(mixtures[:3]), np.concatenate(mixtures)
+    assert 1 < len(chunk_starts(len(short), chunk, chunk - hop)) <= CHUNK_BATCH  # chunked, in one batch
+    assert len(chunk_starts(len(long), chunk, chunk - hop)) > 2 * CHUNK_BATCH  # three batches or more
+    for name, mixture in (("short", short), ("long", long)):
+        sf.write(tmp_path / f"{name}.wav", mixture, RATE, subtype="FLOAT")
+        extract_file(exp, str(tmp_path / f"{name}.wav"), enroll_path, tmp_path / f"{name}_streamed.wav",
+                     chunk_seconds=options["chunk_seconds"], overlap_seconds=options["overlap_seconds"],
+                     output_level="mixture_fit")
+        write_audio(tmp_path / f"{name}_memory.wav", extract_waveform(model, mixture, enroll, RATE, **options), RATE)
+    assert (tmp_path / "short_streamed.wav").read_bytes() == (tmp_path / "short_memory.wav").read_bytes()
+    streamed, memory = read_wav(tmp_path / "long_streamed.wav"), read_wav(tmp_path / "long_memory.wav")
+    assert np.max(np.abs(streamed - memory)) <= ONE_LSB
+    assert np.mean(streamed == memory) > 0.999
+
+
+@pytest.mark.parametrize("output_level", ["mixture_fit", "peak", "none"])
+def test_blocks_of_any_size_give_the_same_file_and_one_gain_for_the_whole(tmp_path, monkeypatch, output_level):
+    model = Cube().eval()  # level-dependent: a gain per block or per piece would show
+    mixture = long_mixture(tmp_path / "mix.wav", 40)
+    options = {"chunk_seconds": 1.0, "overlap_seconds": 0.25, "output_level": output_level, "peak": 0.5}
+    written = []
+    for block in (1000, 7919, 1 << 20):  # smaller than a chunk, between, the whole file
+        monkeypatch.setattr(extract_module, "BLOCK_FRAMES", block)
+        stream(model, tmp_path / "mix.wav", tmp_path / f"out{block}.wav", **options)
+        written.append((tmp_path / f"out{block}.wav").read_bytes())
+    assert written[0] == written[1] == written[2]
+    assert not list(tmp_path.glob(".*.tmp"))  # the float64 temporary is gone
+    raw = extract_waveform(model, mixture, np.zeros(800, np.float32), RATE, **{**options, "output_level": "none"})
+    gain = {"mixture_fit": mixture_fit_gain(raw, mixture), "peak": 0.5 / np.max(np.abs(raw)), "none": 1.0}
+    assert output_level == "none" or abs(np.log10(gain[output_level])) > 0.1  # the level is off: it can fail
+    np.testing.assert_allclose(read_wav(tmp_path / "out1000.wav"), np.clip(gain[output_level] * raw, -1, 1),
+                               atol=ONE_LSB)
+
+
+def test_level_statistics_summed_over_pieces_give_the_whole_signal_gain():
+    rng = np.random.default_rng(3)
+    estimate, mixture = rng.normal(0, 0.1, 100_000), rng.normal(0, 0.3, 100_000)
+    cuts = [0, 17, 5000, 5001, 64_000, 100_000]
+    for level in ("mixture_fit", "peak"):
+        stats = LevelStats(level, peak=0.7)
+        for a, b in itertools.pairwise(cuts):
+            stats.add(estimate[a:b], mixture[a:b])
+        whole = mixture_fit_gain(estimate, mixture) if level == "mixture_fit" else 0.7 / np.max(np.abs(estimate))
+        assert stats.gain() == pytest.approx(whole, rel=1e-12)
+    with pytest.raises(TsekitError, match="unknown output level 'loud'"):
+        LevelStats("loud")
+
+
+def test_memory_stays_one_batch_of_chunks_whatever_the_length(tmp_path, monkeypatch):
+    """2.5 and 10 minutes streamed: every read asks for one block, and the peak numpy memory (tracemalloc) is the
+    same for both, a fraction of the signal; extracting in memory holds several copies of the signal."""
+    model = HalfGain().eval()
+    mixtures = {minutes: long_mixture(tmp_path / f"{minutes}.wav", 60 * minutes) for minutes in (2.5, 10)}
+    monkeypatch.setattr(extract_module, "BLOCK_FRAMES", 4000)
+    reads = []
+    real_read = sf.SoundFile.read
+
+    def read(self, frames=-1, *args, **kwargs):
+        reads.append(frames)
+        return real_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    options = {"chunk_seconds": 1.0, "overlap_seconds": 0.25, "output_level": "mixture_fit"}
+    peaks = {}
+    tracemalloc.start()
+    try:
+        for minutes in mixtures:
+            tracemalloc.reset_peak()
+            stream(model, tmp_path / f"{minutes}.wav", tmp_path / f"out{minutes}.wav", **options)
+            peaks[minutes] = tracemalloc.get_traced_memory()[1]
+        mixture = mixtures[10]
+        tracemalloc.reset_peak()
+        extract_waveform(model, mixture, np.zeros(800, np.float32), RATE, **options)
+        in_memory = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert set(reads) == {4000} and len(reads) >= len(mixture) // 4000
+    assert peaks[10] < 1.1 * peaks[2.5] and peaks[10] < mixture.nbytes / 5, (peaks, mixture.nbytes)
+    assert in_memory > 3 * mixture.nbytes  # what the test would catch: the whole signal held
+    np.testing.assert_allclose(read_wav(tmp_path / "out10.wav"), np.clip(0.5 * mixture * mixture_fit_gain(
+        0.5 * mixture, mixture), -1, 1), atol=ONE_LSB)
+
+
+def test_nan_late_in_a_long_file_leaves_nothing_written(tmp_path, monkeypatch):
+    mixture = np.random.default_rng(0).normal(0, 0.1, 30 * RATE).astype(np.float32)
+    mixture[-100] = np.nan
+    sf.write(tmp_path / "mix.wav", mixture, RATE, subtype="FLOAT")
+    monkeypatch.setattr(extract_module, "BLOCK_FRAMES", 4000)
+    with pytest.raises(TsekitError) as err:
+        stream(HalfGain().eval(), tmp_path / "mix.wav", tmp_path / "out" / "target.wav", chunk_seconds=1.0)
+    assert str(err.value) == f"--mix: {tmp_path / 'mix.wav'}: audio contains NaN or inf"
+    assert list((tmp_path / "out").iterdir()) == []  # neither the output nor a temporary
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so tqdm (disable=None) draws its bar."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_counts_seconds_of_audio_with_the_real_time_factor(trained, tmp_path, monkeypatch):
+    exp, data = trained
+    mixtures, enrolls = read_table(data / "wav.scp"), read_table(data / "enroll.scp")
+    utt = sorted_keys(mixtures)[0]
+    seconds = sf.info(mixtures[utt]).duration
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    extract_file(exp, mixtures[utt], enrolls[utt], tmp_path / "one.wav")
+    bar = terminal.getvalue()
+    assert "100%" in bar and f"{seconds:.1f}/{seconds:.1f} s of audio" in bar and "RTF " in bar, bar
+    terminal.seek(0)
+    terminal.truncate()
+    infer_data_dir(exp, data, tmp_path / "decode")
+    total = sum(sf.info(e).duration for e in mixtures.values())
+    assert f"{total:.1f}/{total:.1f} s of audio" in terminal.getvalue()
