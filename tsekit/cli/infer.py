@@ -110,7 +110,10 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
               help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
             params, mixture, enroll, enroll_pos, enroll_neg, out, refine) -> None:
-    """Extract the enrolled speaker from one mixture file.
+    """Extract the enrolled speaker from one mixture file, of any length.
+
+    A long recording is read and written in blocks, one batch of chunks in memory, with a progress bar on stderr
+    (seconds of audio, real-time factor) when it is a terminal; the output appears complete or not at all.
 
     \b
     tsekit extract --exp-dir exp/zspex --mix mixture.wav --enroll enroll.wav -o target.wav

@@ -169,8 +169,10 @@ def _blend(model: TSEModel, mixture: _Window, length: int, enrollments: dict[str
     appended to in time order (a transcribing model), or None.
     """
     starts = chunk_starts(length, chunk, overlap)
-    done = 0  # the output before this sample was yielded; total and weight_sum start here
-    total = weight_sum = np.zeros(0, dtype=np.float64)
+    span = min(length, chunk + (CHUNK_BATCH - 1) * (chunk - overlap))  # the most one batch covers
+    # the weighted sum and the sum of weights from sample ``done`` on, allocated once (no page faults per batch)
+    total, weight_sum = np.zeros(span, dtype=np.float64), np.zeros(span, dtype=np.float64)
+    done = 0  # the output before this sample was yielded
     for first in range(0, len(starts), CHUNK_BATCH):
         group = starts[first : first + CHUNK_BATCH]
         end = group[-1] + chunk
@@ -184,15 +186,17 @@ def _blend(model: TSEModel, mixture: _Window, length: int, enrollments: dict[str
                                     texts is not None)
         if texts is not None:
             texts += chunk_texts
-        grow = np.zeros(end - done - len(total), dtype=np.float64)
-        total, weight_sum = np.concatenate([total, grow]), np.concatenate([weight_sum, grow])
         for i, (output, s) in enumerate(zip(outputs, group, strict=True)):
             weight = _fade_weight(starts, first + i, chunk)
             total[s - done : s - done + chunk] += weight * output
             weight_sum[s - done : s - done + chunk] += weight
         final = starts[first + CHUNK_BATCH] if first + CHUNK_BATCH < len(starts) else length
         yield total[: final - done] / weight_sum[: final - done], mix[: final - done]
-        total, weight_sum, done = total[final - done :], weight_sum[final - done :], final
+        kept = end - final  # what the next batch's first chunk overlaps moves to the front
+        for sums in (total, weight_sum):
+            sums[:kept] = sums[final - done : end - done]
+            sums[kept:] = 0.0
+        done = final
 
 
 def _enrollment_tensors(enroll: np.ndarray | dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
