@@ -50,6 +50,7 @@ in time order, and ``tsekit extract`` writes them beside the wav (``transcript_p
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -84,17 +85,23 @@ def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
 
 
 def _fade_weight(starts: list[int], i: int, chunk: int) -> np.ndarray:
-    """Blending weight of chunk ``i``: linear ramps across its overlaps with its neighbours, 1 elsewhere.
+    """Blending weight of chunk ``i``: linear ramps across its overlaps with its neighbours, 1 elsewhere."""
+    left = starts[i - 1] + chunk - starts[i] if i > 0 else 0  # samples shared with the previous chunk
+    right = starts[i] + chunk - starts[i + 1] if i + 1 < len(starts) else 0  # with the next one
+    return _ramps(chunk, left, right)
 
-    Made for one chunk when it is blended, not for all at once: a long recording has thousands of chunks."""
-    start = starts[i]
+
+@functools.lru_cache(maxsize=8)
+def _ramps(chunk: int, left: int, right: int) -> np.ndarray:
+    """The weight of a chunk sharing ``left`` and ``right`` samples with its neighbours (read-only). Cached: the
+    chunks of a recording have a few shapes only (the first, the last two, all others alike), and a long recording
+    has thousands of chunks."""
     weight = np.ones(chunk, dtype=np.float64)
-    if i > 0:
-        left = starts[i - 1] + chunk - start  # samples shared with the previous chunk
+    if left:
         weight[:left] = np.arange(1, left + 1) / (left + 1)
-    if i + 1 < len(starts):
-        right = start + chunk - starts[i + 1]  # shared with the next chunk
+    if right:
         weight[chunk - right:] = np.minimum(weight[chunk - right:], np.arange(right, 0, -1) / (right + 1))
+    weight.flags.writeable = False
     return weight
 
 
