@@ -85,7 +85,6 @@ UNKNOWN_SPEAKER = -100  # torch.nn.CrossEntropyLoss ignores this target by defau
 (CHUNK, ENROLL_ROW, ENROLL_CROP, INTERFERER_ROW, INTERFERER_CROP, INTERFERER_PLACE, SIR,
  NOISE_ROW, NOISE_CROP, SNR, POS_CROP, NEG_CROP, PRESENCE, ABSENT_ROW, ACTIVE_LENGTH, ACTIVE_START) = range(16)
 NUM_DRAWS = 16
-PRESENCES = ("present", "absent", "partial")
 # a partly silent target speaks in a span of this share of the item's samples: far from none (an absent
 # target) and from all of it (a present one)
 ACTIVE_SHARE = (0.2, 0.8)
@@ -116,7 +115,7 @@ class Example:
     pos_frames: int = 0
     neg_start: int = 0
     neg_frames: int = 0
-    presence: str = "present"  # PRESENCES: absent (enroll_row is a speaker outside the mixture), partial
+    presence: str = "present"  # or "absent" (enroll_row: a speaker outside the mixture) or "partial"
     active_start: int = 0  # partial: the span where the target speaks
     active_frames: int = 0
 
