@@ -85,6 +85,7 @@ def test_defaults_are_what_a_speech_researcher_expects(tmp_path):
     assert (d.sample_rate, d.chunk_seconds, d.enroll, d.enroll_seconds) == (16000, 4.0, "fixed", None)
     assert (d.dynamic_mixing, d.dm_sir_range, d.dm_noise, d.dm_snr_range) == (False, (-5.0, 5.0), False, (0.0, 20.0))
     assert (d.batch_size, d.valid_batch_size, d.num_workers) == (8, 1, 2)
+    assert (d.absent_fraction, d.silent_fraction, d.absent_in_valid) == (0.0, 0.0, False)  # present targets only
     o = cfg.optim
     assert (o.name, o.lr, o.weight_decay, o.betas, o.eps, o.grad_clip) == ("adam", 1e-3, 0.0, (0.9, 0.999), 1e-8, 5.0)
     s = cfg.scheduler
