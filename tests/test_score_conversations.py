@@ -12,9 +12,13 @@ import pytest
 import soundfile as sf
 from test_score import read_tsv, score
 
-from tsekit.data.table import write_table
+from tsekit.data.table import read_table, write_table
 from tsekit.metrics import conversation, sdr
+from tsekit.metrics.jobs import inputs_from_data_dir, run_scoring
+from tsekit.metrics.results import merge_scores
 from tsekit.metrics.scorer import choose_metrics
+from tsekit.report.experiments import load_system, summarize
+from tsekit.report.page import build_report
 
 RATE = 8000
 SECONDS = 4.0
@@ -239,3 +243,42 @@ def test_the_tolerance_for_rounded_rttm_times():
     conversation.check_turn_ends([conversation.Turn("A", 0.0, 1.001, 1)], 8000, 8000, "rttm", "rec")
     with pytest.raises(Exception, match="rttm:1: turn of A ends at 1.002 s"):
         conversation.check_turn_ends([conversation.Turn("A", 0.0, 1.002, 1)], 8000, 8000, "rttm", "rec")
+
+
+# --- the report shows the new columns ---------------------------------------------------------------------------
+
+def scored_system(data: Path, exp: Path, estimates: dict[str, np.ndarray]) -> Path:
+    """exp/<name>/decode_<set> as recipe stages 6-7 leave it: the estimates and their scores (from the data dir)."""
+    decode = exp / f"decode_{data.name}"
+    inputs = inputs_from_data_dir(data, write_estimates(decode / "wav", estimates))
+    write_table(decode / "wav.scp", read_table(decode / "wav" / "wav.scp"))
+    run_scoring(inputs, decode / "scores")
+    merge_scores(decode / "scores")
+    return exp
+
+
+def test_the_report_shows_absent_and_conversation_columns(conv, tmp_path):
+    pytest.importorskip("matplotlib")
+    data, tracks, mix = conv
+    quiet = scored_system(data, tmp_path / "exp" / "quiet", {u: 0.3 * x for u, x in tracks.items()})
+    leaky = scored_system(data, tmp_path / "exp" / "leaky",
+                          {u: x + 0.3 * (mix[u[:2]] - x) for u, x in tracks.items()})
+    page = build_report(data, [quiet, leaky], tmp_path / "report", n=2, progress=False).read_text()
+    for metric, arrow in (("si_sdr_active", "↑"), ("interferer_suppression", "↑"), ("target_kept", "→0")):
+        assert f"<th>{metric} {arrow}</th>" in page
+    summary = summarize([load_system(e, data, sorted(tracks)) for e in (quiet, leaky)], sorted(tracks))
+    # leaky keeps the target whole (0 dB, best) but suppresses less; quiet loses 10.5 dB of it
+    assert summary.systems["leaky"]["target_kept"].best and not summary.systems["quiet"]["target_kept"].best
+    assert summary.systems["quiet"]["interferer_suppression"].best
+    assert "by si_sdr_active (mean over the systems)" in page
+
+    absent = absent_set(tmp_path / "data" / "test_absent")
+    mixtures = {u: sf.read(absent / "wav" / f"{u}.wav")[0] for u in ("m1", "m2", "m3")}
+    silent = scored_system(absent, tmp_path / "exp" / "quiet", {u: 0.0 * x for u, x in mixtures.items()})
+    loud = scored_system(absent, tmp_path / "exp" / "leaky", {u: 0.5 * x for u, x in mixtures.items()})
+    page = build_report(absent, [silent, loud], tmp_path / "report_absent", n=2, progress=False).read_text()
+    assert "<th>absent_energy ↓</th>" in page and "<th>audible (%) ↓</th>" in page
+    quiet_row = re.search(r"<tr><td>quiet</td>.*?</tr>", page).group(0)
+    assert quiet_row.count("class='best'") == 2 and "-100.00 ± 0.00" in quiet_row and "0.00 ± 0.00" in quiet_row
+    assert "reference (ground truth)" not in page  # an absent target has none
+    assert "by absent_energy (mean over the systems)" in page
