@@ -40,6 +40,12 @@ def rttm_text(turns: dict[str, list[tuple[str, float, float]]]) -> str:
                    for reco, rows in turns.items() for spk, onset, end in rows)
 
 
+def segments_text(turns: dict[str, list[tuple[str, float, float]]]) -> str:
+    """tsekit's segments layout: ids <rec>-<spk>-<start cs>-<end cs>."""
+    return "".join(f"{reco}-{spk}-{round(onset * 100):07d}-{round(end * 100):07d} {reco} {onset:.2f} {end:.2f}\n"
+                   for reco, rows in turns.items() for spk, onset, end in rows)
+
+
 def mask(rows: list[tuple[str, float, float]], speakers: set[str], rate: int = RATE,
          seconds: float = SECONDS) -> np.ndarray:
     """Samples where any of ``speakers`` has a turn."""
@@ -133,6 +139,29 @@ def test_conversation_metrics_have_their_known_values(conv, tmp_path):
     assert f"over the turns of `{data / 'rttm'}`" in results
 
 
+def test_segments_give_the_turns_of_the_rttm(conv, tmp_path):
+    data, tracks, mix = conv
+    est = write_estimates(tmp_path / "est", {u: x + 0.2 * (mix[u[:2]] - x) for u, x in tracks.items()})
+    assert score("--data", str(data), "--est", est, "--out", str(tmp_path / "rttm"))[0] == 0
+    (data / "rttm").rename(data / "rttm.bak")
+    (data / "segments").write_text(segments_text(TURNS))
+    code, out, err = score("--data", str(data), "--est", est, "--out", str(tmp_path / "segments"))
+    assert code == 0, err
+    assert f"over the turns of `{data / 'segments'}`" in out
+    assert (tmp_path / "segments" / "scores.tsv").read_text() == (tmp_path / "rttm" / "scores.tsv").read_text()
+    for line, message in (("r1-A-0000000-0000100 r1 0.00 1.00 x", "not a segments line"),
+                          ("r1-A-0000000-0000100 r2 0.00 1.00", "segment id 'r1-A-0000000-0000100' is not "
+                                                                 "<recording>-<speaker>-<start cs>-<end cs> of "
+                                                                 "recording 'r2'"),
+                          ("r1-A-0000100-0000000 r1 1.00 0.00", "start 1.00 and end 0.00 must be finite, 0 <= "
+                                                                "start <= end"),
+                          ("r3-A-0000000-0000100 r3 0.00 1.00", "recording 'r3' is not in")):
+        (data / "segments").write_text(segments_text(TURNS) + line + "\n")
+        code, _, err = score("--data", str(data), "--est", est, "--out", str(tmp_path / "bad"))
+        assert code == 1 and err.startswith(f"tsekit: error: {data / 'segments'}:9: {message}"), err
+        assert not (tmp_path / "bad").exists()
+
+
 def test_interferer_turns_are_pooled_by_energy():
     """Suppression over two interferers' solo turns is one energy ratio, not a mean of two dB values."""
     rate, frames = 100, 400
@@ -201,6 +230,23 @@ def test_absent_targets_score_output_energy_and_audibility(tmp_path):
                          "--out", str(tmp_path / "u"))
     assert code == 1 and "metric si_sdr needs a reference, and absent-target rows have none" in err
     assert not (tmp_path / "u").exists()
+
+
+def test_bad_absent_target_input_is_one_line_and_writes_nothing(tmp_path):
+    data = absent_set(tmp_path / "data" / "test_absent")
+    mixture, _ = sf.read(data / "wav" / "m1.wav")
+    est = write_estimates(tmp_path / "est", {"m1": mixture, "m2": mixture, "m3": mixture})
+    sf.write(tmp_path / "est" / "m2.wav", mixture, 2 * RATE)
+    code, _, err = score("--data", str(data), "--est", est, "--out", str(tmp_path / "s"))
+    assert code == 1 and err == (f"tsekit: error: {est}: m2: {tmp_path / 'est' / 'm2.wav'}: sample rate 16000 Hz, "
+                                 "but the mixture has 8000 Hz\n")
+    write_table(data / "utt2present", {"m1": "0", "m2": "1", "m3": "0"})
+    code, _, err = score("--data", str(data), "--est", est, "--out", str(tmp_path / "s"))
+    assert code == 1 and f"{data / 'utt2present'}: 2 of 3 rows have an absent target" in err
+    code, _, err = score("--absent", "--ref", str(data / "wav.scp"), "--est", est, "--mix", str(data / "wav.scp"),
+                         "--out", str(tmp_path / "s"))
+    assert code == 1 and "scored from --est and --mix alone: no --ref" in err
+    assert not (tmp_path / "s").exists()
 
 
 def test_metric_choice_by_kind_of_row():

@@ -30,6 +30,8 @@ METRIC_HELP = (f"Comma list of metrics; default: every one whose inputs are give
               help="absent_energy (dB, output over mixture energy) above which an absent-target row is audible.")
 @click.option("--rttm", type=click.Path(dir_okay=False),
               help="Who speaks when in each recording (conversation rows; with --utt2reco, --utt2spk).")
+@click.option("--segments", type=click.Path(dir_okay=False),
+              help="Instead of --rttm: a segments file in tsekit's layout (ids <rec>-<spk>-<start>-<end>).")
 @click.option("--utt2reco", type=click.Path(dir_okay=False), help="utt -> recording of the --rttm.")
 @click.option("--utt2spk", type=click.Path(dir_okay=False), help="utt -> the row's target speaker in the --rttm.")
 @click.option("--ref-dir", type=click.Path(file_okay=False), help="Folder of references (instead of --ref).")
@@ -47,8 +49,9 @@ METRIC_HELP = (f"Comma list of metrics; default: every one whose inputs are give
 @click.option("--threshold", type=float, default=1.0, show_default=True,
               help="SI-SDRi (dB) above which an utterance counts as accepted (target-confusion rate).")
 @click.pass_context
-def score(ctx: click.Context, data, ref, est, mix, enroll, text, hyp_text, absent, audible_threshold, rttm, utt2reco,
-          utt2spk, ref_dir, est_dir, mix_dir, enroll_dir, out, metrics, nj, job, asr_model, threshold) -> None:
+def score(ctx: click.Context, data, ref, est, mix, enroll, text, hyp_text, absent, audible_threshold, rttm, segments,
+          utt2reco, utt2spk, ref_dir, est_dir, mix_dir, enroll_dir, out, metrics, nj, job, asr_model,
+          threshold) -> None:
     """Score estimates against references; writes OUT/scores.tsv and OUT/RESULTS.md.
 
     \b
@@ -80,12 +83,14 @@ def score(ctx: click.Context, data, ref, est, mix, enroll, text, hyp_text, absen
     if out is None:
         raise TsekitError("--out is required")
     folders = ref_dir or est_dir or mix_dir or enroll_dir
-    manifests = ref or mix or enroll or text or absent or rttm or utt2reco or utt2spk
+    conversation = rttm or segments or utt2reco or utt2spk
+    manifests = ref or mix or enroll or text or absent or conversation
     if data and est and not (folders or manifests):
         inputs = inputs_from_data_dir(data, est, hyp_text, with_text=bool(asr_model or hyp_text))
     elif (ref or absent) and est and not (data or folders):
-        inputs = inputs_from_manifests(ref, est, mix, enroll, text, hyp_text, absent, rttm, utt2reco, utt2spk)
-    elif ref_dir and est_dir and not (data or ref or est or mix or enroll or absent or rttm):
+        inputs = inputs_from_manifests(ref, est, mix, enroll, text, hyp_text, absent, rttm, utt2reco, utt2spk,
+                                       segments)
+    elif ref_dir and est_dir and not (data or ref or est or mix or enroll or absent or conversation):
         if text or hyp_text:
             raise TsekitError(f"{'--text' if text else '--hyp-text'} goes with --ref/--est manifests, not with folders")
         inputs = inputs_from_dirs(ref_dir, est_dir, mix_dir, enroll_dir)

@@ -13,7 +13,8 @@ all-zero output (what a presence decision writes) would be -inf dB; it scores th
 every energy ratio in tsekit (``sdr.ratio_db``), so means stay finite and silence is simply the best value.
 
 Conversations (one row per (recording, speaker), the whole recording as the mixture, the speaker's own track as
-the reference, an RTTM saying who speaks when). Per row, from the RTTM turns (samples ``round(seconds * rate)``):
+the reference, an RTTM or tsekit's ``segments`` saying who speaks when). Per row, from the turns (samples
+``round(seconds * rate)``):
 
     A, the target's active samples:      the target has a turn there (overlapped or not)
     T, the target's solo samples:        the target has a turn and nobody else has
@@ -41,6 +42,7 @@ Every step is linear in the recording's length (boolean masks, energies, one FFT
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -57,6 +59,8 @@ AUDIBLE_THRESHOLD_DB = -20.0
 # last sample may be written up to 1 ms past it
 END_TOLERANCE_S = 0.001
 RTTM_LAYOUT = "SPEAKER <recording> <channel> <onset s> <duration s> <NA> <NA> <speaker> [<NA> <NA>]"
+# tsekit's segment ids (docs/data.md): <recording>-<speaker>-<start cs, 7 digits>-<end cs, 7 digits>
+SEGMENT_TIMES = re.compile(r"-(\d{7})-(\d{7})$")
 
 
 @dataclass(frozen=True)
@@ -102,20 +106,57 @@ def read_rttm(path: str, recordings: Collection[str], recordings_source: str) ->
     return turns
 
 
+def read_segments(path: str, recordings: Collection[str], recordings_source: str) -> dict[str, list[Turn]]:
+    """recording -> its turns from a Kaldi ``segments`` file in tsekit's layout, where the segment id
+    ``<recording>-<speaker>-<start cs>-<end cs>`` names the speaker (Kaldi's own segments do not).
+
+    Each line is ``<segment id> <recording> <start s> <end s>``; a TsekitError names the file and line of one
+    that is not, of an id that does not name its recording and speaker so, or of an unknown recording.
+    """
+    turns: dict[str, list[Turn]] = {}
+    for lineno, line in enumerate(read_lines(path), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{lineno}"
+        if len(fields) != 4:
+            raise TsekitError(f"{where}: not a segments line (<recording>-<speaker>-<start cs>-<end cs> <recording> "
+                              f"<start s> <end s>): {line.strip()!r}")
+        segment, reco = fields[0], fields[1]
+        try:
+            start, end = float(fields[2]), float(fields[3])
+        except ValueError:
+            raise TsekitError(f"{where}: start {fields[2]!r} and end {fields[3]!r} must be seconds") from None
+        if not (math.isfinite(start) and math.isfinite(end)) or not 0 <= start <= end:
+            raise TsekitError(f"{where}: start {fields[2]} and end {fields[3]} must be finite, 0 <= start <= end")
+        times = SEGMENT_TIMES.search(segment)
+        if not segment.startswith(f"{reco}-") or times is None or times.start() <= len(reco) + 1:
+            raise TsekitError(f"{where}: segment id {segment!r} is not <recording>-<speaker>-<start cs>-<end cs> "
+                              f"of recording {reco!r}")
+        if reco not in recordings:
+            raise TsekitError(f"{where}: recording {reco!r} is not in {recordings_source}")
+        turns.setdefault(reco, []).append(Turn(segment[len(reco) + 1:times.start()], start, end, lineno))
+    if not turns:
+        raise TsekitError(f"{path}: no segments")
+    return turns
+
+
 def check_rows_speak(turns: Mapping[str, list[Turn]], utt2reco: Mapping[str, str], utt2spk: Mapping[str, str],
-                     rttm: str) -> None:
-    """Every row's target has a turn in its recording: a row the RTTM never hears has no active region."""
+                     source: str) -> None:
+    """Every row's target has a turn in its recording: a row the turns (of file ``source``) never hear has no
+    active region."""
     for utt, reco in utt2reco.items():
         if not any(turn.speaker == utt2spk[utt] for turn in turns.get(reco, ())):
-            raise TsekitError(f"{rttm}: no turn of speaker {utt2spk[utt]!r} in recording {reco!r} (row {utt})")
+            raise TsekitError(f"{source}: no turn of speaker {utt2spk[utt]!r} in recording {reco!r} (row {utt})")
 
 
-def check_turn_ends(turns: list[Turn], rate: int, frames: int, rttm: str, recording: str) -> None:
-    """Refuse a turn that ends more than END_TOLERANCE_S after its recording (``recording`` names it)."""
+def check_turn_ends(turns: list[Turn], rate: int, frames: int, source: str, recording: str) -> None:
+    """Refuse a turn (of file ``source``) that ends more than END_TOLERANCE_S after its recording (``recording``
+    names it)."""
     for turn in turns:
         if turn.end > frames / rate + END_TOLERANCE_S:
-            raise TsekitError(f"{rttm}:{turn.line}: turn of {turn.speaker} ends at {turn.end:.3f} s, after the end "
-                              f"of the recording ({frames / rate:.3f} s, {recording})")
+            raise TsekitError(f"{source}:{turn.line}: turn of {turn.speaker} ends at {turn.end:.3f} s, after the "
+                              f"end of the recording ({frames / rate:.3f} s, {recording})")
 
 
 @dataclass

@@ -8,8 +8,9 @@ scores only the J-th of N contiguous shards, for the Kaldi runners, and
 ``tsekit score merge`` joins the parts once all jobs are done.
 
 Rows are the reference's, or the mixture's for absent-target rows (``--absent``), which have no reference.
-Conversation rows come with an RTTM, utt2reco and utt2spk (``--rttm``, or a data dir's): every input, the
-RTTM's lines and its turns' ends against the recordings' lengths are checked before anything is written.
+Conversation rows come with an RTTM (or tsekit's segments), utt2reco and utt2spk (``--rttm``, or a data dir's):
+every input, the turns' lines and their ends against the recordings' lengths are checked before anything is
+written.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tsekit.metrics.conversation import (
     check_rows_speak,
     check_turn_ends,
     read_rttm,
+    read_segments,
     regions,
 )
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
@@ -54,6 +56,11 @@ class ScoreInputs:
     turns: dict[str, list[Turn]] | None = None
 
     @property
+    def turns_source(self) -> str:
+        """The RTTM or segments file the turns came from."""
+        return self.sources.get("rttm") or self.sources["segments"]
+
+    @property
     def key(self) -> str:
         """The role whose rows are scored and whose sample rate the others must have."""
         return "ref" if self.ref is not None else "mix"
@@ -64,24 +71,27 @@ class ScoreInputs:
 
 def inputs_from_manifests(ref: str | None, est: str, mix: str | None = None, enroll: str | None = None,
                           text: str | None = None, hyp_text: str | None = None, absent: bool = False,
-                          rttm: str | None = None, utt2reco: str | None = None,
-                          utt2spk: str | None = None) -> ScoreInputs:
+                          rttm: str | None = None, utt2reco: str | None = None, utt2spk: str | None = None,
+                          segments: str | None = None) -> ScoreInputs:
     """Read the scp files; every reference must have an estimate (and mixture/enrollment/text when given).
 
     ``hyp_text``: a Kaldi text table of the system's own transcripts (a transcript may be empty), scored
     against ``text`` (which it needs) by ``tsasr_wer``. ``absent``: the rows have no target (no ``ref``), each
-    mixture must have an estimate. ``rttm``: conversation rows; ``utt2reco`` and ``utt2spk`` say which
-    recording and which of its speakers each row is.
+    mixture must have an estimate. ``rttm`` (or ``segments`` in tsekit's layout): conversation rows;
+    ``utt2reco`` and ``utt2spk`` say which recording and which of its speakers each row is.
     """
     if hyp_text is not None and text is None:
         raise TsekitError(f"{hyp_text}: hypothesis transcripts (--hyp-text) are scored against reference "
                           "transcripts; give --text too")
-    if absent and (ref is not None or mix is None or rttm is not None):
+    turn_files = {kind: path for kind, path in (("rttm", rttm), ("segments", segments)) if path is not None}
+    if absent and (ref is not None or mix is None or turn_files):
         raise TsekitError("absent-target rows (--absent) are scored from --est and --mix alone: no --ref, no --rttm")
     if not absent and ref is None:
         raise TsekitError("give --ref (the targets), or --absent for rows whose target is not in the mixture")
-    if (rttm is None) != (utt2reco is None) or (rttm is None) != (utt2spk is None):
-        raise TsekitError("conversations need --rttm, --utt2reco and --utt2spk together")
+    if len(turn_files) > 1:
+        raise TsekitError("give the turns once: --rttm or --segments")
+    if bool(turn_files) != (utt2reco is not None) or bool(turn_files) != (utt2spk is not None):
+        raise TsekitError("conversations need --rttm (or --segments), --utt2reco and --utt2spk together")
     paths = {"ref": ref, "est": est, "mix": mix, "enroll": enroll, "text": text, "hyp_text": hyp_text,
              "utt2reco": utt2reco, "utt2spk": utt2spk}
     tables = {role: read_table(path) for role, path in paths.items() if path is not None and role != "hyp_text"}
@@ -101,10 +111,11 @@ def inputs_from_manifests(ref: str | None, est: str, mix: str | None = None, enr
     sources = {role: str(path) for role, path in paths.items() if path is not None}
     selected = {role: {u: tables[role][u] for u in rows if u in tables[role]} for role in tables}
     inputs = ScoreInputs(**{"ref": None, **selected}, sources=sources)
-    if rttm is not None:
-        sources["rttm"] = str(rttm)
-        inputs.turns = read_rttm(rttm, set(inputs.utt2reco.values()), utt2reco)
-        check_rows_speak(inputs.turns, inputs.utt2reco, inputs.utt2spk, rttm)
+    for kind, path in turn_files.items():
+        sources[kind] = str(path)
+        read = read_rttm if kind == "rttm" else read_segments
+        inputs.turns = read(str(path), set(inputs.utt2reco.values()), utt2reco)
+        check_rows_speak(inputs.turns, inputs.utt2reco, inputs.utt2spk, str(path))
     return inputs
 
 
@@ -114,8 +125,8 @@ def inputs_from_data_dir(data: str | os.PathLike, est: str, hyp_text: str | None
 
     The mixtures (wav.scp), the targets (spk1.scp), enrollments (enroll.scp) when there, the transcripts
     (text) when there and ``with_text`` (a metric uses them: an ASR model or ``hyp_text`` is given; otherwise
-    they would only change the recorded inputs), a conversation set's rttm with utt2reco and utt2spk, and an
-    absent-target set's utt2present (every row 0; such a set has no spk1.scp).
+    they would only change the recorded inputs), a conversation set's rttm (else its segments) with utt2reco
+    and utt2spk, and an absent-target set's utt2present (every row 0; such a set has no spk1.scp).
     """
     data = Path(data)
     if not data.is_dir():
@@ -125,12 +136,14 @@ def inputs_from_data_dir(data: str | os.PathLike, est: str, hyp_text: str | None
         return str(data / name) if (data / name).is_file() else None
 
     absent = _all_absent(data / "utt2present") if (data / "utt2present").is_file() else False
-    conversation = there("rttm") is not None
+    rttm = there("rttm")
+    segments = there("segments") if rttm is None else None
+    conversation = rttm is not None or segments is not None
     return inputs_from_manifests(
         None if absent else str(data / "spk1.scp"), est, str(data / "wav.scp"), there("enroll.scp"),
         there("text") if with_text else None, hyp_text, absent=absent,
-        rttm=there("rttm"), utt2reco=str(data / "utt2reco") if conversation else None,
-        utt2spk=str(data / "utt2spk") if conversation else None)
+        rttm=rttm, utt2reco=str(data / "utt2reco") if conversation else None,
+        utt2spk=str(data / "utt2spk") if conversation else None, segments=segments)
 
 
 def _all_absent(path: Path) -> bool:
@@ -212,7 +225,7 @@ def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:
     if inputs.turns is not None:
         # every job checks every recording, so that no job writes a part of a run another one refuses
         for utt, (rate, frames) in key_headers.items():
-            check_turn_ends(inputs.turns[inputs.utt2reco[utt]], rate, frames, inputs.sources["rttm"],
+            check_turn_ends(inputs.turns[inputs.utt2reco[utt]], rate, frames, inputs.turns_source,
                             f"{inputs.sources[inputs.key]}: {utt}")
     return ref_rates
 

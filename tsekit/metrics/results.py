@@ -177,7 +177,8 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
                      f"{len(audible)}); a silent output scores the floor {-CLAMP_DB:g} dB.")
         lines.append("")
     if set(CONVERSATION_METRICS) & set(metrics):
-        lines.append(f"Conversation metrics over the turns of `{settings['inputs']['rttm']}`: *_active over the "
+        turns = settings["inputs"].get("rttm") or settings["inputs"]["segments"]
+        lines.append(f"Conversation metrics over the turns of `{turns}`: *_active over the "
                      "target's turns, interferer_suppression over the other speakers' solo turns, target_kept over "
                      "the target's solo turns (0 dB best); n counts the rows that have such turns.")
         lines.append("")
