@@ -28,7 +28,7 @@ import numpy as np
 from tsekit import TsekitError
 from tsekit.metrics.conversation import ABSENT_METRICS, AUDIBLE_THRESHOLD_DB, CONVERSATION_METRICS, Regions
 
-# metric -> the inputs it needs besides estimate and reference
+# metric -> the inputs it needs besides the estimate and (except the absent-target ones, "absent") the reference
 METRICS: dict[str, frozenset[str]] = {
     "si_sdr": frozenset(),
     "si_sdri": frozenset({"mix"}),
