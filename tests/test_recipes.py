@@ -86,7 +86,7 @@ def test_libri2mix_recipe(tmp_path):
     assert reported.stdout.splitlines()[-2].endswith(f"report of data/test: {page}")
     text = page.read_text()
     assert text.count("<audio") == 12 * 4  # 12 utterances: mixture, enrollment, mysys, reference
-    assert "<td>mysys</td>" in text and "tsekit score --ref data/test/spk1.scp" in text
+    assert "<td>mysys</td>" in text and "tsekit score --data data/test --est exp/mysys/decode_test/wav.scp" in text
     # stage 3 with a toolkit codec the recipe trains itself (conf/tinycodec.yaml): trained once, the test targets
     # resynthesized and scored (its ceiling, a row of the report), every set tokenized
     config = tiny_codec_config("tsekit_codec", steps=12)

@@ -91,14 +91,13 @@ launch="tsekit train"
 # Score the estimates EST (a wav.scp) of data/SET into OUT/scores ($score_cmd jobs): stage 7 for the systems'
 # outputs, stage 3 for a codec's or vocoder's resynthesis of the clean targets (its ceiling). HYP (stage 7): the
 # system's own transcripts (a target-speaker ASR system's OUT/text), scored against data/SET/text as tsasr_wer.
+# tsekit score reads data/SET itself: targets, mixtures, enrollments, the text when the ASR model or HYP uses
+# it, and a conversation set's rttm (metrics over who speaks when) or an absent-target set's utt2present.
 score_estimates() {
   local est=$1 set=$2 out=$3 hyp=${4:-} opts
-  opts="--ref data/$set/spk1.scp --est $est --mix data/$set/wav.scp --enroll data/$set/enroll.scp"
+  opts="--data data/$set --est $est"
   [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
-  if [ -f "data/$set/text" ] && { [ -n "$asr_model" ] || [ -n "$hyp" ]; }; then
-    opts="$opts --text data/$set/text"
-    [ -n "$hyp" ] && opts="$opts --hyp-text $hyp"
-  fi
+  [ -f "data/$set/text" ] && [ -n "$hyp" ] && opts="$opts --hyp-text $hyp"
   [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
   # shellcheck disable=SC2086
   $score_cmd JOB=1:"$nj" "$out/scores/log/score.JOB.log" tsekit score $opts --out "$out/scores" --job JOB --nj "$nj"
