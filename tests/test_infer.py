@@ -208,8 +208,8 @@ def test_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
     assert not (tmp_path / "out").exists()
     proc = run_cli("extract", "--exp-dir", tmp_path / "missing", "--mix", "m.wav", "--enroll", "e.wav", "-o", "o.wav")
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"tsekit: error: {tmp_path / 'missing'}: experiment directory "
-                                                "not found"]
+    assert proc.stderr.strip().splitlines() == [f"tsekit: error: {tmp_path / 'missing'}: no such experiment "
+                                                "directory or packaged model"]
 
 
 @pytest.mark.parametrize("param, message", [
