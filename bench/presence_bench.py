@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/presence_bench.py synth CORPUS DATA [--seed 0]
     .venv/bin/python bench/presence_bench.py measure --model MODEL --data DATA --decode DECODE
+    .venv/bin/python bench/presence_bench.py cost --model MODEL --mix MIX --enroll ENROLL
 
 ``synth`` builds a conversation data dir (the layout of issue 30's conversation sets: a row per recording and
 speaker, wav.scp the whole recording, spk1.scp the speaker's own track, enroll.scp another utterance of the
@@ -18,6 +19,11 @@ where the decision agrees with the RTTM: the target speaks and its segment is ke
 is silenced), the recall (target frames kept) and the rejection (frames without the target silenced), pooled over
 the rows; beside them two references: keeping every speech segment (the VAD alone) and the per-segment oracle
 (a segment kept when the target speaks in most of it: the best any per-segment decision can do).
+
+``cost`` times, in this process, ``tsekit extract`` of MIX without ``--segments``, the Silero VAD over MIX (the
+model's loading apart), and the whole presence decision of each method (VAD, scores, gating, RTTM: the first time,
+with loading and warm-up, as ``tsekit extract`` runs it, and again, as for every further row of ``tsekit
+infer``); it reports each as a fraction of the extraction's time.
 """
 
 from __future__ import annotations
@@ -164,6 +170,45 @@ def measure(model: str, data: Path, decode: Path) -> None:
             report(f"{method} > {threshold:g}", kept)
 
 
+def cost(model: str, mix: str, enroll: str) -> None:
+    import tempfile
+    import time
+
+    from tsekit.data.audio import load_audio
+    from tsekit.infer.extract import extract_file
+    from tsekit.infer.presence import PresenceGate, PresenceSettings
+    from tsekit.pretrained.vad import SileroVad, blocks_of
+
+    mixture, rate = load_audio(mix)
+    enrollment, _ = load_audio(enroll)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        extract_file(model, mix, enroll, Path(tmp) / "out.wav")
+        extraction = time.perf_counter() - started
+        output, _ = load_audio(str(Path(tmp) / "out.wav"))
+        started = time.perf_counter()
+        vad = SileroVad()
+        loading = time.perf_counter() - started
+        started = time.perf_counter()
+        segments = vad.segments(blocks_of(mixture, rate), rate)
+        vad_seconds = time.perf_counter() - started
+        print(f"{len(mixture) / rate:.1f} s of audio at {rate} Hz, {len(segments)} speech segments")
+        print(f"tsekit extract (model loading included): {extraction:.2f} s")
+        print(f"Silero VAD: {vad_seconds:.3f} s ({vad_seconds / extraction:.1%} of the extraction; "
+              f"{loading:.3f} s more to load it)")
+        for method in ("energy", "speaker"):
+            started = time.perf_counter()
+            gate = PresenceGate(PresenceSettings(method=method))
+            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out")
+            cold = time.perf_counter() - started
+            # again with the models loaded and warm, as for every row after the first of `tsekit infer`
+            started = time.perf_counter()
+            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out")
+            warm = time.perf_counter() - started
+            print(f"presence by {method} (VAD, scores, gating, RTTM): first {cold:.3f} s, loading included "
+                  f"({cold / extraction:.1%} of the extraction), then {warm:.3f} s ({warm / extraction:.1%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,11 +220,17 @@ def main() -> None:
     run.add_argument("--model", required=True)
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--decode", type=Path, required=True)
+    timing = commands.add_parser("cost", help="the VAD's and the presence decision's time against extraction's")
+    timing.add_argument("--model", required=True)
+    timing.add_argument("--mix", required=True)
+    timing.add_argument("--enroll", required=True)
     args = parser.parse_args()
     if args.command == "synth":
         synth(args.corpus, args.data, args.seed)
-    else:
+    elif args.command == "measure":
         measure(args.model, args.data, args.decode)
+    else:
+        cost(args.model, args.mix, args.enroll)
 
 
 if __name__ == "__main__":

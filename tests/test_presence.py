@@ -43,6 +43,8 @@ def test_rttm_lines_and_bad_names(tmp_path):
     assert not (tmp_path / "bad.rttm").exists()
     with pytest.raises(TsekitError, match=r"^presence method 'loudness': expected one of energy, speaker$"):
         PresenceSettings(method="loudness")
+    assert (PresenceSettings().method, PresenceSettings().threshold) == ("speaker", 0.6)
+    assert PresenceSettings("energy").threshold == -6.0 and PresenceSettings("energy", -3.0).threshold == -3.0
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,10 @@ def test_speaker_similarity_needs_an_enrollment(conversation):
     mixture, output, _, _ = conversation
     with pytest.raises(TsekitError, match="needs the target's enrollment; this system has none"):
         PresenceGate(PresenceSettings(method="speaker")).decide(output, mixture, None, RATE)
+
+
+def test_the_cli_offers_the_methods_there_are():
+    from tsekit.cli.infer import PRESENCE_METHODS
+    from tsekit.infer.presence import METHODS
+
+    assert PRESENCE_METHODS == METHODS

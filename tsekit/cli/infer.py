@@ -39,6 +39,10 @@ def _common(command):
                      help="With --segments: how the target's presence in each speech segment is decided: the "
                           "output's energy against the mixture's, or the output's speaker similarity to the "
                           "enrollment."),
+        click.option("--presence-threshold", type=float, default=None,
+                     help="With --segments: a segment holds the target when its score is above this: dB of the "
+                          "output's energy over the mixture's (energy; default -6), or the cosine similarity "
+                          "(speaker; default 0.6)."),
         click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                      help="Replace a model parameter for this run (repeatable; VALUE is YAML), e.g. a generative "
                           "system's decoding settings: --param temperature=0.5 --param flow_steps=20."),
@@ -81,7 +85,7 @@ def parse_params(values: tuple[str, ...]) -> dict:
               help="Write OUT/rttm, where each row's target speaks (Silero VAD + --presence), and silence the "
                    "outputs elsewhere.")
 def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-          presence, params, data, out, nj, job, refine, segments) -> None:
+          presence, presence_threshold, params, data, out, nj, job, refine, segments) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
@@ -101,7 +105,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
     summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
                              chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level,
                              refine=refine, refine_passes=refine_passes, refine_start=refine_start,
-                             model_params=parse_params(params), segments=segments, presence=presence)
+                             model_params=parse_params(params), segments=segments, presence=presence,
+                             presence_threshold=presence_threshold)
     click.echo(str(summary), err=True)
 
 
@@ -122,7 +127,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
               help="Write where the target speaks to this RTTM file (recording id: OUT's stem; Silero VAD + "
                    "--presence) and silence the output elsewhere.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-            presence, params, mixture, enroll, enroll_pos, enroll_neg, out, refine, segments) -> None:
+            presence, presence_threshold, params, mixture, enroll, enroll_pos, enroll_neg, out, refine,
+            segments) -> None:
     """Extract the enrolled speaker from one mixture file.
 
     \b
@@ -138,6 +144,7 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
                                     checkpoint=checkpoint, chunk_seconds=chunk_seconds,
                                     overlap_seconds=overlap_seconds, output_level=output_level, refine=refine,
                                     refine_passes=refine_passes, refine_start=refine_start,
-                                    model_params=parse_params(params), segments=segments, presence=presence)
+                                    model_params=parse_params(params), segments=segments, presence=presence,
+                                    presence_threshold=presence_threshold)
     click.echo(f"wrote {path}" + (f" and its transcript {transcript}" if transcript else "")
                + (f"; where the target speaks: {segments}" if segments else ""), err=True)

@@ -173,7 +173,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                    overlap_seconds: float = 1.0, output_level: str | None = None,
                    refine: str | os.PathLike | None = None, refine_passes: int = 1,
                    refine_start: float = 1.0, model_params: dict | None = None, segments: bool = False,
-                   presence: str = "speaker") -> InferSummary:
+                   presence: str = "speaker", presence_threshold: float | None = None) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
 
     ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
@@ -188,7 +188,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     ``model_params`` replace model parameters for this run (``load_experiment``): a generative system's decoding
     settings. Nothing records them in OUT: decode with other settings into another OUT.
 
-    ``segments``: also decide where each row's target speaks (``tsekit.infer.presence``, by ``presence``),
+    ``segments``: also decide where each row's target speaks (``tsekit.infer.presence``, by ``presence`` above
+    ``presence_threshold``, None for the method's default),
     silence the output elsewhere, and write OUT/presence/<utt>.rttm (before the row's wav; a row without it is
     not done) and, once every row has one, OUT/rttm (before OUT/wav.scp).
     """
@@ -207,7 +208,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     if segments:  # a missing VAD file is refused before the work
         from tsekit.infer.presence import PresenceGate, PresenceSettings, rttm_path, target_enrollment
 
-        gate = PresenceGate(PresenceSettings(method=presence))
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     rate = cfg.data.sample_rate

@@ -7,14 +7,14 @@ speaks, so the target does not either and the output is silenced there too.
 The decision, per segment (``PresenceSettings.method``):
 
 * ``energy``: 10 log10 of the output's energy over the mixture's in the segment (dB); present above
-  ``energy_threshold`` (default -6 dB). An extractor keeps about the mixture's energy where the target speaks
+  a threshold (default -6 dB). An extractor keeps about the mixture's energy where the target speaks
   alone (0 dB), about half or more where it overlaps another speaker (-3 dB and up), and suppresses an
   interferer speaking alone (the mini Z-SpEx by 8-13 dB, a strong system by more). It assumes the output is at the
   mixture's level, as ``mixture_fit`` (the default output level of SI-SDR-trained systems) leaves it; with ``peak`` or
   ``none`` the threshold moves with the output's gain. It cannot tell a whole recording without the target, whose
   output ``mixture_fit`` raises to the mixture's level.
 * ``speaker``: the cosine similarity of the output's segment to the enrollment, both embedded by resemblyzer
-  (``tsekit.pretrained.speaker``, as scoring uses it); present above ``similarity_threshold`` (default 0.6).
+  (``tsekit.pretrained.speaker``, as scoring uses it); present above a threshold (default 0.6).
   It does not depend on the output's level, and it does tell a recording without the target, but a segment
   shorter than resemblyzer's 1.6 s partials is embedded from little speech.
 
@@ -50,22 +50,25 @@ from tsekit import TsekitError
 from tsekit.pretrained.vad import SileroVad, VadSettings, blocks_of
 
 METHODS = ("energy", "speaker")
+# a segment holds the target when its score is above: dB of output over mixture; cosine of output to enrollment
+DEFAULT_THRESHOLDS = {"energy": -6.0, "speaker": 0.6}
 SPEAKER = "target"  # the RTTM's speaker name for the extracted target
 
 
 @dataclass(frozen=True)
 class PresenceSettings:
-    """How presence is decided (module docstring)."""
+    """How presence is decided (module docstring); ``threshold`` None is the method's default."""
 
     method: str = "speaker"
-    energy_threshold: float = -6.0  # dB, output over mixture
-    similarity_threshold: float = 0.6  # cosine, output to enrollment
+    threshold: float | None = None
     fade: float = 0.01  # seconds of ramp at the edges of kept segments
     vad: VadSettings = field(default_factory=VadSettings)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise TsekitError(f"presence method {self.method!r}: expected one of {', '.join(METHODS)}")
+        if self.threshold is None:
+            object.__setattr__(self, "threshold", DEFAULT_THRESHOLDS[self.method])
 
 
 @dataclass
@@ -112,7 +115,6 @@ class PresenceGate:
             segments = self.segments(mixture, rate)
         if self.settings.method == "energy":
             scores = [energy_ratio(output[s:e], mixture[s:e]) for s, e in segments]
-            threshold = self.settings.energy_threshold
         else:
             if enrollment is None or not np.any(enrollment):
                 raise TsekitError("presence by speaker similarity needs the target's enrollment; this system has "
@@ -121,8 +123,7 @@ class PresenceGate:
             # an all-zero output segment embeds as NaN: its similarity is NaN, and NaN is not above any threshold
             scores = [float(np.dot(self.encoder.embed(np.asarray(output[s:e], dtype=np.float32), rate), reference))
                       for s, e in segments]
-            threshold = self.settings.similarity_threshold
-        kept = [segment for segment, score in zip(segments, scores, strict=True) if score > threshold]
+        kept = [segment for segment, score in zip(segments, scores, strict=True) if score > self.settings.threshold]
         return Presence(segments, scores, kept)
 
     def __call__(self, output: np.ndarray, mixture: np.ndarray, enrollment: np.ndarray | None, rate: int,
