@@ -10,7 +10,8 @@ speaker, utt2spk, utt2reco, rttm) from a LibriSpeech-layout folder of single-spe
 <chapter>/*.flac; the mini corpus's TTS test speakers): speakers in groups of three take turns, each speaking its
 utterances but the first (its enrollment), with gaps of 0.3-1.2 s, and a turn starts 0.3-1.0 s before the previous
 one ends with probability 0.3 (overlap). The truth of a turn is the utterance without its 0.1 s of leading and
-trailing digital silence (the mini corpus pads its TTS so).
+trailing digital silence (the mini corpus pads its TTS so). Beside it, DATA_absent holds the same recordings,
+each enrolled with the speakers of the next recording: targets that never speak in them.
 
 ``measure`` extracts every row with MODEL into DECODE (``tsekit infer``; rows already there are kept), finds the
 speech segments of each recording once (Silero VAD), scores every segment of every row by both methods (energy
@@ -93,10 +94,26 @@ def synth(corpus: Path, data: Path, seed: int) -> None:
             rows["utt2spk"][utt] = spk
             rows["utt2reco"][utt] = rec
         print(f"{rec}: {length / rate:.1f} s, speakers {' '.join(members)}, {len(placed)} turns")
+    text = "\n".join(sorted(rttm, key=lambda line: (line.split()[1], float(line.split()[3])))) + "\n"
     for name, table in rows.items():
         write_table(data / name, table)
-    (data / "rttm").write_text("\n".join(sorted(rttm, key=lambda line: (line.split()[1], float(line.split()[3]))))
-                               + "\n")
+    (data / "rttm").write_text(text)
+    # the same recordings, each enrolled with the speakers of the next one: targets that never speak in them
+    absent = data.parent / f"{data.name}_absent"
+    recordings = sorted(set(rows["utt2reco"].values()))
+    following = dict(zip(recordings, recordings[1:] + recordings[:1], strict=True))
+    moved: dict[str, dict[str, str]] = {name: {} for name in ("wav.scp", "enroll.scp", "utt2spk", "utt2reco")}
+    for utt, rec in rows["utt2reco"].items():
+        for other, other_rec in rows["utt2reco"].items():
+            if other_rec == following[rec] and rec != other_rec:
+                row = f"{rec}-{rows['utt2spk'][other]}"
+                moved["wav.scp"][row] = rows["wav.scp"][utt]
+                moved["enroll.scp"][row] = rows["enroll.scp"][other]
+                moved["utt2spk"][row] = rows["utt2spk"][other]
+                moved["utt2reco"][row] = rec
+    for name, table in moved.items():
+        write_table(absent / name, table)
+    (absent / "rttm").write_text(text)
 
 
 def read_rttm(path: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
