@@ -189,9 +189,9 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     settings. Nothing records them in OUT: decode with other settings into another OUT.
 
     ``segments``: also decide where each row's target speaks (``tsekit.infer.presence``, by ``presence`` above
-    ``presence_threshold``, None for the method's default),
-    silence the output elsewhere, and write OUT/presence/<utt>.rttm (before the row's wav; a row without it is
-    not done) and, once every row has one, OUT/rttm (before OUT/wav.scp).
+    ``presence_threshold``, None for the method's default), silence the output elsewhere, and write
+    OUT/presence/<utt>.rttm (before the row's wav; a row without it is not done) and, once every row has one,
+    OUT/rttm (before OUT/wav.scp).
     """
     import torch
     from tqdm import tqdm
