@@ -421,14 +421,11 @@ def test_a_silent_or_short_enrollment_is_warned_about_once_per_clip(trained, tmp
 def conversations(tmp_path_factory) -> Path:
     """A data dir of two TTS conversations at the tiny model's rate (two voices taking turns, 0.8 s apart), each
     enrolled with another sentence of its first voice: speech the Silero VAD finds (which sines are not)."""
-    from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
-    from tsekit.pretrained.vad import vad_model_path
+    from conftest import require_vad
 
-    if not vad_model_path().is_file():
-        reason = f"no {vad_model_path()} (make install brings the Silero VAD)"
-        if os.environ.get("TSEKIT_REQUIRE_VAD") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
+
+    require_vad()
     if missing_packages():
         pytest.skip("TTS voices missing (tools/system_packages.sh)")
     root = tmp_path_factory.mktemp("conversations")

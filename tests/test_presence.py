@@ -4,15 +4,13 @@ decision by energy and by speaker similarity on a TTS conversation with known tu
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from conftest import require_vad
 
 from tsekit import TsekitError
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
 from tsekit.infer.presence import PresenceGate, PresenceSettings, gate, write_rttm
-from tsekit.pretrained.vad import vad_model_path
 
 RATE = 16000
 
@@ -51,11 +49,7 @@ def test_rttm_lines_and_bad_names(tmp_path):
 def conversation():
     """(mixture, output of a good extractor, target enrollment, target turns in s): two TTS voices taking turns,
     the output the target's track plus the other's at -30 dB."""
-    if not vad_model_path().is_file():
-        reason = f"no {vad_model_path()} (make install brings the Silero VAD)"
-        if os.environ.get("TSEKIT_REQUIRE_VAD") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_vad()
     if missing_packages():
         pytest.skip("TTS voices missing (tools/system_packages.sh)")
     voices = {v.label: v for v in BASE_VOICES}

@@ -4,15 +4,14 @@ tests are skipped when the file is absent, an error instead with TSEKIT_REQUIRE_
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from conftest import require_vad
 from scipy.signal import resample_poly
 
 from tsekit import TsekitError
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
-from tsekit.pretrained.vad import BlockResampler, SileroVad, VadSettings, blocks_of, speech_segments, vad_model_path
+from tsekit.pretrained.vad import BlockResampler, SileroVad, VadSettings, blocks_of, speech_segments
 
 WINDOW, RATE = 512, 16000  # 32 ms windows
 
@@ -76,11 +75,7 @@ def test_an_absent_model_file_is_one_line_saying_how_to_bring_it(tmp_path, monke
 @pytest.fixture(scope="module")
 def vad():
     """The real Silero VAD of this environment (tools/install.sh put it there)."""
-    if not vad_model_path().is_file():
-        reason = f"no {vad_model_path()} (make install brings the Silero VAD)"
-        if os.environ.get("TSEKIT_REQUIRE_VAD") == "1":
-            pytest.fail(reason)  # CI runs make install: a broken install step fails here instead of skipping
-        pytest.skip(reason)
+    require_vad()
     return SileroVad()
 
 
