@@ -184,7 +184,9 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
-                 refine_start: float = 1.0, model_params: dict | None = None) -> tuple[Path, Path | None]:
+                 refine_start: float = 1.0, model_params: dict | None = None,
+                 segments: str | os.PathLike | None = None, presence: str = "speaker",
+                 presence_threshold: float | None = None) -> tuple[Path, Path | None]:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit PCM, atomic, in the format
     its suffix names: .wav, .flac, ...; any other suffix is refused before the model loads).
 
@@ -198,12 +200,21 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     A model with ``transcribes`` also writes its transcript of the target speaker, one line, to
     ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
+
+    ``segments``: an RTTM file to write where the target speaks, the output silenced elsewhere
+    (``tsekit.infer.presence``, decided by ``presence``: energy or speaker, above ``presence_threshold``, None for the
+    method's default); the recording id is ``out``'s stem.
     """
     from tsekit.data.audio import audio_format, write_audio
     from tsekit.data.enroll import enrollment_doubt
     from tsekit.jobs import atomic_open
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
+    gate = None
+    if segments is not None:  # a missing VAD file is refused before the work too
+        from tsekit.infer.presence import PresenceGate, PresenceSettings
+
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
@@ -236,5 +247,9 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
         (estimate, text), transcript = result, transcript_path(out)
         with atomic_open(transcript) as f:
             f.write(text + "\n")
+    if gate is not None:
+        from tsekit.infer.presence import target_enrollment
+
+        estimate = gate(estimate, mixture_samples, target_enrollment(enrollments), rate, segments, Path(out).stem)
     write_audio(out, estimate, rate)
     return Path(out), transcript
