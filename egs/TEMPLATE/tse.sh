@@ -11,6 +11,7 @@
 #   codec_params vocoder_params                stage 3: the params of those overrides (YAML mappings)
 #   asr_model score_metrics                    stage 3 and 7 scoring options (egs/TEMPLATE/defaults.sh)
 #   refine infer_params                        stage 6: refine another system's outputs, decoding settings
+#   conversations conv_prepare                 stages 1-2: the conversation and absent-target test sets
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0")) $*"; }
@@ -35,7 +36,19 @@ describe_data_dir() {
   done
 }
 
-all_sets="$train_set $valid_set $test_sets"
+corpus_sets="$train_set $valid_set $test_sets"  # what `tsekit prepare $corpus` writes
+# --conversations true: two more test sets from the first one's speakers, which bring their own enrollments
+extra_sets=""
+if "$conversations"; then
+  if [ -z "$conv_prepare" ]; then
+    log "--conversations true: this recipe does not say how to build conversations (conv_prepare is empty)"
+    exit 1
+  fi
+  conv_base=${test_sets%% *}
+  extra_sets="${conv_base}_conv ${conv_base}_absent"
+  test_sets="$test_sets $extra_sets"
+fi
+all_sets="$corpus_sets $extra_sets"
 conf=conf/$system.yaml
 # a system enrolled by noisy positive/negative clips gets them built in stage 2
 if [ -f "$conf" ] && tsekit train --config "$conf" --print-needs | grep -qw enroll_pos; then
@@ -51,12 +64,27 @@ fi
 if run_stage 1; then
   log "stage 1: data preparation ($corpus from $corpus_root)"
   missing=""
-  for set in $all_sets; do [ -f "data/$set/wav.scp" ] || missing="$missing $set"; done
+  for set in $corpus_sets; do [ -f "data/$set/wav.scp" ] || missing="$missing $set"; done
   if [ -n "$missing" ]; then
     # shellcheck disable=SC2086  # prepare_opts holds several options
     tsekit prepare "$corpus" "$corpus_root" data $prepare_opts
   else
-    log "data/{${all_sets// /,}} exist; skipping (remove them to prepare again)"
+    log "data/{${corpus_sets// /,}} exist; skipping (remove them to prepare again)"
+  fi
+  if "$conversations"; then
+    if [ -f "data/${conv_base}_absent/wav.scp" ]; then
+      log "data/${conv_base}_absent exists; skipping"
+    else
+      log "stage 1: absent-target mixtures of data/$conv_base into data/${conv_base}_absent"
+      tsekit prepare absent "data/$conv_base" "data/${conv_base}_absent" --seed "$seed"
+    fi
+    if [ -f "data/${conv_base}_conv/wav.scp" ]; then
+      log "data/${conv_base}_conv exists; skipping"
+    else
+      log "stage 1: conversations into data/${conv_base}_conv"
+      # shellcheck disable=SC2086  # conv_prepare is a command with its options
+      $conv_prepare "data/${conv_base}_conv"
+    fi
   fi
   for set in $all_sets; do tsekit data validate "data/$set"; done
 fi
@@ -65,7 +93,9 @@ if run_stage 2; then
   log "stage 2: enrollment lists"
   for set in $all_sets; do
     # pos/neg clips are always (re)checked: tsekit enroll rebuilds only the rows whose options changed
-    if [ -f "data/$set/enroll.scp" ] && ! "$posneg"; then
+    if [[ " $extra_sets " == *" $set "* ]]; then
+      log "data/$set brings its own enroll.scp (made in stage 1)"
+    elif [ -f "data/$set/enroll.scp" ] && ! "$posneg"; then
       log "data/$set/enroll.scp exists; skipping"
     else
       opts="--seed $seed"
@@ -136,6 +166,7 @@ if run_stage 3; then
       grep -E "valid|already trained" "$coder/log/train.log" | tail -3
     fi
     for set in $test_sets; do
+      [ -f "data/$set/spk1.scp" ] || continue  # an absent-target set has no targets to resynthesize
       # the clean targets through the codec (or the vocoder, from their mel): the ceiling of a system using it
       resynth=exp/$name/resynth_$set
       log "stage 3: resynthesizing the targets of data/$set through $coder into $resynth ($nj jobs)"
