@@ -14,7 +14,7 @@ from tsekit import TsekitError
 from tsekit.cli import cli
 from tsekit.corpora.conversations import ConversationOptions, make_conversations, measured_overlap, read_speech
 from tsekit.data.datadir import read_data_dir
-from tsekit.data.rttm import read_rttm, read_segments
+from tsekit.data.rttm import Turn, read_rttm, read_segments
 from tsekit.data.table import read_table
 from tsekit.data.validate import validate_data_dir
 
@@ -76,6 +76,11 @@ def int16(entry: str) -> np.ndarray:
     return samples.astype(np.int64)
 
 
+def turns_of(data: Path, name: str = "rttm") -> dict[str, list[Turn]]:
+    reader = read_rttm if name == "rttm" else read_segments
+    return reader(str(data / name), set(read_table(data / "utt2reco").values()), "utt2reco")
+
+
 def recordings(data: Path) -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
     for utt, reco in read_table(data / "utt2reco").items():
@@ -120,49 +125,51 @@ def test_tracks_and_noise_sum_to_the_mixture_exactly(conv):
 
 def test_rttm_turns_are_where_each_track_speaks(conv):
     tables = read_data_dir(conv)
-    turns = read_rttm(conv / "rttm")
+    turns = turns_of(conv)
     slack = 20  # samples: onset and duration are each rounded to 1 ms (16 samples), so the end is within 2 ms
     for utt, track_path in tables["spk1.scp"].items():
         reco, speaker = tables["utt2reco"][utt], tables["utt2spk"][utt]
         track = int16(track_path)
-        mine = [t for t in turns if t.recording == reco and t.speaker == speaker]
+        mine = [t for t in turns[reco] if t.speaker == speaker]
         assert mine
         inside = np.zeros(len(track), dtype=bool)
         for t in mine:
-            start, end = round(t.start * RATE), round(t.end * RATE)
+            start, end = round(t.onset * RATE), round(t.end * RATE)
             inside[max(0, start - slack) : end + slack] = True
             assert np.any(track[start : start + slack] != 0) and np.any(track[end - slack : end] != 0)
         assert not np.any(track[~inside]), f"{utt}: sound outside its turns"
 
 
 def test_segments_agree_with_rttm(conv):
-    durations = {r: float(read_table(conv / "utt2dur")[u[0]]) for r, u in recordings(conv).items()}
-    rttm = sorted(read_rttm(conv / "rttm", durations), key=lambda t: (t.recording, t.start))
-    segments = read_segments(conv / "segments", durations)
-    in_segments = sorted(segments.values(), key=lambda t: (t.recording, t.start))
-    assert [(t.recording, t.speaker) for t in rttm] == [(t.recording, t.speaker) for t in in_segments]
-    # the RTTM's end is onset + duration, each rounded to 1 ms
-    np.testing.assert_allclose([(t.start, t.end) for t in rttm], [(t.start, t.end) for t in in_segments], atol=0.0015)
-    for segment, turn in segments.items():  # <recording>-<speaker>-<start cs>-<end cs>
+    rttm, segments = turns_of(conv), turns_of(conv, "segments")
+    assert sorted(rttm) == sorted(segments) == sorted(recordings(conv))
+    for reco in rttm:
+        in_rttm = sorted(rttm[reco], key=lambda t: t.onset)
+        in_segments = sorted(segments[reco], key=lambda t: t.onset)
+        assert [t.speaker for t in in_rttm] == [t.speaker for t in in_segments]
+        # the RTTM's end is onset + duration, each rounded to 1 ms
+        np.testing.assert_allclose([(t.onset, t.end) for t in in_rttm], [(t.onset, t.end) for t in in_segments],
+                                   atol=0.0015)  # fmt: skip
+    for line in (conv / "segments").read_text().splitlines():  # <recording>-<speaker>-<start cs>-<end cs> ...
+        segment, reco, start_s, end_s = line.split()
         recording, speaker, start, end = segment.split("-")
-        assert (recording, speaker) == (turn.recording, turn.speaker) and len(start) == len(end) == 7
-        assert abs(int(start) - 100 * turn.start) <= 1 and abs(int(end) - 100 * turn.end) <= 1
+        assert recording == reco and speaker in read_table(conv / "utt2spk").values() and len(start) == len(end) == 7
+        assert abs(int(start) - 100 * float(start_s)) <= 1 and abs(int(end) - 100 * float(end_s)) <= 1
 
 
 @pytest.mark.parametrize("overlap", [0.0, 0.1, 0.3])
 def test_measured_overlap_is_the_asked_one(speech, tmp_path, overlap):
     options = ConversationOptions(recordings=2, minutes=0.75, speakers=(2, 3), overlap=overlap)
     out = build(speech, tmp_path / "c", options=options)
-    turns = read_rttm(out / "rttm")
-    for reco in {t.recording for t in turns}:
-        ratio = measured_overlap([t for t in turns if t.recording == reco])
+    for reco, turns in turns_of(out).items():
+        ratio = measured_overlap(turns)
         assert abs(ratio - overlap) <= 0.05, (reco, ratio)
         if overlap == 0:
             assert ratio == 0
-    # never three at once: at every turn's start at most one other turn is running
-    for t in turns:
-        running = [o for o in turns if o.recording == t.recording and o is not t and o.start <= t.start < o.end - 0.002]
-        assert len(running) <= 1
+        # never three at once: at every turn's start at most one other turn is running
+        for t in turns:
+            running = [o for o in turns if o is not t and o.onset <= t.onset < o.end - 0.002]
+            assert len(running) <= 1
 
 
 def source_of(enrollment: np.ndarray, speech: Path) -> str:
@@ -195,7 +202,7 @@ def test_bad_rttm_and_segments_are_one_line_naming_file_and_line(conv, tmp_path)
     lines[2] = lines[2].replace(reco, "conv9999")
     (bad / "rttm").write_text("".join(lines))
     problems = validate_data_dir(bad, check_audio=False)
-    assert problems == [f"{bad}/rttm:3: recording conv9999 is not in the data (utt2reco)"]
+    assert problems == [f"{bad}/rttm:3: recording 'conv9999' is not in {bad}/utt2reco"]
 
     lines[2] = f"SPEAKER {reco} 1 1000.000 2.000 <NA> <NA> {lines[0].split()[7]} <NA> <NA>\n"
     (bad / "rttm").write_text("".join(lines))
@@ -205,8 +212,8 @@ def test_bad_rttm_and_segments_are_one_line_naming_file_and_line(conv, tmp_path)
     (bad / "segments").write_text("".join(segments))
     problems = validate_data_dir(bad)
     assert len(problems) == 2
-    assert problems[0].startswith(f"{bad}/rttm:3: turn ends at 1002.000 s, past the end of {reco}")
-    assert problems[1].startswith(f"{bad}/segments:1: turn ends at 999.500 s, past the end of")
+    assert problems[0].startswith(f"{bad}/rttm:3: turn of ") and "ends at 1002.000 s, after the end" in problems[0]
+    assert problems[1].startswith(f"{bad}/segments:1: turn of ") and "ends at 999.500 s" in problems[1]
 
     result = CliRunner().invoke(cli, ["data", "validate", str(bad)])
     assert result.exit_code == 1 and "rttm:3" in result.output

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from test_score import read_tsv, score
 
+from tsekit.data import rttm
 from tsekit.data.table import read_table, write_table
 from tsekit.metrics import conversation, sdr
 from tsekit.metrics.jobs import inputs_from_data_dir, run_scoring
@@ -165,8 +166,8 @@ def test_segments_give_the_turns_of_the_rttm(conv, tmp_path):
 def test_interferer_turns_are_pooled_by_energy():
     """Suppression over two interferers' solo turns is one energy ratio, not a mean of two dB values."""
     rate, frames = 100, 400
-    turns = [conversation.Turn("T", 0.0, 1.0, 1), conversation.Turn("X", 1.0, 2.0, 2),
-             conversation.Turn("Y", 2.0, 4.0, 3)]
+    turns = [rttm.Turn("T", 0.0, 1.0, 1), rttm.Turn("X", 1.0, 2.0, 2),
+             rttm.Turn("Y", 2.0, 4.0, 3)]
     where = conversation.regions(turns, "T", rate, frames)
     mixture = np.ones(frames)
     estimate = np.zeros(frames)
@@ -182,7 +183,7 @@ def test_a_ten_minute_recording_scores_in_seconds(tmp_path):
     frames = minutes * 60 * rate
     rng = np.random.default_rng(0)
     # two speakers alternating 5 s turns with 1 s of overlap
-    turns = [conversation.Turn("AB"[k % 2], max(0.0, 5.0 * k - 1.0), 5.0 * (k + 1), k + 1) for k in range(120)]
+    turns = [rttm.Turn("AB"[k % 2], max(0.0, 5.0 * k - 1.0), 5.0 * (k + 1), k + 1) for k in range(120)]
     where = conversation.regions(turns, "A", rate, frames)
     reference = (rng.standard_normal(frames) * where.active).astype(np.float32)
     mixture = reference + rng.standard_normal(frames).astype(np.float32) * ~where.target_solo
@@ -286,9 +287,9 @@ def test_bad_conversation_input_is_one_line_and_writes_nothing(conv, tmp_path, c
 
 def test_the_tolerance_for_rounded_rttm_times():
     """A turn written 1 ms past the end (3-decimal rounding) is clipped; 2 ms past is an error."""
-    conversation.check_turn_ends([conversation.Turn("A", 0.0, 1.001, 1)], 8000, 8000, "rttm", "rec")
+    rttm.check_turn_ends([rttm.Turn("A", 0.0, 1.001, 1)], 8000, 8000, "rttm", "rec")
     with pytest.raises(Exception, match="rttm:1: turn of A ends at 1.002 s"):
-        conversation.check_turn_ends([conversation.Turn("A", 0.0, 1.002, 1)], 8000, 8000, "rttm", "rec")
+        rttm.check_turn_ends([rttm.Turn("A", 0.0, 1.002, 1)], 8000, 8000, "rttm", "rec")
 
 
 # --- the report shows the new columns ---------------------------------------------------------------------------

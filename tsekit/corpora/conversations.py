@@ -300,13 +300,13 @@ def _conversation(
         tables["text"][utt] = " ".join(p.utt.text for p in placed if p.speaker == speaker)
         if noise is not None:
             tables["noise1.scp"][utt] = audio("noise.wav")
-    turns = [Turn(name, p.speaker, p.start / rate, p.end / rate) for p in placed]
+    turns = [Turn(p.speaker, p.start / rate, p.end / rate) for p in placed]
     return tables, turns
 
 
 def measured_overlap(turns: Sequence[Turn]) -> float:
     """The share of speech time (anyone speaking) in which two or more speak, from turns of one recording."""
-    edges = sorted([(t.start, 1) for t in turns] + [(t.end, -1) for t in turns])
+    edges = sorted([(t.onset, 1) for t in turns] + [(t.end, -1) for t in turns])
     speech = overlap = 0.0
     active, previous = 0, 0.0
     for time, step in edges:
@@ -335,7 +335,7 @@ def make_conversations(
     out = Path(out).absolute()
     noise_files = _noise_files(Path(noise)) if noise is not None else None
     tables: dict[str, dict[str, str]] = {}
-    turns: list[Turn] = []
+    turns: dict[str, list[Turn]] = {}
     lines = [f"{'recording':<10} {'speakers':>8} {'minutes':>8} {'overlap':>8}"]
     with atomic_dir(out) as tmp:
         for index in range(options.recordings):
@@ -343,9 +343,9 @@ def make_conversations(
                                                   out / "audio")  # fmt: skip
             for table_name, table in rows.items():
                 tables.setdefault(table_name, {}).update(table)
-            turns += recording_turns
+            name = next(iter(rows["utt2reco"].values()))
+            turns[name] = recording_turns
             minutes = float(next(iter(rows["utt2dur"].values()))) / 60
-            name = recording_turns[0].recording
             ratio = measured_overlap(recording_turns)
             lines.append(f"{name:<10} {len(rows['wav.scp']):>8} {minutes:>8.2f} {ratio:>8.1%}")
         check_tables(out, tables)

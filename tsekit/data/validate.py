@@ -10,7 +10,7 @@ data dir shares one sample rate; target and noise are as long as the mixture;
 utt2dur agrees with the mixture length.
 Absent-target rows (utt2present 0) have no target: spk1.scp holds exactly the other rows.
 Conversation sets: the rows of one recording (utt2reco) share its wav.scp audio; every rttm and segments line
-names a recording of utt2reco, ends within it, and (rttm) names a speaker of one of its rows.
+names a recording of utt2reco and (audio checked) ends within it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tsekit.data.datadir import (
     present_rows,
     utt2spk_sorted_by_speaker,
 )
-from tsekit.data.rttm import read_rttm, read_segments
+from tsekit.data.rttm import check_turn_ends, read_rttm, read_segments
 from tsekit.data.table import c_sort_key, invert_utt2spk, read_lines, read_list_table, read_table
 
 DURATION_TOLERANCE = 0.01  # seconds; utt2dur is written with 3 decimals
@@ -118,39 +118,31 @@ def _check_speakers(path: Path, tables: dict[str, dict[str, str]]) -> list[str]:
 
 
 def _check_recordings(path: Path, tables: dict[str, dict[str, str]], check_audio: bool) -> list[str]:
-    """utt2reco against wav.scp, and every rttm / segments line against the recordings (first bad line each)."""
+    """utt2reco against wav.scp, and the rttm and segments files against the recordings: the first bad line of
+    each (a recording not in utt2reco, a turn past its recording's end). A turn's speaker need not have a row:
+    a set may extract only some of a recording's speakers, and the others' turns are its interferers'."""
     files = [name for name in RECORDING_FILES if (path / name).is_file()]
     utt2reco = tables.get("utt2reco")
     if utt2reco is None:
         return [f"{path}/{name}: needs utt2reco (which row belongs to which recording)" for name in files]
     problems = []
     audio: dict[str, str] = {}
-    for utt, reco in utt2reco.items():
+    for utt, reco in sorted(utt2reco.items()):
         if audio.setdefault(reco, tables["wav.scp"].get(utt, "")) != tables["wav.scp"].get(utt, ""):
             problems.append(f"{path}/utt2reco: rows of recording {reco} name different audio in wav.scp ({utt})")
-            break
-    durations: dict[str, float] | None = None
-    try:
-        if "utt2dur" in tables:
-            utt2dur = tables["utt2dur"]
-            durations = {reco: float(utt2dur[utt]) for utt, reco in utt2reco.items() if utt in utt2dur}
-        elif check_audio:
-            durations = {}
-            for reco, entry in audio.items():
-                rate, frames = audio_info(entry, f"{path}/wav.scp")
-                durations[reco] = frames / rate
-    except (ValueError, TsekitError):
-        durations = None  # reported by the utt2dur / audio checks
-    speakers: dict[str, set[str]] = {}
-    for utt, reco in utt2reco.items():
-        speakers.setdefault(reco, set()).add(tables.get("utt2spk", {}).get(utt, ""))
-    known = durations if durations is not None else dict.fromkeys(audio, float("inf"))
+            return problems
     for name in files:
+        source = str(path / name)
         try:
-            if name == "rttm":
-                read_rttm(path / name, known, speakers)
-            else:
-                read_segments(path / name, known)
+            read = read_rttm if name == "rttm" else read_segments
+            turns = read(source, set(audio), f"{path}/utt2reco")
+            for reco, recording_turns in turns.items():
+                if check_audio:  # where the recording ends: its header (unreadable audio is _check_audio's problem)
+                    try:
+                        rate, frames = audio_info(audio[reco])
+                    except TsekitError:
+                        continue
+                    check_turn_ends(recording_turns, rate, frames, source, reco)
         except TsekitError as err:
             problems.append(str(err))
     return problems

@@ -21,19 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsekit import TsekitError
+from tsekit.data.rttm import Turn, check_turn_ends, read_rttm, read_segments
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.jobs import atomic_open, drop_torn_line, shard
 from tsekit.lock import writer_lock
 from tsekit.metrics import THREAD_VARIABLES
-from tsekit.metrics.conversation import (
-    AUDIBLE_THRESHOLD_DB,
-    Turn,
-    check_rows_speak,
-    check_turn_ends,
-    read_rttm,
-    read_segments,
-    regions,
-)
+from tsekit.metrics.conversation import AUDIBLE_THRESHOLD_DB, check_rows_speak, regions
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
 
 AUDIO_SUFFIXES = (".wav", ".flac")
