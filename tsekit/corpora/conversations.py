@@ -11,8 +11,8 @@ corpus's test-clean, or LibriSpeech's own). How a recording is made:
   conversation). Each utterance is trimmed to its speech (first to last sample within 40 dB of its peak), so
   a turn in the RTTM is exactly where its speaker's track is not silent.
 * Gaps: between turns that do not overlap, a gamma-distributed pause (shape 2, mean ``mean_gap``, 0.5 s by
-  default): unimodal with no mass at zero and a long right tail, the shape reported for pauses between
-  speakers in recorded dialogue, whose medians are a few hundred milliseconds.
+  default): mostly a few hundred milliseconds, now and then seconds, and never zero, where an exponential
+  pause (shape 1) would make back-to-back turns the most likely gap.
 * Overlap: ``overlap`` is the share of speech time (time anyone speaks) in which two people speak. A turn
   overlaps the tail of the previous one with probability ``min(1, 0.3 + 1.5 * overlap)`` (0 when ``overlap``
   is 0), by as much as keeps the running ratio on target, at most 3/4 of the shorter of the two turns; never
@@ -31,8 +31,8 @@ with a speaker of that set who is not in it (utt2present 0, no spk1.scp).
 
 The data-dir layout (rows, utt2reco, rttm, segments, the audio under ``OUT/audio/``) is in docs/data.md. Both
 sets are deterministic for a seed (the same bytes) and written atomically: a killed run leaves no set, and
-rerunning makes it whole (mixing takes seconds per hour of audio; the slow part, the mini corpus's extra speech,
-resumes utterance by utterance).
+rerunning makes it whole (mixing a 10-minute recording takes about 10 s on 2 cores; the slow part, the mini
+corpus's extra speech, resumes utterance by utterance).
 """
 
 from __future__ import annotations
