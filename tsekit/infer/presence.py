@@ -155,14 +155,13 @@ def gate(block: np.ndarray, kept: list[tuple[int, int]], rate: int, fade: float 
 
 def write_rttm(path: str | os.PathLike, recording: str, kept: list[tuple[int, int]], rate: int) -> Path:
     """The RTTM of where the target speaks in ``recording`` (module docstring), written atomically."""
+    from tsekit.data.rttm import Turn, format_rttm
     from tsekit.jobs import atomic_open
 
     if not recording or any(c.isspace() for c in recording):
         raise TsekitError(f"{path}: recording id {recording!r} cannot be written to an RTTM (empty or with spaces)")
     with atomic_open(path) as f:
-        for start, end in kept:
-            f.write(f"SPEAKER {recording} 1 {start / rate:.3f} {(end - start) / rate:.3f} <NA> <NA> {SPEAKER} "
-                    f"<NA> <NA>\n")
+        f.write(format_rttm({recording: [Turn(SPEAKER, start / rate, end / rate) for start, end in kept]}))
     return Path(path)
 
 
