@@ -7,6 +7,7 @@ from the audio files with soundfile, not through the dataset's own reader.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -352,3 +353,133 @@ def test_sampled_enrollment_excludes_same_mixture_and_same_source_rows(data, tmp
         drawn.add(dataset.example(index).enroll_row)
     assert drawn == set(pool[speaker]) - {target, same_mixture, same_source}
     assert all(utt2spk[row] == speaker for row in drawn)
+
+
+def mixture_speakers(data: Path) -> dict[str, set[str]]:
+    """Speakers of every mixture file, from the rows that share it."""
+    speakers: dict[str, set[str]] = {}
+    for utt, entry in table(data, "wav.scp").items():
+        speakers.setdefault(entry, set()).add(table(data, "utt2spk")[utt])
+    return speakers
+
+
+@pytest.mark.parametrize("options", [dict(enroll="fixed", enroll_seconds=0.2), dict(enroll="sampled"),
+                                     dict(enroll="sampled", dynamic_mixing=True)], ids=["fixed", "sampled", "dm"])
+def test_absent_targets_enroll_a_speaker_outside_the_mixture_and_are_silence(data, options):
+    spk1, utt2spk, wav = table(data, "spk1.scp"), table(data, "utt2spk"), table(data, "wav.scp")
+    in_mixture = mixture_speakers(data)
+    common = dict(train=True, chunk_seconds=0.25, seed=6, **options)
+    absent = TSEDataset(data, ALL, RATE, absent_fraction=1.0, **common)
+    present = TSEDataset(data, ALL, RATE, **common)
+    enrolled = set()
+    for epoch in range(3):
+        absent.set_epoch(epoch)
+        present.set_epoch(epoch)
+        for index in range(len(absent)):
+            item, example = absent[index], absent.example(index)
+            utt, n = item["utt"], item["length"]
+            speakers = ({utt2spk[utt], utt2spk[example.interferer]} if absent.dynamic_mixing
+                        else in_mixture[wav[utt]])
+            assert example.presence == "absent" and utt2spk[example.enroll_row] not in speakers
+            assert not item["target"].any()
+            # the mixture is the present item's, the enrollment a crop of the absent speaker's clean utterance
+            assert torch.equal(item["mixture"], present[index]["mixture"]) and item["mixture"][:n].abs().sum() > 0
+            crop = audio(spk1[example.enroll_row])[example.enroll_start : example.enroll_start + example.enroll_frames]
+            np.testing.assert_array_equal(item["enroll"].numpy(), crop)
+            assert absent.speakers[int(item["speaker"])] == utt2spk[example.enroll_row]  # whose voice enrolls
+            enrolled.add(utt2spk[example.enroll_row])
+    assert len(enrolled) == len(set(utt2spk.values()))  # every speaker serves as someone's absent speaker
+
+
+@pytest.mark.parametrize("dynamic_mixing", [False, True], ids=["static", "dm"])
+def test_partly_silent_targets_speak_in_one_span_and_the_mixture_is_rebuilt_around_them(data, dynamic_mixing):
+    spk1, wav = table(data, "spk1.scp"), table(data, "wav.scp")
+    common = dict(train=True, chunk_seconds=0.25, enroll="sampled", dynamic_mixing=dynamic_mixing, seed=8)
+    silent = TSEDataset(data, ALL, RATE, silent_fraction=1.0, **common)
+    present = TSEDataset(data, ALL, RATE, **common)
+    ramp = round(0.01 * RATE)
+    shares, starts = [], set()
+    for index in range(len(silent)):
+        item, example, whole = silent[index], silent.example(index), present[index]
+        n, a, length = item["length"], example.active_start, example.active_frames
+        assert example.presence == "partial"
+        target, mixture = item["target"].numpy(), item["mixture"].numpy()
+        assert not target[:a].any() and not target[a + length :].any()
+        source = audio(spk1[item["utt"]])[example.start : example.start + n]
+        np.testing.assert_array_equal(target[a + ramp : a + length - ramp], source[a + ramp : a + length - ramp])
+        assert np.all(np.abs(target[a : a + ramp]) <= np.abs(source[a : a + ramp]))  # faded in
+        # the same interference and noise as the present item, around the kept target
+        rest = whole["mixture"].numpy() - whole["target"].numpy()
+        np.testing.assert_allclose(mixture, target + rest, atol=1e-6)
+        if not dynamic_mixing:
+            np.testing.assert_allclose(whole["mixture"][:n].numpy(), audio(wav[item["utt"]])[example.start :
+                                                                                         example.start + n])
+        assert np.array_equal(item["enroll"].numpy(), whole["enroll"].numpy())
+        shares.append(length / n)
+        starts.add(a)
+    assert 0.2 - 1e-3 <= min(shares) and max(shares) <= 0.8 + 1e-3 and np.ptp(shares) > 0.3
+    assert len(starts) > len(silent) // 2  # spans land at many places
+
+
+def test_absent_and_silent_shares_are_drawn_at_their_rates_and_leave_the_other_choices(data):
+    common = dict(train=True, chunk_seconds=0.25, enroll="sampled", dynamic_mixing=True, seed=9)
+    mixed = TSEDataset(data, ALL, RATE, absent_fraction=0.3, silent_fraction=0.2, **common)
+    plain = TSEDataset(data, ALL, RATE, **common)
+    counts = dict.fromkeys(("present", "absent", "partial"), 0)
+    for epoch in range(12):
+        mixed.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        for index in range(len(mixed)):
+            example, before = mixed.example(index), plain.example(index)
+            counts[example.presence] += 1
+            # the chunk, the interferer and its level are the same draws as without the option
+            assert (example.start, example.interferer, example.interferer_start, example.sir_db) == \
+                (before.start, before.interferer, before.interferer_start, before.sir_db)
+            if example.presence == "present":
+                assert example == before
+    total = sum(counts.values())
+    assert counts["absent"] / total == pytest.approx(0.3, abs=0.07)
+    assert counts["partial"] / total == pytest.approx(0.2, abs=0.07)
+    # validation rows keep their presence from epoch to epoch
+    valid = TSEDataset(data, ALL, RATE, train=False, absent_fraction=0.5, seed=9)
+    drawn = [valid.example(index).presence for index in range(len(valid))]
+    valid.set_epoch(0)
+    assert drawn == [valid.example(index).presence for index in range(len(valid))] and len(set(drawn)) == 2
+
+
+def test_with_absent_and_silent_targets_off_the_items_are_those_from_before_the_option(data):
+    """The digest of these items as tsekit made them before absent and silent targets existed (a0d0b8b)."""
+    digest = hashlib.sha256()
+    for options in (dict(enroll="fixed", enroll_seconds=0.2),
+                    dict(enroll="sampled", dynamic_mixing=True, dm_noise=True),
+                    dict(enroll="target", chunk_seconds=None)):
+        dataset = TSEDataset(data, ALL, RATE, train=True, **{"chunk_seconds": 0.25, **options}, seed=7,
+                             absent_fraction=0.0, silent_fraction=0.0)
+        for epoch in (0, 1):
+            dataset.set_epoch(epoch)
+            for index in range(len(dataset)):
+                item = dataset[index]
+                for key in sorted(item):
+                    digest.update(key.encode())
+                    value = item[key]
+                    digest.update(value.numpy().tobytes() if isinstance(value, torch.Tensor) else str(value).encode())
+    assert digest.hexdigest() == "21c7431529c4f6e1536ea1b7743ea8264ccb93a3fc12d3ea301e0173cd4d9664"
+
+
+def test_absent_and_silent_targets_refuse_what_they_cannot_make(data, tmp_path):
+    with pytest.raises(TsekitError, match="add up to more than every item"):
+        TSEDataset(data, ALL, RATE, train=True, absent_fraction=0.6, silent_fraction=0.5)
+    with pytest.raises(TsekitError, match="reads enroll_pos, which they do not follow"):
+        TSEDataset(data, frozenset({"target", "enroll_pos"}), RATE, train=True, silent_fraction=0.1)
+    with pytest.raises(TsekitError, match="reads no target"):
+        TSEDataset(data, frozenset({"enroll"}), RATE, train=True, silent_fraction=0.1)
+    with pytest.raises(TsekitError, match="reads no enrollment"):
+        TSEDataset(data, frozenset({"target"}), RATE, train=True, absent_fraction=0.1)
+    TSEDataset(data, frozenset({"target"}), RATE, train=True, silent_fraction=0.1)[0]  # silence needs none
+    copy = copy_without(data, tmp_path)
+    utt2spk = table(copy, "utt2spk")
+    two = sorted(set(utt2spk.values()))[:2]
+    write_table(copy / "utt2spk", {utt: two[i % 2] for i, utt in enumerate(sorted(utt2spk))})
+    with pytest.raises(TsekitError, match=r"utt2spk: 2 speakers, and a mixture holds 2: absent targets need a "
+                                          "speaker outside every mixture"):
+        TSEDataset(copy, ALL, RATE, train=True, absent_fraction=0.1)

@@ -213,8 +213,8 @@ def test_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path):
     assert not (tmp_path / "out").exists()
     proc = run_cli("extract", "--exp-dir", tmp_path / "missing", "--mix", "m.wav", "--enroll", "e.wav", "-o", "o.wav")
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"tsekit: error: {tmp_path / 'missing'}: experiment directory "
-                                                "not found"]
+    assert proc.stderr.strip().splitlines() == [f"tsekit: error: {tmp_path / 'missing'}: no such experiment "
+                                                "directory or packaged model"]
 
 
 @pytest.mark.parametrize("param, message", [
@@ -568,3 +568,108 @@ def test_progress_bar_counts_seconds_of_audio_with_the_real_time_factor(trained,
     infer_data_dir(exp, data, tmp_path / "decode")
     total = sum(sf.info(e).duration for e in mixtures.values())
     assert f"{total:.1f}/{total:.1f} s of audio" in terminal.getvalue()
+
+
+@pytest.fixture(scope="module")
+def conversations(tmp_path_factory) -> Path:
+    """A data dir of two TTS conversations at the tiny model's rate (two voices taking turns, 0.8 s apart), each
+    enrolled with another sentence of its first voice: speech the Silero VAD finds (which sines are not)."""
+    from conftest import require_vad
+
+    from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
+
+    require_vad()
+    if missing_packages():
+        pytest.skip("TTS voices missing (tools/system_packages.sh)")
+    root = tmp_path_factory.mktemp("conversations")
+    voices = {v.label: v for v in BASE_VOICES}
+    pairs = {"convA": ("flite:slt", "espeak:en-us+m3"), "convB": ("flite:awb", "espeak:en-029+f2")}
+    lines = ["Please open the window before you leave.", "The streets were empty and cold.",
+             "We found the old map under the letters."]
+    gap = np.zeros(int(0.8 * RATE), dtype=np.float32)
+    wav, enroll = {}, {}
+    for rec, (first, second) in pairs.items():
+        speakers = [Speaker("1", voices[first], 0, 1.0), Speaker("2", voices[second], 0, 1.0)]
+        audio = np.concatenate([part for i, text in enumerate(lines)
+                                for part in (gap, 0.5 * synthesize(text, speakers[i % 2], RATE))] + [gap])
+        sf.write(root / f"{rec}.wav", audio, RATE, subtype="PCM_16")
+        sf.write(root / f"{rec}_enroll.wav", synthesize("A quiet morning is the best time to read.", speakers[0],
+                                                        RATE), RATE, subtype="PCM_16")
+        wav[rec], enroll[rec] = str(root / f"{rec}.wav"), str(root / f"{rec}_enroll.wav")
+    data = root / "data"
+    data.mkdir()
+    for name, table in (("wav.scp", wav), ("enroll.scp", enroll), ("utt2spk", {u: "1" for u in wav})):
+        (data / name).write_text("".join(f"{k} {v}\n" for k, v in sorted(table.items())))
+    return data
+
+
+def rttm_spans(path: Path) -> list[tuple[str, int, int]]:
+    """(recording, start, end in samples) of an RTTM's lines."""
+    spans = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        assert fields[0] == "SPEAKER" and fields[7] == "target" and len(fields) == 10, line
+        onset, duration = float(fields[3]), float(fields[4])
+        spans.append((fields[1], round(onset * RATE), round((onset + duration) * RATE)))
+    return spans
+
+
+# thresholds below any score (every speech segment kept) and one that keeps what it keeps (the tiny model's
+# output is no evidence either way): the RTTM and the gating must agree in both
+@pytest.mark.parametrize("presence, threshold", [("energy", "-100"), ("speaker", "-1"), ("speaker", None)])
+def test_extract_segments_writes_where_the_target_speaks_and_silences_the_rest(trained, conversations, tmp_path,
+                                                                               presence, threshold):
+    from tsekit.pretrained.vad import SileroVad
+
+    exp, _ = trained
+    mixture, enroll = read_table(conversations / "wav.scp")["convA"], read_table(conversations / "enroll.scp")["convA"]
+    plain, gated, rttm = tmp_path / "plain.wav", tmp_path / "talk.wav", tmp_path / "where.rttm"
+    assert run_cli("extract", "--exp-dir", exp, "--mix", mixture, "--enroll", enroll, "-o", plain).returncode == 0
+    proc = run_cli("extract", "--exp-dir", exp, "--mix", mixture, "--enroll", enroll, "-o", gated,
+                   "--segments", rttm, "--presence", presence,
+                   *(["--presence-threshold", threshold] if threshold else []))
+    assert proc.returncode == 0, proc.stderr
+    assert f"where the target speaks: {rttm}" in proc.stderr
+    spans = rttm_spans(rttm)
+    assert {rec for rec, _, _ in spans} <= {"talk"}  # the recording id is the output's stem
+    raw, out = read_wav(plain), read_wav(gated)
+    speech = SileroVad().segments([sf.read(mixture, dtype="float32")[0]], RATE)
+    assert len(speech) == 3  # the three turns
+    if threshold:  # below any score: every speech segment is kept
+        assert len(spans) == 3
+    ramp, ms = RATE // 100, RATE // 1000  # the 10 ms fade; the RTTM's times are rounded to the millisecond
+    kept = np.zeros(len(raw), dtype=bool)
+    for _, start, end in spans:
+        assert any(s - ms <= start and end <= e + ms for s, e in speech)  # a kept span is a speech segment
+        inside = slice(start + ms, end - ms)
+        assert np.abs(out[inside] - raw[inside]).max() <= ONE_LSB  # kept as extracted
+        kept[max(0, start - ramp - ms) : end + ramp + ms] = True
+    assert not out[~kept].any() and raw[~kept].any()  # silence everywhere else, where the model wrote something
+
+
+def test_infer_segments_writes_each_rows_rttm_then_out_rttm_and_resumes(trained, conversations, tmp_path):
+    exp, _ = trained
+    out = tmp_path / "decode"
+    proc = run_cli("infer", "--exp-dir", exp, "--data", conversations, "--out", out, "--segments",
+                   "--presence", "energy", "--presence-threshold", "-100")
+    assert proc.returncode == 0, proc.stderr
+    rows = {utt: (out / "presence" / f"{utt}.rttm").read_text() for utt in ("convA", "convB")}
+    assert (out / "rttm").read_text() == rows["convA"] + rows["convB"]
+    assert {rec for rec, _, _ in rttm_spans(out / "rttm")} == {"convA", "convB"}  # each row's utterance id
+    # a row whose RTTM is missing is not done: it is extracted again, the other is skipped
+    (out / "presence" / "convB.rttm").unlink()
+    (out / "rttm").unlink()
+    again = infer_data_dir(exp, conversations, out, segments=True, presence="energy", presence_threshold=-100)
+    assert (again.extracted, again.skipped) == (1, 1)
+    assert (out / "rttm").read_text() == rows["convA"] + rows["convB"]
+
+
+def test_a_missing_vad_is_one_line_before_any_work(trained, conversations, tmp_path, monkeypatch):
+    exp, _ = trained
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "venv"))
+    mixture, enroll = read_table(conversations / "wav.scp")["convA"], read_table(conversations / "enroll.scp")["convA"]
+    with pytest.raises(TsekitError, match=r"^Silero VAD not found: .* \(run `make install`, or `pip download"):
+        extract_file(exp, mixture, enroll, tmp_path / "out.wav", segments=tmp_path / "out.rttm")
+    with pytest.raises(TsekitError, match=r"^Silero VAD not found: "):
+        infer_data_dir(exp, conversations, tmp_path / "decode", segments=True)
+    assert not list(tmp_path.glob("out.*")) and not (tmp_path / "decode").exists()

@@ -170,7 +170,7 @@ def test_missing_output_and_unknown_loss_are_clear_errors():
     with pytest.raises(TsekitError, match=r"needs model output 'estimate_middle', which is absent; present: estimate"):
         compute_loss({"estimate": estimate}, {"target": reference}, [LossTerm("si_sdr", "estimate_middle", 1.0)])
     with pytest.raises(TsekitError,
-                       match=r"unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"):
+                       match=r"unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce, tsnr"):
         compute_loss({"estimate": estimate}, {"target": reference}, [LossTerm("l1", "estimate", 1.0)])
     with pytest.raises(TsekitError, match=r"expected \(batch, samples\) signals"):
         compute_loss({"estimate": estimate[:, None]}, {"target": reference}, [SI_SDR])
@@ -183,3 +183,62 @@ def test_skip_missing_leaves_out_terms_without_their_inputs():
     assert list(parts) == ["si_sdr@estimate"] and float(total) == pytest.approx(0.8 * parts["si_sdr@estimate"])
     with pytest.raises(TsekitError, match="no loss term could be computed"):
         compute_loss(outputs, batch, spex_plus_loss()[3:], skip_missing=True)
+
+
+TSNR = LossTerm("tsnr", "estimate", 1.0)
+
+
+def tsnr(estimate: torch.Tensor, reference: torch.Tensor, mixture: torch.Tensor, **batch) -> torch.Tensor:
+    return loss_function("tsnr")({"estimate": estimate}, {"target": reference, "mixture": mixture, **batch}, TSNR)
+
+
+def test_tsnr_is_the_snr_on_speaking_targets_eased_off_near_snr_max():
+    _, reference = scenes(batch=4)
+    error = torch.randn_like(reference)
+    levels = torch.tensor([0.0, 10.0, 30.0, 50.0])  # SNRs in dB
+    estimate = reference + error * (reference.norm(dim=1) / error.norm(dim=1) * 10 ** (-levels / 20))[:, None]
+    mixture = reference + torch.randn_like(reference)
+    snr = loss_function("snr")({"estimate": estimate}, {"target": reference}, SNR)
+    torch.testing.assert_close(-snr, levels, atol=1e-3, rtol=0)
+    thresholded = tsnr(estimate, reference, mixture)
+    # 10 log10(10^(-SNR/10) + 10^(-3)) from the definition: the SNR where it is low, bounded by 30 dB
+    expected = 10 * torch.log10(10 ** (snr / 10) + 1e-3)
+    torch.testing.assert_close(thresholded, expected, atol=1e-3, rtol=0)
+    assert (thresholded - snr)[:2].abs().max() < 0.05 and (thresholded - snr)[3] > 19
+    assert tsnr(reference, reference, mixture) == pytest.approx(torch.full((4,), -30.0), abs=1e-3)
+    scaled = tsnr(4 * estimate, reference, mixture)  # not scale invariant: the output level is learnt
+    assert (scaled - thresholded).abs().min() > 1
+
+
+def test_tsnr_on_silent_targets_is_the_output_energy_below_the_mixture_floored_at_snr_max():
+    _, mixture = scenes(batch=3)
+    silence = torch.zeros_like(mixture)
+    levels = torch.tensor([0.0, -20.0, -60.0])  # outputs 0, 20 and 60 dB under the mixture
+    estimate = mixture * 10 ** (levels[:, None] / 20)
+    loss = tsnr(estimate, silence, mixture)
+    torch.testing.assert_close(loss, 10 * torch.log10(10 ** (levels / 10) + 1e-3), atol=1e-3, rtol=0)
+    assert tsnr(torch.zeros_like(mixture), silence, mixture) == pytest.approx(torch.full((3,), -30.0), abs=1e-3)
+    deeper = LossTerm("tsnr", "estimate", 1.0, snr_max=50.0)
+    assert loss_function("tsnr")({"estimate": estimate}, {"target": silence, "mixture": mixture}, deeper)[2] < -49
+
+
+def test_tsnr_on_a_batch_of_present_and_absent_targets_is_finite_and_lowers_the_absent_output():
+    estimate, reference = scenes(batch=4, seed=5)
+    mixture = reference + torch.randn_like(reference)
+    reference[1] = 0.0  # absent targets among present ones
+    reference[3] = 0.0
+    estimate = estimate.clone().requires_grad_(True)
+    loss = tsnr(estimate, reference, mixture)
+    assert torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert torch.isfinite(estimate.grad).all()
+    with torch.no_grad():
+        stepped = estimate - 0.5 * estimate.grad / estimate.grad.norm(dim=1, keepdim=True)
+        after = tsnr(stepped, reference, mixture)
+    assert (after < loss).all()
+    assert (stepped[[1, 3]].pow(2).sum(1) < estimate[[1, 3]].pow(2).sum(1)).all()  # absent outputs quieter
+    # silence (a zero output, a zero target, padding): finite value and gradient, not log(0 / 0)
+    zero = torch.zeros(2, 100, requires_grad=True)
+    value = tsnr(zero, torch.zeros(2, 100), torch.zeros(2, 100), lengths=torch.tensor([100, 0]))
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(zero.grad).all()

@@ -18,6 +18,7 @@ from tsekit.corpora import mini_librimix
 from tsekit.corpora.mini_librimix import corpus_size, make_mini_libri2mix
 from tsekit.corpora.sentences import make_sentence
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
+from tsekit.data.table import read_table
 
 pytestmark = [
     pytest.mark.tts,
@@ -469,3 +470,32 @@ def test_sizes_and_sentences():
     assert all(re.fullmatch(r"[A-Z]+( [A-Z]+)*", s) for s in sentences)
     assert not any(re.search(r"\bA [AEIOU]", s) for s in sentences)
     assert all(len(make_sentence(rng, max_words=5).split()) <= 5 for _ in range(50))
+
+
+def test_mini_conversations_top_up_the_test_speakers_deterministically(corpus, tmp_path):
+    """mini-conversations: the corpus's test speakers only, extra sentences in their voices, the same every time."""
+    from click.testing import CliRunner
+
+    from tsekit.cli import cli
+
+    def build(out: Path, minutes: str) -> str:
+        args = ["prepare", "mini-conversations", str(corpus), str(out), "--recordings", "2", "--minutes", minutes,
+                "--jobs", "2"]  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    build(tmp_path / "a", "0.3")
+    extra = sorted((corpus / "Conversations" / "test-clean").rglob("*.flac"))
+    assert extra and all(int(path.parent.name) >= mini_librimix.EXTRA_FIRST_CHAPTER for path in extra)
+    first = {path: path.read_bytes() for path in extra}
+    build(tmp_path / "b", "0.3")
+    assert (tmp_path / "a" / "rttm").read_text() == (tmp_path / "b" / "rttm").read_text()
+    for name in ("mix.wav", "noise.wav"):
+        assert (tmp_path / "a" / "audio" / "conv0001" / name).read_bytes() == (
+            tmp_path / "b" / "audio" / "conv0001" / name).read_bytes()
+    build(tmp_path / "c", "0.6")  # more speech per speaker: the earlier extra utterances stay as they were
+    assert all(path.read_bytes() == data for path, data in first.items())
+    assert len(list((corpus / "Conversations" / "test-clean").rglob("*.flac"))) > len(extra)
+    test_speakers = speakers_of(corpus, "test")
+    assert set(read_table(tmp_path / "c" / "utt2spk").values()) <= test_speakers

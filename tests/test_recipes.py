@@ -86,7 +86,7 @@ def test_libri2mix_recipe(tmp_path):
     assert reported.stdout.splitlines()[-2].endswith(f"report of data/test: {page}")
     text = page.read_text()
     assert text.count("<audio") == 12 * 4  # 12 utterances: mixture, enrollment, mysys, reference
-    assert "<td>mysys</td>" in text and "tsekit score --ref data/test/spk1.scp" in text
+    assert "<td>mysys</td>" in text and "tsekit score --data data/test --est exp/mysys/decode_test/wav.scp" in text
     # stage 3 with a toolkit codec the recipe trains itself (conf/tinycodec.yaml): trained once, the test targets
     # resynthesized and scored (its ceiling, a row of the report), every set tokenized
     config = tiny_codec_config("tsekit_codec", steps=12)
@@ -264,7 +264,8 @@ def test_bad_corpus_root_fails_with_one_line(tmp_path):
 @pytest.mark.tts
 def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
     recipe = recipe_copy(tmp_path, "mini_libri2mix")
-    proc = run_recipe(recipe, "--size", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--stop-stage", "2")
+    proc = run_recipe(recipe, "--size", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--stop-stage", "2",
+                      "--conversations", "true", "--conv-opts", "--recordings 2 --minutes 0.3")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "corpus" / "Libri2Mix" / "wav16k" / "min" / "metadata" / "mixture_test_mix_both.csv").is_file()
     for name in ("train-100", "dev", "test"):
@@ -277,6 +278,15 @@ def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
         assert len(rows) <= 2 * len(read_table(data / "text")) < 2 * len(rows) and set(read_table(data / "text")) < rows
     train = set(read_table(recipe / "data" / "train-100" / "utt2spk").values())
     assert train.isdisjoint(read_table(recipe / "data" / "test" / "utt2spk").values())
+    # --conversations true: the conversation and absent-target sets of the test speakers, with their own enrollments
+    test_speakers = set(read_table(recipe / "data" / "test" / "utt2spk").values())
+    for name in ("test_conv", "test_absent"):
+        data = recipe / "data" / name
+        assert validate_data_dir(data, require_enroll=True) == [], name
+        assert set(read_table(data / "utt2spk").values()) <= test_speakers
+        assert f"data/{name} brings its own enroll.scp" in proc.stdout
+    assert len(set(read_table(recipe / "data" / "test_conv" / "utt2reco").values())) == 2
+    assert (recipe / "data" / "test_conv" / "rttm").stat().st_size > 0
 
 
 # slow (CI's 30 minutes): the refinement it wires runs in tests/test_ddtse_pipeline.py

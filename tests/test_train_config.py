@@ -85,6 +85,7 @@ def test_defaults_are_what_a_speech_researcher_expects(tmp_path):
     assert (d.sample_rate, d.chunk_seconds, d.enroll, d.enroll_seconds) == (16000, 4.0, "fixed", None)
     assert (d.dynamic_mixing, d.dm_sir_range, d.dm_noise, d.dm_snr_range) == (False, (-5.0, 5.0), False, (0.0, 20.0))
     assert (d.batch_size, d.valid_batch_size, d.num_workers) == (8, 1, 2)
+    assert (d.absent_fraction, d.silent_fraction, d.absent_in_valid) == (0.0, 0.0, False)  # present targets only
     o = cfg.optim
     assert (o.name, o.lr, o.weight_decay, o.betas, o.eps, o.grad_clip) == ("adam", 1e-3, 0.0, (0.9, 0.999), 1e-8, 5.0)
     s = cfg.scheduler
@@ -103,6 +104,7 @@ def test_defaults_are_what_a_speech_researcher_expects(tmp_path):
     ("loss: [{name: snr}]\nstage2: {enabled: true, loss: [{name: si_sdr}]}", "mixture_fit"),
     ("stage2: {enabled: true, loss: [{name: snr}]}", "none"),
     ("loss: [{name: snr}]\ninfer: {output_level: peak}", "peak"),  # a value given is kept
+    ("loss: [{name: tsnr}]\ndata: {absent_fraction: 0.2}", "none"),  # the thresholded SNR learns the level
 ])
 def test_output_level_defaults_from_the_loss_and_is_recorded(tmp_path, text, expected):
     path = write(tmp_path, f"model: {{name: {MODEL}}}\n{text}\n")
@@ -285,7 +287,8 @@ OPTIM_KEYS = "name, lr, weight_decay, betas, eps, grad_clip"
     ("optim: {name: sgd}", "optim.name: expected one of adam, adamw, got 'sgd'"),
     ("stage2: {freeze: encoder}", "stage2.freeze: expected a list of str, got str 'encoder'"),
     ("loss: [{output: estimate}]", "missing key 'loss.0.name'"),
-    ("loss: [{name: l1}]", "loss.0.name: unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"),
+    ("loss: [{name: l1}]",
+     "loss.0.name: unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce, tsnr"),
     ("loss: []", "loss: needs at least one term"),
     ("loss: [{name: si_sdr}, {name: si_sdr, weight: 2}]", "loss.1: a second 'si_sdr@estimate' term"),
     ("loss: [{name: si_sdr, weight: -1}]", "loss.0.weight: must be >= 0, got -1.0"),
@@ -300,6 +303,16 @@ OPTIM_KEYS = "name, lr, weight_decay, betas, eps, grad_clip"
     ("scheduler: {name: warmup_decay, decay: exponential}",
      "scheduler.min_lr: must be > 0 for exponential decay"),
     ("train: {epochs: 0}", "train.epochs: must be >= 1, got 0"),
+    ("data: {absent_fraction: 1.5}", "data.absent_fraction: must be in [0, 1] (0 = off), got 1.5"),
+    ("data: {silent_fraction: -0.1}", "data.silent_fraction: must be in [0, 1] (0 = off), got -0.1"),
+    ("data: {absent_fraction: 0.6, silent_fraction: 0.5}", "data.silent_fraction: must be <= 1 - "
+                                                           "data.absent_fraction (0.4)"),
+    # SpEx+'s default loss is SI-SDR: undefined on an absent target's silence
+    ("data: {absent_fraction: 0.2}", "loss.0.name: si_sdr is undefined on the silent target of an absent-target"
+                                     " example (data.absent_fraction 0.2); use tsnr"),
+    ("data: {absent_fraction: 0.2}\nloss: [{name: tsnr}]\nstage2: {enabled: true, loss: [{name: snr}]}",
+     "stage2.loss.0.name: snr is undefined on the silent target"),
+    ("loss: [{name: tsnr, snr_max: 0}]", "loss.0.snr_max: must be > 0 (dB), got 0.0"),
 ])
 def test_file_errors_name_the_file_and_the_key(tmp_path, extra, expected):
     path = write(tmp_path, f"model: {{name: {MODEL}}}\n{extra}\n")
@@ -347,7 +360,8 @@ def test_unknown_model_lists_the_registered_ones(tmp_path):
     ("loss.first.weight=1", "loss.first: loss is a list of 4 items"),
     ("optim.lr.value=1", "optim.lr.value: optim.lr is a single value (float), it has no keys"),
     ("model.name=no_such_model", "model.name: unknown model 'no_such_model'"),
-    ("loss.0.name=l1", "loss.0.name: unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce"),
+    ("loss.0.name=l1",
+     "loss.0.name: unknown loss 'l1'; valid losses: distill, objective, si_sdr, snr, speaker_ce, tsnr"),
 ])
 def test_override_errors_name_the_override_and_the_key(tmp_path, override, expected):
     message = load_error(write(tmp_path), ["train.epochs=2", override, "train.seed=3"])

@@ -313,3 +313,22 @@ def test_best_checkpoints_follow_the_chosen_valid_metric(data, tmp_path):
     [(value, name)] = ckpt.read_best(stage / "checkpoints")
     assert value == pytest.approx(min(chosen), rel=1e-5)
     assert name == f"epoch{chosen.index(min(chosen)) + 1}.pt"
+
+
+def test_training_with_absent_and_silent_targets_gives_finite_losses(data, tmp_path):
+    """SpEx+ with a third of absent and a third of partly silent examples, in training and validation, and the
+    thresholded SNR: no step has a non-finite loss (max_nonfinite 0 stops at the first), every logged loss is
+    finite, and the config keeps the model's output level."""
+    tsnr = [{"name": "tsnr", "output": output, "weight": weight}
+            for output, weight in (("estimate", 0.8), ("estimate_middle", 0.1), ("estimate_long", 0.1))]
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 2, "max_nonfinite": 0},
+                          loss=[*tsnr, {"name": "speaker_ce", "output": "speaker_logits"}],
+                          data={"absent_fraction": 0.34, "silent_fraction": 0.33, "absent_in_valid": True})
+    cfg = load_config(config)
+    assert cfg.infer.output_level == "none"
+    train(cfg, data / "train-100", data / "dev", tmp_path / "exp")
+    stage = tmp_path / "exp" / "stage1"
+    for name in ("train/loss", "train/tsnr@estimate", "valid/loss", "valid/tsnr@estimate"):
+        values = logged(stage, name)
+        assert values and np.isfinite(values).all(), (name, values)
+    assert len(logged(stage, "valid/loss")) == 2

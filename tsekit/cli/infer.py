@@ -4,6 +4,9 @@ import click
 
 from tsekit.train.config import OUTPUT_LEVELS
 
+# tsekit.infer.presence.METHODS, spelled out: importing tsekit.infer imports torch, which `--help` should not wait for
+PRESENCE_METHODS = ("energy", "speaker")
+
 EXP_HELP = ("A packaged model (tsekit export; or a Hugging Face hub cache folder holding one), an experiment root "
             "exp/<system> (uses its last trained stage) or a stage folder exp/<system>/stageN; an experiment's "
             "checkpoint: averaged.pt, else the best, else latest.pt. --model and --exp-dir are the same option.")
@@ -32,6 +35,14 @@ def _common(command):
         click.option("--refine-start", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                      help="With --refine: the diffusion time the schedule starts from (1: all of it, as X+DDTSE; "
                           "smaller keeps more of the estimate)."),
+        click.option("--presence", type=click.Choice(PRESENCE_METHODS), default="speaker", show_default=True,
+                     help="With --segments: how the target's presence in each speech segment is decided: the "
+                          "output's energy against the mixture's, or the output's speaker similarity to the "
+                          "enrollment."),
+        click.option("--presence-threshold", type=float, default=None,
+                     help="With --segments: a segment holds the target when its score is above this: dB of the "
+                          "output's energy over the mixture's (energy; default -6), or the cosine similarity "
+                          "(speaker; default 0.6)."),
         click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                      help="Replace a model parameter for this run (repeatable; VALUE is YAML), e.g. a generative "
                           "system's decoding settings: --param temperature=0.5 --param flow_steps=20."),
@@ -70,8 +81,11 @@ def parse_params(values: tuple[str, ...]) -> dict:
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="wav.scp of another system's outputs for these rows: a diffusion system (ddtse) starts its "
                    "sampler from them instead of from the mixture (X+DDTSE).")
+@click.option("--segments", is_flag=True,
+              help="Write OUT/rttm, where each row's target speaks (Silero VAD + --presence), and silence the "
+                   "outputs elsewhere.")
 def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-          params, data, out, nj, job, refine) -> None:
+          presence, presence_threshold, params, data, out, nj, job, refine, segments) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
@@ -91,7 +105,8 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
     summary = infer_data_dir(exp_dir, data, out, nj=nj, job=job, device=device, checkpoint=checkpoint,
                              chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level,
                              refine=refine, refine_passes=refine_passes, refine_start=refine_start,
-                             model_params=parse_params(params))
+                             model_params=parse_params(params), segments=segments, presence=presence,
+                             presence_threshold=presence_threshold)
     click.echo(str(summary), err=True)
 
 
@@ -108,8 +123,12 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
                    "system also writes its transcript to OUT with suffix .txt.")
 @click.option("--refine", type=click.Path(dir_okay=False), default=None,
               help="Another system's output for this mixture, for a diffusion system (ddtse) to improve.")
+@click.option("--segments", type=click.Path(dir_okay=False), default=None,
+              help="Write where the target speaks to this RTTM file (recording id: OUT's stem; Silero VAD + "
+                   "--presence) and silence the output elsewhere.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-            params, mixture, enroll, enroll_pos, enroll_neg, out, refine) -> None:
+            presence, presence_threshold, params, mixture, enroll, enroll_pos, enroll_neg, out, refine,
+            segments) -> None:
     """Extract the enrolled speaker from one mixture file, of any length.
 
     A long recording is read and written in blocks, one batch of chunks in memory, with a progress bar on stderr
@@ -128,5 +147,7 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
                                     checkpoint=checkpoint, chunk_seconds=chunk_seconds,
                                     overlap_seconds=overlap_seconds, output_level=output_level, refine=refine,
                                     refine_passes=refine_passes, refine_start=refine_start,
-                                    model_params=parse_params(params))
-    click.echo(f"wrote {path}" + (f" and its transcript {transcript}" if transcript else ""), err=True)
+                                    model_params=parse_params(params), segments=segments, presence=presence,
+                                    presence_threshold=presence_threshold)
+    click.echo(f"wrote {path}" + (f" and its transcript {transcript}" if transcript else "")
+               + (f"; where the target speaks: {segments}" if segments else ""), err=True)

@@ -604,3 +604,49 @@ def _summary(out: Path, rate_dir: Path, speakers: dict, results: list[dict], mix
     options = ("" if rate == 16000 else f" --sample-rate {rate}") + f" --librispeech {out / 'LibriSpeech'}"
     lines.append(f"  tsekit prepare {name.lower()} {out / name} DATA{options}")
     return "\n".join(lines)
+
+
+# chapters of the utterances made for the conversation sets: above every corpus chapter (1000..299999), so their
+# ids and seeds never meet the corpus's
+EXTRA_FIRST_CHAPTER = 300000
+EXTRA_FOLDER = "Conversations"
+MEAN_UTTERANCE_SECONDS = 3.0  # what an utterance lasts on average (MIN_SECONDS..MAX_SECONDS, shorter ones kept)
+
+
+def extra_utterances(
+    out: str | os.PathLike, split: str, have: dict[str, float], needed_seconds: float, jobs: int | None = None
+) -> dict[str, list[tuple[str, Path, str]]]:
+    """More utterances of ``split``'s speakers, so that each has about ``needed_seconds`` of speech.
+
+    ``have``: seconds each speaker already has (its corpus utterances). The k-th extra utterance of a speaker
+    is always the same (chapter ``EXTRA_FIRST_CHAPTER + k // 15``, its own seed), so asking for more speech
+    later only adds utterances. They are written in the LibriSpeech layout (flac, trans.txt) under
+    ``OUT/Conversations/<LibriSpeech split>/``, resumably like the corpus. Returns speaker -> [(id, flac, text)].
+    """
+    out = Path(out).absolute()
+    config_path = out / STATE_DIR / "config.json"
+    if not config_path.is_file():
+        raise TsekitError(f"{config_path}: not found; {out} is not a mini corpus (tsekit prepare mini-libri2mix)")
+    config = json.loads(config_path.read_text())
+    seed = config.pop("seed")
+    config.pop("num_sources", None)
+    librispeech_split = {name: folder for name, folder, _ in SPLITS}[split]
+    folder = out / EXTRA_FOLDER / librispeech_split
+    planned: dict[str, list[Utterance]] = {}
+    for speaker in plan_speakers(seed, CorpusSize(**config))[split]:
+        count = max(0, math.ceil((needed_seconds - have.get(speaker.id, 0.0)) / MEAN_UTTERANCE_SECONDS))
+        planned[speaker.id] = []
+        for k in range(count):
+            chapter, number = EXTRA_FIRST_CHAPTER + k // 15, k % 15
+            utt = f"{speaker.id}-{chapter}-{number:04d}"
+            path = folder / speaker.id / str(chapter) / f"{utt}.flac"
+            planned[speaker.id].append(Utterance(utt, speaker, path, (seed, 3, int(speaker.id), chapter, number)))
+    utts = [u for us in planned.values() for u in us]
+    if not utts:
+        return {}
+    require_tts()
+    workers = jobs or len(os.sched_getaffinity(0))
+    records = {r["id"]: r for r in _run_all(_synthesize_job, [(u, out / STATE_DIR / "utterances") for u in utts],
+                                            workers, "synthesizing conversation speech")}  # fmt: skip
+    _write_librispeech_texts(utts, records)
+    return {spk: [(u.id, u.path, records[u.id]["text"]) for u in us] for spk, us in planned.items() if us}

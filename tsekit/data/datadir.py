@@ -11,6 +11,11 @@ Files (all sorted by key, ``LC_ALL=C``):
                                                             enrollment)
   utt2enroll   utt -> the row whose target was chosen as enrollment
   spk2enroll   speaker -> rows whose target can serve as an enrollment
+  utt2reco     utt -> recording (conversation sets: one row per speaker of a recording; wav.scp names the
+               whole recording, spk1.scp the speaker's own track)
+  rttm, segments   who speaks when in each recording of utt2reco (tsekit.data.rttm)
+  utt2present  utt -> 1 or 0; 0: the enrolled speaker is not in the mixture (absent-target rows, which have no
+               spk1.scp); without the file every row's target is present
 """
 
 from __future__ import annotations
@@ -31,14 +36,27 @@ from tsekit.data.table import (
     sorted_keys,
     write_table,
 )
-from tsekit.jobs import temporary_name
+from tsekit.jobs import atomic_open, temporary_name
 
 SCP_FILES = ("wav.scp", "spk1.scp", "enroll.scp", "noise1.scp", "enroll_pos.scp", "enroll_neg.scp")
-PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq", "utt2enroll")
-REQUIRED_FILES = ("wav.scp", "spk1.scp", "utt2spk", "spk2utt")
+PER_UTT_FILES = SCP_FILES + ("utt2spk", "text", "utt2dur", "utt2uniq", "utt2enroll", "utt2reco", "utt2present")
+# spk1.scp is required too, unless every row is an absent-target one (utt2present 0): see present_rows
+REQUIRED_FILES = ("wav.scp", "utt2spk", "spk2utt")
 # per-utterance tables that may leave rows out: a target cut short (LibriMix's min mode) has no transcript, as
 # its audio lacks some of the words; training on text and WER scoring skip those rows
 PARTIAL_FILES = ("text",)
+# per-utterance tables of the target, which only the rows whose target is in the mixture have (present_rows)
+TARGET_FILES = ("spk1.scp",)
+# per-recording files of conversation sets (lines name a recording of utt2reco)
+RECORDING_FILES = ("rttm", "segments")
+
+
+def present_rows(tables: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """The rows whose target speaks in the mixture: every row, unless utt2present marks some 0."""
+    presence = tables.get("utt2present")
+    if presence is None:
+        return set(tables["wav.scp"])
+    return {utt for utt, value in presence.items() if value != "0"}
 
 
 def read_data_dir(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -93,15 +111,22 @@ def write_tables(path: Path, tables: Mapping[str, Mapping[str, str]]) -> None:
         write_table(path / "spk2utt", invert_utt2spk(tables["utt2spk"]))
 
 
-def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str]]) -> Path:
-    """Write a whole data dir atomically (``out`` appears complete or not at all)."""
-    keys = set(tables["wav.scp"])
+def check_tables(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str]]) -> None:
+    """TsekitError unless every per-utterance table of a data dir to be written at ``out`` covers its rows."""
+    keys, present = set(tables["wav.scp"]), present_rows(tables)
     for name, table in tables.items():
         if name in PARTIAL_FILES and not set(table) <= keys:
             raise TsekitError(f"{out}/{name}: keys not in wav.scp (e.g. {sorted(set(table) - keys)[:3]})")
-        if name in PER_UTT_FILES and name not in PARTIAL_FILES and set(table) != keys:
+        if name in TARGET_FILES and set(table) != present:
+            raise TsekitError(f"{out}/{name}: keys are not the rows whose target is present (utt2present)")
+        if name in PER_UTT_FILES and name not in PARTIAL_FILES + TARGET_FILES and set(table) != keys:
             missing = sorted(keys - set(table))[:3]
             raise TsekitError(f"{out}/{name}: keys do not match wav.scp (e.g. missing {missing})")
+
+
+def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str]]) -> Path:
+    """Write a whole data dir atomically (``out`` appears complete or not at all)."""
+    check_tables(out, tables)
     with atomic_dir(out) as tmp:
         write_tables(tmp, tables)
     return Path(out)
@@ -109,7 +134,7 @@ def write_data_dir(out: str | os.PathLike, tables: Mapping[str, Mapping[str, str
 
 def subset_tables(tables: Mapping[str, Mapping[str, str]], utts: list[str]) -> dict[str, dict[str, str]]:
     """Each table cut to the rows ``utts``."""
-    return {name: {u: table[u] for u in utts if u in table or name not in PARTIAL_FILES}
+    return {name: {u: table[u] for u in utts if u in table or name not in PARTIAL_FILES + TARGET_FILES}
             for name, table in tables.items()}
 
 
@@ -126,6 +151,7 @@ def subset_data_dir(path: str | os.PathLike, utt_list: str | os.PathLike, out: s
     with atomic_dir(out) as tmp:
         write_tables(tmp, subset)
         _copy_spk2enroll(Path(path), tmp, subset)
+        _copy_recording_files(Path(path), tmp, subset)
     return Path(out)
 
 
@@ -141,6 +167,17 @@ def _copy_spk2enroll(src: Path, dst: Path, tables: Mapping[str, Mapping[str, str
         if spk in speakers and utts:
             kept[spk] = utts
     write_table(dst / "spk2enroll", kept)
+
+
+def _copy_recording_files(src: Path, dst: Path, tables: Mapping[str, Mapping[str, str]]) -> None:
+    """Keep the rttm and segments lines of the recordings whose rows are kept (the recording is field 2 of both)."""
+    recordings = set(tables.get("utt2reco", {}).values())
+    for name in RECORDING_FILES:
+        if (src / name).is_file():
+            kept = [line + "\n" for line in read_lines(src / name) if line.split()[1:2] and
+                    line.split()[1] in recordings]
+            with atomic_open(dst / name) as f:
+                f.writelines(kept)
 
 
 def split_data_dir(path: str | os.PathLike, num_parts: int) -> list[Path]:
@@ -163,6 +200,7 @@ def split_data_dir(path: str | os.PathLike, num_parts: int) -> list[Path]:
             subset = subset_tables(tables, utts[start : start + size])
             write_tables(part, subset)
             _copy_spk2enroll(path, part, subset)
+            _copy_recording_files(path, part, subset)
             start += size
             parts.append(path / f"split{num_parts}" / str(index + 1))
     return parts

@@ -21,6 +21,15 @@ another speaker at a random SIR, plus optionally a random row's noise at a
 random SNR to the speech). Validation (``train=False``) gives whole rows as
 they are on disk and ignores chunking, cropping and dynamic mixing.
 
+Absent and silent targets (``absent_fraction``, ``silent_fraction``, in training or, when the trainer passes
+them, validation): a share of the items is drawn absent-target, enrolled by the ``spk1.scp`` audio of a row
+whose speaker is not in the mixture, with an all-zero target and the mixture unchanged; another share is
+drawn partly silent, the target kept in one random span of ``ACTIVE_SHARE`` of the item only and the mixture
+rebuilt as the rest of it plus that kept target (``tsekit.data.mixing.silence_outside``). The speakers of a
+mixture are those of the rows sharing its ``wav.scp`` entry (a data dir has a row per source; under dynamic
+mixing, the target's and the interferer's). ``speaker`` is the enrolled speaker's index, whose voice the
+enrollment carries. The rest stay present targets.
+
 Codec tokens come from ``tokens_dir``, what ``tsekit tokenize`` wrote for this data dir
 (``dump/<codec>/<set>``; ``tsekit.data.tokens`` has the layout). A chunk's tokens are the frames that
 cover its samples: frames floor(start x frame_rate / rate) to ceil(end x frame_rate / rate), so the waveform
@@ -55,7 +64,7 @@ import torch
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info, check_audio, is_ark, is_pipe, load_audio
 from tsekit.data.enroll import utt2uniq_of, valid_candidates
-from tsekit.data.mixing import gain_for_ratio, loop_to_length, place
+from tsekit.data.mixing import gain_for_ratio, loop_to_length, place, silence_outside
 from tsekit.data.table import read_list_table, read_table, sorted_keys
 from tsekit.data.tokens import enrollment_tokens, read_codec_info, read_tokens
 
@@ -71,10 +80,15 @@ ENROLL_MODES = ("fixed", "sampled", "target")
 UNKNOWN_SPEAKER = -100  # torch.nn.CrossEntropyLoss ignores this target by default
 
 # One uniform draw per slot, always all of them and in this order, so turning
-# an option on or off never changes the other choices of an item.
+# an option on or off never changes the other choices of an item. New slots go
+# at the end: the first draws of a generator do not depend on how many follow.
 (CHUNK, ENROLL_ROW, ENROLL_CROP, INTERFERER_ROW, INTERFERER_CROP, INTERFERER_PLACE, SIR,
- NOISE_ROW, NOISE_CROP, SNR, POS_CROP, NEG_CROP) = range(12)
-NUM_DRAWS = 12
+ NOISE_ROW, NOISE_CROP, SNR, POS_CROP, NEG_CROP, PRESENCE, ABSENT_ROW, ACTIVE_LENGTH, ACTIVE_START) = range(16)
+NUM_DRAWS = 16
+# a partly silent target speaks in a span of this share of the item's samples: far from none (an absent
+# target) and from all of it (a present one)
+ACTIVE_SHARE = (0.2, 0.8)
+ACTIVE_RAMP_SECONDS = 0.01  # the fade in and out of a partly silent target's span
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,9 @@ class Example:
     pos_frames: int = 0
     neg_start: int = 0
     neg_frames: int = 0
+    presence: str = "present"  # or "absent" (enroll_row: a speaker outside the mixture) or "partial"
+    active_start: int = 0  # partial: the span where the target speaks
+    active_frames: int = 0
 
 
 def pick(u: float, count: int) -> int:
@@ -192,6 +209,8 @@ class TSEDataset(torch.utils.data.Dataset):
         speakers: list[str] | None = None,
         seed: int = 0,
         tokens_dir: str | os.PathLike | None = None,
+        absent_fraction: float = 0.0,
+        silent_fraction: float = 0.0,
     ):
         self.data_dir = Path(data_dir)
         self.needs = frozenset(needs)
@@ -207,6 +226,8 @@ class TSEDataset(torch.utils.data.Dataset):
         for name, pair in (("dm_sir_range", dm_sir_range), ("dm_snr_range", dm_snr_range)):
             if len(pair) != 2 or pair[0] > pair[1]:
                 raise TsekitError(f"{name} must be [low, high] with low <= high, got {list(pair)}")
+        self.absent_fraction, self.silent_fraction = float(absent_fraction), float(silent_fraction)
+        self._check_presence_options()
         if "text" in self.needs and train and chunk_seconds:
             raise TsekitError("a model that reads transcripts (text) trains on whole utterances, whose transcripts "
                               f"they are: set data.chunk_seconds to null (it is {chunk_seconds})")
@@ -245,9 +266,31 @@ class TSEDataset(torch.utils.data.Dataset):
             if self.speakers is None:
                 self.speakers = sorted_keys(set(self.tables["utt2spk"].values()))
             self.speaker_index = {spk: i for i, spk in enumerate(self.speakers)}
-        if self.dynamic_mixing:
+        if self.dynamic_mixing or self.absent_fraction:
             self._group_by_speaker()
+        if self.absent_fraction:
+            self._find_mixture_speakers()
         self._read_token_tables(tokens_dir)
+
+    def _check_presence_options(self) -> None:
+        """Absent and silent targets replace the target (and the enrollment, and the mixture): only models that
+        read nothing else about them can take such items."""
+        for name, value in (("absent_fraction", self.absent_fraction), ("silent_fraction", self.silent_fraction)):
+            if not 0 <= value <= 1:
+                raise TsekitError(f"{name} must be in [0, 1], got {value}")
+        if self.absent_fraction + self.silent_fraction > 1:
+            raise TsekitError(f"absent_fraction {self.absent_fraction} and silent_fraction {self.silent_fraction} "
+                              "add up to more than every item")
+        if not (self.absent_fraction or self.silent_fraction):
+            return
+        stale = sorted(self.needs & {"text", *CLIP_NEEDS, *TOKEN_NEEDS})
+        if stale or "target" not in self.needs:
+            what = f"reads {stale[0]}, which they do not follow" if stale else "reads no target"
+            raise TsekitError(f"absent and silent targets change the target a model learns, but this model {what}: "
+                              "set data.absent_fraction and data.silent_fraction to 0 for it")
+        if self.absent_fraction and "enroll" not in self.needs:
+            raise TsekitError("absent targets are made by the enrollment of another speaker, but this model reads "
+                              "no enrollment: set data.absent_fraction to 0 for it")
 
     def check_audio(self) -> None:
         """Check every audio file the items may read from its header (``tsekit.data.audio.check_audio``: found,
@@ -299,7 +342,7 @@ class TSEDataset(torch.utils.data.Dataset):
         names = set()
         if "target" in self.needs or self.dynamic_mixing or sampled or self._enrolled_by_target():
             names.add("spk1.scp")
-        if "speaker" in self.needs or self.dynamic_mixing or sampled:
+        if "speaker" in self.needs or self.dynamic_mixing or sampled or self.absent_fraction:
             names.add("utt2spk")
         if self.enrolls and not sampled and not self._enrolled_by_target():
             names.add("enroll.scp")
@@ -342,7 +385,20 @@ class TSEDataset(torch.utils.data.Dataset):
             first, count = self._group.get(utt2spk[utt], (position, 0))
             self._group[utt2spk[utt]] = (first, count + 1)
         if len(self._group) < 2:
-            raise TsekitError(f"{self.data_dir / 'utt2spk'}: dynamic mixing needs rows of at least two speakers")
+            raise TsekitError(f"{self.data_dir / 'utt2spk'}: dynamic mixing and absent targets need rows of at "
+                              "least two speakers")
+
+    def _find_mixture_speakers(self) -> None:
+        """The speakers of every mixture: those of the rows sharing its wav.scp entry; each must leave one out to
+        enroll an absent target (under dynamic mixing a mixture holds two of them, the target's and one other)."""
+        utt2spk, wav = self.tables["utt2spk"], self.tables["wav.scp"]
+        self._mixture_speakers: dict[str, set[str]] = {}
+        for utt in self.rows:
+            self._mixture_speakers.setdefault(wav[utt], set()).add(utt2spk[utt])
+        most = 2 if self.dynamic_mixing else max(len(speakers) for speakers in self._mixture_speakers.values())
+        if most >= len(self._group):
+            raise TsekitError(f"{self.data_dir / 'utt2spk'}: {len(self._group)} speakers, and a mixture holds {most}"
+                              ": absent targets need a speaker outside every mixture")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -361,10 +417,19 @@ class TSEDataset(torch.utils.data.Dataset):
                               f"enrollment for row {utt} (needs another source utterance outside its mixture)")
         return candidates[pick(u, len(candidates))]
 
-    def _interferer(self, utt: str, u: float) -> str:
-        first, count = self._group[self.tables["utt2spk"][utt]]
-        position = pick(u, len(self._by_speaker) - count)
-        return self._by_speaker[position if position < first else position + count]
+    def _row_outside(self, speakers: set[str], u: float) -> str:
+        """A row of a speaker not in ``speakers``: one draw over the rows of the other speakers' groups."""
+        groups = sorted(self._group[spk] for spk in speakers)
+        position = pick(u, len(self._by_speaker) - sum(count for _, count in groups))
+        for first, count in groups:  # step over the left-out groups, in order
+            if position >= first:
+                position += count
+        return self._by_speaker[position]
+
+    def _presence(self, u: float) -> str:
+        if u < self.absent_fraction:
+            return "absent"
+        return "partial" if u < self.absent_fraction + self.silent_fraction else "present"
 
     def example(self, index: int, reader: _Reader | None = None) -> Example:
         """The choices behind item ``index`` of the current epoch (reads audio headers only)."""
@@ -374,9 +439,22 @@ class TSEDataset(torch.utils.data.Dataset):
         source = "spk1.scp" if self.dynamic_mixing else "wav.scp"
         total = reader.length(self.tables[source][utt], self._where(source, utt))
         start, frames = span(u[CHUNK], total, self.chunk)
-        choices: dict = {"utt": utt, "start": start, "frames": frames, "size": self.chunk or frames}
+        presence = self._presence(u[PRESENCE])
+        choices: dict = {"utt": utt, "start": start, "frames": frames, "size": self.chunk or frames,
+                         "presence": presence}
+        if self.dynamic_mixing:
+            choices.update(self._mixing_choices(u, utt, frames, reader))
+        if presence == "partial":
+            low, high = ACTIVE_SHARE
+            active = max(1, round(frames * (low + float(u[ACTIVE_LENGTH]) * (high - low))))
+            choices.update(active_start=pick(u[ACTIVE_START], frames - active + 1), active_frames=active)
         if self.enrolls:
-            if self.enroll_mode == "fixed":
+            if presence == "absent":  # another speaker's clean utterance enrolls
+                speakers = ({self.tables["utt2spk"][utt], self.tables["utt2spk"][choices["interferer"]]}
+                            if self.dynamic_mixing else self._mixture_speakers[self.tables["wav.scp"][utt]])
+                row = self._row_outside(speakers, u[ABSENT_ROW])
+                entry, where = self.tables["spk1.scp"][row], self._where("spk1.scp", row)
+            elif self.enroll_mode == "fixed":
                 row, entry, where = "", self.tables["enroll.scp"][utt], self._where("enroll.scp", utt)
             elif self.enroll_mode == "target":  # the target utterance itself (DDTSE's training)
                 row, entry, where = utt, self.tables["spk1.scp"][utt], self._where("spk1.scp", utt)
@@ -392,12 +470,10 @@ class TSEDataset(torch.utils.data.Dataset):
                 total_clip = reader.length(self.tables[name][utt], self._where(name, utt))
                 prefix = need.removeprefix("enroll_")
                 choices[f"{prefix}_start"], choices[f"{prefix}_frames"] = span(u[slot], total_clip, self.enroll_crop)
-        if self.dynamic_mixing:
-            choices.update(self._mixing_choices(u, utt, frames, reader))
         return Example(**choices)
 
     def _mixing_choices(self, u: np.ndarray, utt: str, frames: int, reader: _Reader) -> dict:
-        other = self._interferer(utt, u[INTERFERER_ROW])
+        other = self._row_outside({self.tables["utt2spk"][utt]}, u[INTERFERER_ROW])
         other_total = reader.length(self.tables["spk1.scp"][other], self._where("spk1.scp", other))
         other_start, other_frames = span(u[INTERFERER_CROP], other_total, frames)
         low, high = self.sir_range
@@ -444,6 +520,11 @@ class TSEDataset(torch.utils.data.Dataset):
                     raise TsekitError(f"{self._where('spk1.scp', utt)}: {target_length} samples, "
                                       f"mixture has {mixture_length} (tsekit data validate finds all such rows)")
                 target = self._read(reader, "spk1.scp", utt, start, frames)
+        if example.presence == "absent":
+            target = np.zeros_like(target)
+        elif example.presence == "partial":
+            target, mixture = silence_outside(target, mixture, example.active_start, example.active_frames,
+                                              round(ACTIVE_RAMP_SECONDS * self.rate))
         item: dict = {"utt": utt, "mixture": _tensor(mixture, example.size), "length": frames}
         if "target" in self.needs:
             item["target"] = _tensor(target, example.size)
@@ -462,7 +543,8 @@ class TSEDataset(torch.utils.data.Dataset):
         if "text" in self.needs:
             item["text"] = self.tables["text"][utt]
         if "speaker" in self.needs:
-            index_of = self.speaker_index.get(self.tables["utt2spk"][utt], UNKNOWN_SPEAKER)
+            # the enrolled speaker: the row's own, but another one's for an absent target
+            index_of = self.speaker_index.get(self.tables["utt2spk"][example.enroll_row or utt], UNKNOWN_SPEAKER)
             item["speaker"] = torch.tensor(index_of, dtype=torch.int64)
         for need in sorted(self.needs & set(CLIP_NEEDS)):
             start, frames = ((example.neg_start, example.neg_frames) if need == "enroll_neg" else

@@ -1,4 +1,4 @@
-"""Signal helpers for building mixtures on the fly (dynamic mixing during training).
+"""Signal helpers for building mixtures on the fly (dynamic mixing, partly silent targets during training).
 
 Pure numpy functions, no randomness: the caller draws offsets and ratios, so
 the same draw always gives the same mixture and a test can recompute it.
@@ -43,3 +43,23 @@ def loop_to_length(signal: np.ndarray, frames: int) -> np.ndarray:
     """``signal`` repeated end to end and cut to ``frames`` samples (noise shorter than the speech)."""
     repeats = -(-frames // len(signal))
     return np.tile(signal, repeats)[:frames].astype(np.float32, copy=False)
+
+
+def silence_outside(target: np.ndarray, mixture: np.ndarray, start: int, length: int,
+                    ramp: int) -> tuple[np.ndarray, np.ndarray]:
+    """A target that speaks in samples [start, start + length) only, and the mixture rebuilt around it.
+
+    The target is zeroed outside the span, faded in and out over ``ramp`` samples inside it (a raised cosine:
+    a hard cut would put a click into both signals that no speaker's onset has). The mixture keeps everything
+    else it held (interference and noise, ``mixture - target``) and gains the kept target, so it stays target
+    plus the rest: where the target is silent only the others are heard.
+    """
+    window = np.zeros(len(target), dtype=np.float32)
+    window[start : start + length] = 1.0
+    ramp = min(ramp, length // 2)
+    if ramp:
+        rise = (0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)).astype(np.float32)
+        window[start : start + ramp] = rise
+        window[start + length - ramp : start + length] = rise[::-1]
+    kept = (target * window).astype(np.float32, copy=False)
+    return kept, ((mixture - target) + kept).astype(np.float32, copy=False)

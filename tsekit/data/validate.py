@@ -8,6 +8,9 @@ TSE rules: every row has a mixture, a target and (once stage 2 ran) an
 enrollment; the enrollment is not the target recording itself; all audio of a
 data dir shares one sample rate; target and noise are as long as the mixture;
 utt2dur agrees with the mixture length.
+Absent-target rows (utt2present 0) have no target: spk1.scp holds exactly the other rows.
+Conversation sets: the rows of one recording (utt2reco) share its wav.scp audio; every rttm and segments line
+names a recording of utt2reco and (audio checked) ends within it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info
-from tsekit.data.datadir import PARTIAL_FILES, PER_UTT_FILES, REQUIRED_FILES, SCP_FILES, utt2spk_sorted_by_speaker
+from tsekit.data.datadir import (
+    PARTIAL_FILES,
+    PER_UTT_FILES,
+    RECORDING_FILES,
+    REQUIRED_FILES,
+    SCP_FILES,
+    TARGET_FILES,
+    present_rows,
+    utt2spk_sorted_by_speaker,
+)
+from tsekit.data.rttm import check_turn_ends, read_rttm, read_segments
 from tsekit.data.table import c_sort_key, invert_utt2spk, read_lines, read_list_table, read_table
 
 DURATION_TOLERANCE = 0.01  # seconds; utt2dur is written with 3 decimals
@@ -57,15 +70,26 @@ def validate_data_dir(path: str | os.PathLike, check_audio: bool = True, require
                 problems.append(f"{path}/{name}: empty")
     if "wav.scp" not in tables:
         return problems
-    utts = set(tables["wav.scp"])
+    utts, present = set(tables["wav.scp"]), present_rows(tables)
+    if present and not (path / "spk1.scp").is_file():
+        problems.append(f"{path}/spk1.scp: missing")
+    bad_presence = sorted(u for u, v in tables.get("utt2present", {}).items() if v not in ("0", "1"))
+    if bad_presence:
+        value = tables["utt2present"][bad_presence[0]]
+        problems.append(f"{path}/utt2present: {bad_presence[0]}: {value!r} is not 0 or 1")
     for name in PER_UTT_FILES:
-        if name in tables and set(tables[name]) != utts:
-            missing, extra = utts - set(tables[name]), set(tables[name]) - utts
+        expected = present if name in TARGET_FILES else utts
+        if name in tables and set(tables[name]) != expected:
+            missing, extra = expected - set(tables[name]), set(tables[name]) - expected
             if missing and name not in PARTIAL_FILES:
                 problems.append(f"{path}/{name}: {len(missing)} utterances of wav.scp missing ({_examples(missing)})")
-            if extra:
+            if extra and name in TARGET_FILES:
+                problems.append(f"{path}/{name}: {len(extra)} rows whose target is absent (utt2present 0) or not "
+                                f"in wav.scp ({_examples(extra)})")
+            elif extra:
                 problems.append(f"{path}/{name}: {len(extra)} utterances not in wav.scp ({_examples(extra)})")
     problems += _check_speakers(path, tables)
+    problems += _check_recordings(path, tables, check_audio)
     problems += _check_values(path, tables)
     if check_audio:
         problems += _check_audio(path, tables)
@@ -90,6 +114,37 @@ def _check_speakers(path: Path, tables: dict[str, dict[str, str]]) -> list[str]:
                 problems.append(f"{path}/spk2enroll: speaker {spk} lists rows not in wav.scp ({unknown[0]})")
             elif any(utt2spk[r] != spk for r in rows):
                 problems.append(f"{path}/spk2enroll: speaker {spk} lists rows of another speaker")
+    return problems
+
+
+def _check_recordings(path: Path, tables: dict[str, dict[str, str]], check_audio: bool) -> list[str]:
+    """utt2reco against wav.scp, and the rttm and segments files against the recordings: the first bad line of
+    each (a recording not in utt2reco, a turn past its recording's end). A turn's speaker need not have a row:
+    a set may extract only some of a recording's speakers, and the others' turns are its interferers'."""
+    files = [name for name in RECORDING_FILES if (path / name).is_file()]
+    utt2reco = tables.get("utt2reco")
+    if utt2reco is None:
+        return [f"{path}/{name}: needs utt2reco (which row belongs to which recording)" for name in files]
+    problems = []
+    audio: dict[str, str] = {}
+    for utt, reco in sorted(utt2reco.items()):
+        if audio.setdefault(reco, tables["wav.scp"].get(utt, "")) != tables["wav.scp"].get(utt, ""):
+            problems.append(f"{path}/utt2reco: rows of recording {reco} name different audio in wav.scp ({utt})")
+            return problems
+    for name in files:
+        source = str(path / name)
+        try:
+            read = read_rttm if name == "rttm" else read_segments
+            turns = read(source, set(audio), f"{path}/utt2reco")
+            for reco, recording_turns in turns.items():
+                if check_audio:  # where the recording ends: its header (unreadable audio is _check_audio's problem)
+                    try:
+                        rate, frames = audio_info(audio[reco])
+                    except TsekitError:
+                        continue
+                    check_turn_ends(recording_turns, rate, frames, source, reco)
+        except TsekitError as err:
+            problems.append(str(err))
     return problems
 
 

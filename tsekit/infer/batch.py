@@ -42,6 +42,7 @@ may use, ``max(1, cpus // N)``; set OMP_NUM_THREADS to choose yourself
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -172,7 +173,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                    checkpoint: str | os.PathLike | None = None, chunk_seconds: float | None = None,
                    overlap_seconds: float = 1.0, output_level: str | None = None,
                    refine: str | os.PathLike | None = None, refine_passes: int = 1,
-                   refine_start: float = 1.0, model_params: dict | None = None) -> InferSummary:
+                   refine_start: float = 1.0, model_params: dict | None = None, segments: bool = False,
+                   presence: str = "speaker", presence_threshold: float | None = None) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
 
     ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
@@ -186,6 +188,11 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     ``output_level`` None takes the experiment's ``infer.output_level`` (``tsekit.infer.level``).
     ``model_params`` replace model parameters for this run (``load_experiment``): a generative system's decoding
     settings. Nothing records them in OUT: decode with other settings into another OUT.
+
+    ``segments``: also decide where each row's target speaks (``tsekit.infer.presence``, by ``presence`` above
+    ``presence_threshold``, None for the method's default), silence the output elsewhere, and write
+    OUT/presence/<utt>.rttm (before the row's wav; a row without it is not done) and, once every row has one,
+    OUT/rttm (before OUT/wav.scp).
     """
     import numpy as np
     import torch
@@ -198,6 +205,11 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
 
     data_dir, out = Path(data_dir), Path(out_dir)
     check_job(job, nj)
+    gate = None
+    if segments:  # a missing VAD file is refused before the work
+        from tsekit.infer.presence import PresenceGate, PresenceSettings, rttm_path, target_enrollment
+
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     rate = cfg.data.sample_rate
@@ -214,7 +226,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
         lengths = {utt: frames for utt, (_, frames) in headers.items()}
         # a row is done when its wav is as tsekit writes it, and its transcript exists too when the model transcribes
         todo = [u for u in mine if not is_written(wav_path(out, u), rate, lengths[u])
-                or (with_text and not txt_path(out, u).is_file())]
+                or (with_text and not txt_path(out, u).is_file()) or (segments and not rttm_path(out, u).is_file())]
         check_inputs(model, lengths, {data_dir / ENROLLMENT_FILES[k]: v for k, v in enrolls.items()},
                      None if refine is None else (Path(refine), refine_table), todo, rate)
         if chunk_seconds is None:
@@ -243,13 +255,20 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                         extract_to_file(model, mixture, enroll, wav_path(out, utt), chunk_seconds, overlap_seconds,
                                         output_level=output_level, peak=cfg.infer.peak, refine=initial,
                                         refine_passes=refine_passes, refine_start=refine_start,
-                                        transcript=txt_path(out, utt) if with_text else None, progress=progress)
+                                        transcript=txt_path(out, utt) if with_text else None, progress=progress,
+                                        presence=None if gate is None else functools.partial(
+                                            gate, enrollment=target_enrollment(enroll), rate=rate,
+                                            rttm=rttm_path(out, utt), recording=utt))
         finally:
             torch.set_num_threads(previous_threads)  # a library call leaves the process as it found it
         seconds = time.perf_counter() - started
         # OUT/text before OUT/wav.scp, so that a finished decode dir (wav.scp) always has its text
         if with_text and all(wav_path(out, u).is_file() for u in utts):
             write_text_table(out, utts)
+        if segments:
+            from tsekit.infer.presence import write_rttm_table
+
+            write_rttm_table(out, utts)
         wrote = write_scp_if_complete(out, utts)
         return InferSummary(out=out, checkpoint=path, total=len(utts), mine=len(mine), extracted=len(todo),
                             skipped=len(mine) - len(todo), audio_seconds=todo_frames / rate, seconds=seconds,

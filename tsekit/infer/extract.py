@@ -53,7 +53,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -291,7 +291,8 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
                     chunk_seconds: float | None = None, overlap_seconds: float = 1.0, output_level: str = "none",
                     peak: float = 0.9, refine: AudioBlocks | None = None, refine_passes: int = 1,
                     refine_start: float = 1.0, transcript: Path | None = None,
-                    progress: AudioProgress | None = None) -> None:
+                    progress: AudioProgress | None = None,
+                    presence: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
     """Extract a recording of any length from ``mixture`` (an open ``AudioBlocks``, mono at the model's rate)
     into ``out`` (16-bit PCM in the format its suffix names, atomic), in bounded memory (module docstring).
 
@@ -299,6 +300,9 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
     long as the mixture). ``transcript`` (a transcribing model, no ``refine``): the file the joined chunk
     transcripts are written to (atomically), before ``out`` is, so an ``out`` that exists has its transcript.
     ``progress`` advances by the seconds of audio done. The model runs on its parameters' device.
+    ``presence`` (``--segments``: ``tsekit.infer.presence.PresenceGate`` with its other arguments bound): the
+    leveled output and the mixture -> the output to write; its decision looks at the whole recording, so with it
+    the leveled output and the mixture are held whole (float32) in the second pass.
     """
     from tsekit.data.audio import audio_writer
 
@@ -327,8 +331,13 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
                 f.write(join_transcripts(texts) + "\n")
         gain = stats.gain()
         with open(unscaled, "rb") as f, audio_writer(out, rate) as write:
-            while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
-                write(apply_gain(block, gain))
+            if presence is None:
+                while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
+                    write(apply_gain(block, gain))
+            else:
+                from tsekit.data.audio import load_audio
+
+                write(presence(apply_gain(np.fromfile(f, dtype=np.float64), gain), load_audio(mixture.entry)[0]))
     finally:
         unscaled.unlink(missing_ok=True)
 
@@ -369,7 +378,9 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
-                 refine_start: float = 1.0, model_params: dict | None = None) -> tuple[Path, Path | None]:
+                 refine_start: float = 1.0, model_params: dict | None = None,
+                 segments: str | os.PathLike | None = None, presence: str = "speaker",
+                 presence_threshold: float | None = None) -> tuple[Path, Path | None]:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit PCM, atomic, in the format
     its suffix names: .wav, .flac, ...; any other suffix is refused before the model loads).
 
@@ -383,11 +394,20 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     A model with ``transcribes`` also writes its transcript of the target speaker, one line, to
     ``transcript_path(out)`` (``OUT.txt``, atomically), except when refining (which gives no transcript).
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
+
+    ``segments``: an RTTM file to write where the target speaks, the output silenced elsewhere
+    (``tsekit.infer.presence``, decided by ``presence``: energy or speaker, above ``presence_threshold``, None for the
+    method's default); the recording id is ``out``'s stem.
     """
     from tsekit.data.audio import audio_format
     from tsekit.data.enroll import enrollment_doubt
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
+    gate = None
+    if segments is not None:  # a missing VAD file is refused before the work too
+        from tsekit.infer.presence import PresenceGate, PresenceSettings, target_enrollment
+
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
@@ -416,5 +436,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
         extract_to_file(model, mix, enrollments, out, chunk_seconds, overlap_seconds,
                         output_level=output_level or cfg.infer.output_level, peak=cfg.infer.peak, refine=initial,
                         refine_passes=refine_passes, refine_start=refine_start, transcript=transcript,
-                        progress=progress)
+                        progress=progress, presence=None if gate is None else functools.partial(
+                            gate, enrollment=target_enrollment(enrollments), rate=rate, rttm=segments,
+                            recording=Path(out).stem))
     return Path(out), transcript

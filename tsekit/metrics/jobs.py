@@ -6,6 +6,11 @@ the parts, skips what is done and ignores a torn last line. ``--nj N`` runs N
 worker processes (each loads its models once) under one writer; ``--job J --nj N``
 scores only the J-th of N contiguous shards, for the Kaldi runners, and
 ``tsekit score merge`` joins the parts once all jobs are done.
+
+Rows are the reference's, or the mixture's for absent-target rows (``--absent``), which have no reference.
+Conversation rows come with an RTTM (or tsekit's segments), utt2reco and utt2spk (``--rttm``, or a data dir's):
+every input, the turns' lines and their ends against the recordings' lengths are checked before anything is
+written.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsekit import TsekitError
+from tsekit.data.rttm import Turn, check_turn_ends, read_rttm, read_segments
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.jobs import atomic_open, drop_torn_line, shard
 from tsekit.lock import writer_lock
 from tsekit.metrics import THREAD_VARIABLES
+from tsekit.metrics.conversation import AUDIBLE_THRESHOLD_DB, check_rows_speak, regions
 from tsekit.metrics.scorer import Scorer, Utterance, UtteranceScores, choose_metrics
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -29,45 +36,120 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 class ScoreInputs:
     """utt -> audio entry for each role, and the files they came from (for messages)."""
 
-    ref: dict[str, str]
+    ref: dict[str, str] | None  # None: absent-target rows, keyed by the mixture
     est: dict[str, str]
     mix: dict[str, str] | None = None
     enroll: dict[str, str] | None = None
     text: dict[str, str] | None = None  # may lack rows: targets cut short have no transcript
     hyp_text: dict[str, str] | None = None  # utt -> the system's own transcript (tsasr_wer)
     sources: dict[str, str] | None = None  # role -> manifest or folder it was read from
+    # conversations: utt -> recording and target speaker, recording -> its RTTM turns
+    utt2reco: dict[str, str] | None = None
+    utt2spk: dict[str, str] | None = None
+    turns: dict[str, list[Turn]] | None = None
+
+    @property
+    def turns_source(self) -> str:
+        """The RTTM or segments file the turns came from."""
+        return self.sources.get("rttm") or self.sources["segments"]
+
+    @property
+    def key(self) -> str:
+        """The role whose rows are scored and whose sample rate the others must have."""
+        return "ref" if self.ref is not None else "mix"
 
     def utts(self) -> list[str]:
-        return sorted_keys(self.ref)
+        return sorted_keys(getattr(self, self.key))
 
 
-def inputs_from_manifests(ref: str, est: str, mix: str | None = None, enroll: str | None = None,
-                          text: str | None = None, hyp_text: str | None = None) -> ScoreInputs:
+def inputs_from_manifests(ref: str | None, est: str, mix: str | None = None, enroll: str | None = None,
+                          text: str | None = None, hyp_text: str | None = None, absent: bool = False,
+                          rttm: str | None = None, utt2reco: str | None = None, utt2spk: str | None = None,
+                          segments: str | None = None) -> ScoreInputs:
     """Read the scp files; every reference must have an estimate (and mixture/enrollment/text when given).
 
     ``hyp_text``: a Kaldi text table of the system's own transcripts (a transcript may be empty), scored
-    against ``text`` (which it needs) by ``tsasr_wer``.
+    against ``text`` (which it needs) by ``tsasr_wer``. ``absent``: the rows have no target (no ``ref``), each
+    mixture must have an estimate. ``rttm`` (or ``segments`` in tsekit's layout): conversation rows;
+    ``utt2reco`` and ``utt2spk`` say which recording and which of its speakers each row is.
     """
     if hyp_text is not None and text is None:
         raise TsekitError(f"{hyp_text}: hypothesis transcripts (--hyp-text) are scored against reference "
                           "transcripts; give --text too")
-    paths = {"ref": ref, "est": est, "mix": mix, "enroll": enroll, "text": text, "hyp_text": hyp_text}
+    turn_files = {kind: path for kind, path in (("rttm", rttm), ("segments", segments)) if path is not None}
+    if absent and (ref is not None or mix is None or turn_files):
+        raise TsekitError("absent-target rows (--absent) are scored from --est and --mix alone: no --ref, no --rttm")
+    if not absent and ref is None:
+        raise TsekitError("give --ref (the targets), or --absent for rows whose target is not in the mixture")
+    if len(turn_files) > 1:
+        raise TsekitError("give the turns once: --rttm or --segments")
+    if bool(turn_files) != (utt2reco is not None) or bool(turn_files) != (utt2spk is not None):
+        raise TsekitError("conversations need --rttm (or --segments), --utt2reco and --utt2spk together")
+    paths = {"ref": ref, "est": est, "mix": mix, "enroll": enroll, "text": text, "hyp_text": hyp_text,
+             "utt2reco": utt2reco, "utt2spk": utt2spk}
     tables = {role: read_table(path) for role, path in paths.items() if path is not None and role != "hyp_text"}
     if hyp_text is not None:
         tables["hyp_text"] = read_hypotheses(hyp_text)
-    reference = tables["ref"]
-    if not reference:
-        raise TsekitError(f"{ref}: no utterances")
-    what = {"est": "estimate", "hyp_text": "hypothesis transcript"}
+    key = "mix" if absent else "ref"
+    rows = tables[key]
+    if not rows:
+        raise TsekitError(f"{paths[key]}: no utterances")
+    what = {"est": "estimate", "hyp_text": "hypothesis transcript", "utt2reco": "recording", "utt2spk": "speaker"}
     for role, table in tables.items():
         # a reference transcript may be absent (a target cut short has none: PARTIAL_FILES); such a row gets no WER
-        missing = [u for u in reference if u not in table and role != "text"]
+        missing = [u for u in rows if u not in table and role != "text"]
         if missing:
-            raise TsekitError(f"{paths[role]}: no {what.get(role, role)} for {len(missing)} of {len(reference)} "
-                              f"reference utterances (e.g. {sorted_keys(missing)[0]})")
+            raise TsekitError(f"{paths[role]}: no {what.get(role, role)} for {len(missing)} of {len(rows)} "
+                              f"{'mixtures' if absent else 'reference utterances'} (e.g. {sorted_keys(missing)[0]})")
     sources = {role: str(path) for role, path in paths.items() if path is not None}
-    return ScoreInputs(**{role: {u: tables[role][u] for u in reference if u in tables[role]} for role in tables},
-                       sources=sources)
+    selected = {role: {u: tables[role][u] for u in rows if u in tables[role]} for role in tables}
+    inputs = ScoreInputs(**{"ref": None, **selected}, sources=sources)
+    for kind, path in turn_files.items():
+        sources[kind] = str(path)
+        read = read_rttm if kind == "rttm" else read_segments
+        inputs.turns = read(str(path), set(inputs.utt2reco.values()), utt2reco)
+        check_rows_speak(inputs.turns, inputs.utt2reco, inputs.utt2spk, str(path))
+    return inputs
+
+
+def inputs_from_data_dir(data: str | os.PathLike, est: str, hyp_text: str | None = None,
+                         with_text: bool = False) -> ScoreInputs:
+    """The inputs a TSE data dir holds for scoring the estimates ``est`` of its rows.
+
+    The mixtures (wav.scp), the targets (spk1.scp), enrollments (enroll.scp) when there, the transcripts
+    (text) when there and ``with_text`` (a metric uses them: an ASR model or ``hyp_text`` is given; otherwise
+    they would only change the recorded inputs), a conversation set's rttm (else its segments) with utt2reco
+    and utt2spk, and an absent-target set's utt2present (every row 0; such a set has no spk1.scp).
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise TsekitError(f"{data}: data directory not found")
+
+    def there(name: str) -> str | None:
+        return str(data / name) if (data / name).is_file() else None
+
+    absent = _all_absent(data / "utt2present") if (data / "utt2present").is_file() else False
+    rttm = there("rttm")
+    segments = there("segments") if rttm is None else None
+    conversation = rttm is not None or segments is not None
+    return inputs_from_manifests(
+        None if absent else str(data / "spk1.scp"), est, str(data / "wav.scp"), there("enroll.scp"),
+        there("text") if with_text else None, hyp_text, absent=absent,
+        rttm=rttm, utt2reco=str(data / "utt2reco") if conversation else None,
+        utt2spk=str(data / "utt2spk") if conversation else None, segments=segments)
+
+
+def _all_absent(path: Path) -> bool:
+    """Whether utt2present marks every row absent (0); a set mixing absent and present rows is refused."""
+    presence = read_table(path)
+    bad = [u for u, v in presence.items() if v not in ("0", "1")]
+    if bad:
+        raise TsekitError(f"{path}: {bad[0]}: {presence[bad[0]]!r} is neither 0 (absent target) nor 1 (present)")
+    absent = sum(v == "0" for v in presence.values())
+    if 0 < absent < len(presence):
+        raise TsekitError(f"{path}: {absent} of {len(presence)} rows have an absent target: absent and present "
+                          "rows are scored by different metrics; split them into two data dirs")
+    return absent > 0
 
 
 def read_hypotheses(path: str | os.PathLike) -> dict[str, str]:
@@ -120,9 +202,11 @@ def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:
         source, table = inputs.sources[role], getattr(inputs, role)
         return check_audio({source: {utt: table[utt] for utt in rows}})[source]
 
-    ref_rates = {utt: rate for utt, (rate, _) in headers("ref", inputs.utts()).items()}
+    key_headers = headers(inputs.key, inputs.utts())
+    ref_rates = {utt: rate for utt, (rate, _) in key_headers.items()}
+    what = "reference" if inputs.key == "ref" else "mixture"
     for role in ("est", "mix", "enroll"):
-        if getattr(inputs, role) is None:
+        if getattr(inputs, role) is None or role == inputs.key:
             continue
         rates = headers(role, utts)
         if role == "enroll":
@@ -130,7 +214,12 @@ def check_headers(inputs: ScoreInputs, utts: list[str]) -> dict[str, int]:
         for utt in utts:
             if rates[utt][0] != ref_rates[utt]:
                 raise TsekitError(f"{inputs.sources[role]}: {utt}: {getattr(inputs, role)[utt]}: sample rate "
-                                  f"{rates[utt][0]} Hz, but the reference has {ref_rates[utt]} Hz")
+                                  f"{rates[utt][0]} Hz, but the {what} has {ref_rates[utt]} Hz")
+    if inputs.turns is not None:
+        # every job checks every recording, so that no job writes a part of a run another one refuses
+        for utt, (rate, frames) in key_headers.items():
+            check_turn_ends(inputs.turns[inputs.utt2reco[utt]], rate, frames, inputs.turns_source,
+                            f"{inputs.sources[inputs.key]}: {utt}")
     return ref_rates
 
 
@@ -148,7 +237,7 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
             audio[role] = load_audio(table[utt], where)  # mono, at the reference's rate: check_headers saw to it
             if role == "enroll" and (doubt := enrollment_doubt(*audio[role])):
                 warnings.append(f"{where}: {table[utt]}: {doubt}")
-    rate = audio["ref"][1]
+    rate = audio[inputs.key][1]
     lengths = {role: len(audio[role][0]) for role in ("ref", "est", "mix") if role in audio}
     shortest = min(lengths.values())
     if len(set(lengths.values())) > 1:
@@ -156,13 +245,15 @@ def load_utterance(inputs: ScoreInputs, utt: str) -> tuple[Utterance, list[str]]
         warnings.append(f"{utt}: lengths differ ({shown} samples); trimmed to {shortest}")
     utterance = Utterance(
         utt=utt, rate=rate,
-        estimate=audio["est"][0][:shortest], reference=audio["ref"][0][:shortest],
+        estimate=audio["est"][0][:shortest], reference=audio["ref"][0][:shortest] if "ref" in audio else None,
         mixture=audio["mix"][0][:shortest] if "mix" in audio else None,
         enroll=audio["enroll"][0] if "enroll" in audio else None,
         enroll_rate=audio["enroll"][1] if "enroll" in audio else None,
         text=inputs.text.get(utt) if inputs.text is not None else None,
         untranscribed=inputs.text is not None and utt not in inputs.text,
         hyp_text=inputs.hyp_text[utt] if inputs.hyp_text is not None else None,
+        regions=None if inputs.turns is None else regions(inputs.turns[inputs.utt2reco[utt]], inputs.utt2spk[utt],
+                                                          rate, shortest),
     )
     return utterance, warnings
 
@@ -204,9 +295,9 @@ _worker: tuple[Scorer, ScoreInputs] | None = None
 SINGLE_THREAD = {name: "1" for name in THREAD_VARIABLES}
 
 
-def _init_worker(metrics: list[str], asr_model: str | None, inputs: ScoreInputs) -> None:
+def _init_worker(metrics: list[str], asr_model: str | None, audible_threshold: float, inputs: ScoreInputs) -> None:
     global _worker
-    _worker = (Scorer(metrics, asr_model), inputs)
+    _worker = (Scorer(metrics, asr_model, audible_threshold=audible_threshold), inputs)
 
 
 def _score_one(utt: str) -> dict:
@@ -218,12 +309,14 @@ def _score_one(utt: str) -> dict:
 
 
 def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None = None, nj: int = 1,
-                job: int | None = None, asr_model: str | None = None) -> tuple[list[str], list[str]]:
+                job: int | None = None, asr_model: str | None = None,
+                audible_threshold: float = AUDIBLE_THRESHOLD_DB) -> tuple[list[str], list[str]]:
     """Score the utterances of this job (all of them without ``job``) into OUT/parts/.
 
     Returns (the metrics scored, messages for the user). Without ``job``, ``nj``
     worker processes share the work, each loading its models once; with ``job``,
     ``nj`` is the number of jobs and this process scores its shard alone.
+    ``audible_threshold``: absent_energy (dB) above which an absent-target row counts as audible.
     """
     from tqdm import tqdm
 
@@ -234,12 +327,18 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
     have = {role for role in ("mix", "enroll", "text", "hyp_text") if getattr(inputs, role) is not None}
     if asr_model is not None:
         have.add("asr")
+    if inputs.ref is None:
+        have.add("absent")
+    if inputs.turns is not None:
+        have.add("rttm")
     from tsekit.metrics.dnsmos import dnsmos_supported
 
     if all(dnsmos_supported(rate) for rate in set(ref_rates.values())):
         have.add("16k")  # DNSMOS works: 16 kHz, or higher rates resampled down to it
     chosen, messages = choose_metrics(metrics, have)
     settings = {"metrics": chosen, "inputs": inputs.sources, "asr_model": asr_model, "utterances": len(utts)}
+    if "audible" in chosen:  # only then: the settings of every other run stay as they were, and resume
+        settings["audible_threshold"] = audible_threshold
     # one writer per shard (tsekit.lock): the jobs of one run share OUT, each with its own lock
     with writer_lock(out, f"job{job}" if job is not None else ""):
         write_settings(out, settings)
@@ -253,7 +352,7 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
         drop_torn_line(part)
         with open(part, "a", encoding="utf-8") as sink:
             if workers == 1:
-                _init_worker(chosen, asr_model, inputs)
+                _init_worker(chosen, asr_model, audible_threshold, inputs)
                 _consume(map(_score_one, todo), sink, bar)
             else:
                 import multiprocessing
@@ -264,7 +363,7 @@ def run_scoring(inputs: ScoreInputs, out: str | os.PathLike, metrics: str | None
                 saved = {name: os.environ.get(name) for name in SINGLE_THREAD}
                 os.environ.update(SINGLE_THREAD)
                 try:
-                    pool = context.Pool(workers, _init_worker, (chosen, asr_model, inputs))
+                    pool = context.Pool(workers, _init_worker, (chosen, asr_model, audible_threshold, inputs))
                 finally:
                     for name, value in saved.items():
                         if value is None:

@@ -13,12 +13,14 @@ from tsekit import TsekitError
 from tsekit.data.table import sorted_keys
 from tsekit.jobs import atomic_open
 from tsekit.lock import writer_lock
+from tsekit.metrics.conversation import CONVERSATION_METRICS
 from tsekit.metrics.jobs import read_parts
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
+from tsekit.metrics.sdr import CLAMP_DB
 
 ACCEPTANCE_THRESHOLD = 1.0  # dB of SI-SDRi, as WeSep reports target confusion
 WORST_SHOWN = 10
-PERCENT = {"wer", "cer", "tsasr_wer"}
+PERCENT = {"wer", "cer", "tsasr_wer", "audible"}  # rates, shown in %
 
 
 def _number(value: float) -> str:
@@ -167,6 +169,18 @@ def results_markdown(out: Path, settings: dict, records: dict[str, dict], thresh
         lines.append(f"TS-ASR WER over all words (errors / words){skipped} of the system's own transcripts "
                      f"`{settings['inputs']['hyp_text']}`, against the `text` transcripts: "
                      f"{_corpus_wer(records, 'tsasr'):.2f}%.")
+        lines.append("")
+    if "audible" in metrics:
+        audible = [r["scores"]["audible"] for r in records.values()]
+        lines.append(f"Audible (absent_energy > {settings['audible_threshold']:g} dB, output over mixture energy) on "
+                     f"absent-target rows: {100.0 * sum(audible) / len(audible):.1f}% ({sum(audible):g}/"
+                     f"{len(audible)}); a silent output scores the floor {-CLAMP_DB:g} dB.")
+        lines.append("")
+    if set(CONVERSATION_METRICS) & set(metrics):
+        turns = settings["inputs"].get("rttm") or settings["inputs"]["segments"]
+        lines.append(f"Conversation metrics over the turns of `{turns}`: *_active over the "
+                     "target's turns, interferer_suppression over the other speakers' solo turns, target_kept over "
+                     "the target's solo turns (0 dB best); n counts the rows that have such turns.")
         lines.append("")
     if "si_sdri" in metrics:
         improvements = {u: r["scores"]["si_sdri"] for u, r in records.items()}

@@ -11,6 +11,11 @@ SI-SDRi and SNRi reuse it), ASR details and warnings.
 transcript (``--hyp-text``, a target-speaker ASR system's ``OUT/text``) against
 the reference transcript (``--text``), normalised as ``wer``; it has no mixture
 baseline and needs no ASR model.
+
+Rows of real recordings (``tsekit.metrics.conversation``, which defines the metrics): an absent-target row has
+no reference (``Utterance.reference`` is None) and gets only ``absent_energy`` and ``audible``; a conversation
+row carries the RTTM's regions (``Utterance.regions``) and gets the ``*_active`` metrics, the interferers'
+suppression and the target's kept energy, and by default no whole-recording metric but WER.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tsekit import TsekitError
+from tsekit.metrics.conversation import ABSENT_METRICS, AUDIBLE_THRESHOLD_DB, CONVERSATION_METRICS, Regions
 
-# metric -> the inputs it needs besides estimate and reference
+# metric -> the inputs it needs besides the estimate and (except the absent-target ones, "absent") the reference
 METRICS: dict[str, frozenset[str]] = {
     "si_sdr": frozenset(),
     "si_sdri": frozenset({"mix"}),
@@ -43,6 +49,12 @@ METRICS: dict[str, frozenset[str]] = {
     "tsasr_wer": frozenset({"text", "hyp_text"}),
     "spk_sim": frozenset({"enroll"}),
     "spk_sim_ref": frozenset(),
+    "absent_energy": frozenset({"absent", "mix"}),
+    "audible": frozenset({"absent", "mix"}),
+    "si_sdr_active": frozenset({"rttm"}),
+    "sdr_active": frozenset({"rttm"}),
+    "interferer_suppression": frozenset({"rttm", "mix"}),
+    "target_kept": frozenset({"rttm"}),
 }
 DNSMOS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 DNSMOS_SKIPPED = "DNSMOS skipped: it is defined at 16 kHz and this data is below 16 kHz"
@@ -52,18 +64,27 @@ OPT_IN = frozenset({"spk_sim_ref", "cer"})
 # metrics without a mixture baseline: the system's own transcript (the mixture has none), and SAR (the mixture is
 # exactly target + interference, so it has no artifacts: its SAR is the clamp, 100 dB, whatever the data)
 NO_BASELINE = frozenset({"tsasr_wer", "sar"})
+# a conversation's whole-recording metrics that are scored by default: the others are defined but say little of a
+# recording where the target is silent most of the time, and PESQ or DNSMOS of ten minutes take long
+CONVERSATION_DEFAULTS = frozenset({"wer", "tsasr_wer"})
 
 
 def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], list[str]]:
     """(metrics to compute, messages about metrics left out).
 
     ``requested`` is a comma list or None for every metric whose inputs are in
-    ``have`` (a subset of mix, enroll, asr, text, hyp_text, 16k). Naming a metric whose input is
-    missing is an error, except DNSMOS off 16 kHz, which is skipped with a message.
+    ``have`` (a subset of mix, enroll, asr, text, hyp_text, 16k, absent, rttm). Naming a metric whose input is
+    missing is an error, except DNSMOS off 16 kHz, which is skipped with a message. Absent-target rows
+    (``absent``) have no reference: only ABSENT_METRICS exist for them. Conversations (``rttm``) get the
+    CONVERSATION_METRICS and CONVERSATION_DEFAULTS by default, any other metric when named.
     """
     messages = []
     if requested is None:
         chosen = [m for m, needs in METRICS.items() if m not in OPT_IN and needs <= have]
+        if "absent" in have:
+            return [m for m in chosen if m in ABSENT_METRICS], messages
+        if "rttm" in have:
+            return [m for m in chosen if m in CONVERSATION_METRICS or m in CONVERSATION_DEFAULTS], messages
         if "16k" not in have:
             messages.append(DNSMOS_SKIPPED)
         return chosen, messages
@@ -71,7 +92,11 @@ def choose_metrics(requested: str | None, have: set[str]) -> tuple[list[str], li
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise TsekitError(f"unknown metric {unknown[0]!r}; valid metrics: {' '.join(METRICS)}")
-    flags = {"mix": "--mix", "enroll": "--enroll", "asr": "--asr-model", "text": "--text", "hyp_text": "--hyp-text"}
+    if "absent" in have and (needs_reference := [m for m in chosen if m not in ABSENT_METRICS]):
+        raise TsekitError(f"metric {needs_reference[0]} needs a reference, and absent-target rows have none; "
+                          f"they are scored by {', '.join(ABSENT_METRICS)}")
+    flags = {"mix": "--mix", "enroll": "--enroll", "asr": "--asr-model", "text": "--text", "hyp_text": "--hyp-text",
+             "absent": "--absent", "rttm": "--rttm"}
     for metric in chosen:
         missing = METRICS[metric] - have - {"16k"}
         if missing:
@@ -87,7 +112,7 @@ class Utterance:
     utt: str
     rate: int
     estimate: np.ndarray
-    reference: np.ndarray
+    reference: np.ndarray | None  # None: an absent-target row
     mixture: np.ndarray | None = None
     enroll: np.ndarray | None = None
     enroll_rate: int | None = None
@@ -96,6 +121,7 @@ class Utterance:
     # another kind of truth than the other rows'
     untranscribed: bool = False
     hyp_text: str | None = None  # the system's own transcript (tsasr_wer)
+    regions: Regions | None = None  # a conversation row: where the RTTM says who speaks
 
 
 @dataclass
@@ -110,10 +136,12 @@ class UtteranceScores:
 class Scorer:
     """Computes the chosen metrics of one utterance; models are loaded on first use."""
 
-    def __init__(self, metrics: list[str], asr_model: str | None = None, device: str = "cpu"):
+    def __init__(self, metrics: list[str], asr_model: str | None = None, device: str = "cpu",
+                 audible_threshold: float = AUDIBLE_THRESHOLD_DB):
         self.metrics = metrics
         self.asr_model = asr_model
         self.device = device
+        self.audible_threshold = audible_threshold
         self._dnsmos = self._speaker = self._asr = None
 
     # --- models, loaded once per process -------------------------------------------------
@@ -159,10 +187,15 @@ class Scorer:
         return result
 
     def _signal_metrics(self, estimate: np.ndarray, utt: Utterance, wanted: set[str]) -> dict[str, float]:
-        from tsekit.metrics import quality, sdr
+        from tsekit.metrics import conversation, quality, sdr
 
         reference, rate = utt.reference, utt.rate
         values: dict[str, float] = {}
+        if wanted & set(ABSENT_METRICS):
+            values["absent_energy"] = conversation.absent_energy(estimate, utt.mixture)
+            values["audible"] = float(values["absent_energy"] > self.audible_threshold)
+        if wanted & set(CONVERSATION_METRICS):
+            values.update(conversation.conversation_scores(estimate, reference, utt.mixture, utt.regions, wanted))
         if wanted & {"si_sdr", "si_sdri"}:
             values["si_sdr"] = sdr.si_sdr(estimate, reference)
         if wanted & {"snr", "snri"}:

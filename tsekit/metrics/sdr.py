@@ -46,7 +46,7 @@ def _as_pair(
     return est, ref
 
 
-def _ratio_db(signal: float, distortion: float) -> float:
+def ratio_db(signal: float, distortion: float) -> float:
     """10 log10(signal / distortion) clamped to +-CLAMP_DB; no signal energy is the floor."""
     if signal <= 0:
         return -CLAMP_DB
@@ -78,7 +78,7 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
         return -CLAMP_DB
     projection = (np.dot(est, ref) / ref_energy) * ref
     noise = est - projection
-    return _ratio_db(float(np.dot(projection, projection)), float(np.dot(noise, noise)))
+    return ratio_db(float(np.dot(projection, projection)), float(np.dot(noise, noise)))
 
 
 def snr(estimate: np.ndarray, reference: np.ndarray) -> float:
@@ -89,7 +89,7 @@ def snr(estimate: np.ndarray, reference: np.ndarray) -> float:
     """
     est, ref = _as_pair(estimate, reference)
     error = ref - est
-    return _ratio_db(float(np.dot(ref, ref)), float(np.dot(error, error)))
+    return ratio_db(float(np.dot(ref, ref)), float(np.dot(error, error)))
 
 
 def bss_eval(
@@ -136,13 +136,13 @@ def bss_eval(
     target_part = fit.project(1)
     target_residual = fit.energy(fit.estimate - target_part)
     target_explained = est_energy - target_residual  # = |P_t e|^2, robust to a slightly inexact filter
-    sdr = _ratio_db(target_explained, target_residual)
+    sdr = ratio_db(target_explained, target_residual)
     if len(sources) == 1:
         return sdr, math.nan, math.nan
     all_part = fit.project(2)
     all_residual = fit.energy(fit.estimate - all_part)
-    sir = _ratio_db(target_explained, fit.energy(all_part - target_part))
-    sar = _ratio_db(est_energy - all_residual, all_residual)
+    sir = ratio_db(target_explained, fit.energy(all_part - target_part))
+    sar = ratio_db(est_energy - all_residual, all_residual)
     return sdr, sir, sar
 
 

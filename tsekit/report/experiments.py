@@ -16,7 +16,13 @@ from tsekit.data.table import read_lines, read_table, sorted_keys
 from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, PERCENT, acceptance, mean_std, read_scores
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 
-LOWER_IS_BETTER = frozenset(PERCENT)  # error rates; every other metric is better when higher
+# error rates, the audible fraction and the energy let through for an absent target; every other metric is better
+# when higher, except the target's energy kept over its solo turns, best at 0 dB (neither lost nor boosted)
+LOWER_IS_BETTER = frozenset(PERCENT | {"absent_energy"})
+ZERO_IS_BEST = frozenset({"target_kept"})
+# what best/worst selections rank by, the first that every system has: the improvement, the output's own SI-SDR,
+# a conversation's SI-SDR over the target's turns, the energy an absent target's output lets through
+RANKING_METRICS = ("si_sdri", "si_sdr", "si_sdr_active", "absent_energy")
 SELECTIONS = ("best", "worst", "random", "list")
 HEADER = re.compile(r"^# (.+)$")
 
@@ -187,29 +193,35 @@ def summarize(systems: list[System], utts: list[str], threshold: float = ACCEPTA
     for metric in metrics:
         cells = [c[metric] for c in table.values() if metric in c and not math.isnan(c[metric].mean)]
         if cells:
-            pick = min if metric in LOWER_IS_BETTER else max
-            best = pick(c.mean for c in cells)
+            best = max(goodness(metric, c.mean) for c in cells)
             for cell in cells:
-                cell.best = cell.mean == best
+                cell.best = goodness(metric, cell.mean) == best
     accepted = {s.name: acceptance([s.scores[u]["si_sdri"] for u in utts], threshold)
                 for s in systems if "si_sdri" in s.metrics}
     return Summary(metrics, mixture, table, accepted, threshold)
 
 
+def goodness(metric: str, value: float) -> float:
+    """``value`` turned so that larger is better (LOWER_IS_BETTER negated, ZERO_IS_BEST by its distance to 0)."""
+    if metric in LOWER_IS_BETTER:
+        return -value
+    return -abs(value) if metric in ZERO_IS_BEST else value
+
+
 def ranking_metric(systems: list[System]) -> str:
-    """The metric best/worst selections rank by: SI-SDRi when every system has it, else SI-SDR."""
-    for metric in ("si_sdri", "si_sdr"):
+    """The metric best/worst selections rank by: the first of RANKING_METRICS that every system has."""
+    for metric in RANKING_METRICS:
         if all(metric in s.metrics for s in systems):
             return metric
-    raise TsekitError("--select best/worst ranks by si_sdri or si_sdr, which not every system has scored; "
-                      "use --select random or --utt-list")
+    raise TsekitError(f"--select best/worst ranks by one of {', '.join(RANKING_METRICS)}, none of which every "
+                      "system has scored; use --select random or --utt-list")
 
 
 def select_utterances(systems: list[System], utts: list[str], how: str, n: int, seed: int = 0,
                       utt_list: str | os.PathLike | None = None) -> list[str]:
     """The utterances to show.
 
-    best / worst: the ``n`` with the highest / lowest mean over the systems of
+    best / worst: the ``n`` with the best / worst mean over the systems of
     `ranking_metric` (ties by id); random: ``n`` drawn with ``seed``, in id
     order; list: the ids of ``utt_list`` (first field per line) in its order,
     all of them (``n`` does not apply).
@@ -235,7 +247,7 @@ def select_utterances(systems: list[System], utts: list[str], how: str, n: int, 
 
     def mean_over_systems(utt: str) -> float:
         values = [s.scores[utt][metric] for s in systems if not math.isnan(s.scores[utt][metric])]
-        return float(np.mean(values)) if values else -math.inf
+        return goodness(metric, float(np.mean(values))) if values else -math.inf
 
     ranked = sorted(sorted_keys(utts), key=mean_over_systems, reverse=how == "best")
     return ranked[:n]

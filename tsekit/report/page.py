@@ -27,6 +27,7 @@ from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 from tsekit.report import figures
 from tsekit.report.experiments import (
     LOWER_IS_BETTER,
+    ZERO_IS_BEST,
     Cell,
     Summary,
     System,
@@ -39,7 +40,8 @@ from tsekit.report.experiments import (
 ENROLLMENT_LABELS = {"enroll": "enrollment", "enroll_pos": "positive enrollment",
                      "enroll_neg": "negative enrollment"}
 # shown under each player, the first few a system has
-ROW_METRICS = ("si_sdri", "si_sdr", "pesq", "stoi", "spk_sim", "wer")
+ROW_METRICS = ("si_sdri", "si_sdr", "si_sdr_active", "interferer_suppression", "target_kept", "absent_energy",
+               "pesq", "stoi", "spk_sim", "wer")
 ROW_METRICS_SHOWN = 3
 # wav encodings browsers play as they are (and FLAC); anything else (ark, pipe, other formats) becomes 16-bit wav
 PLAYABLE_WAV = {"PCM_16", "PCM_24", "PCM_U8", "FLOAT"}
@@ -97,8 +99,12 @@ def _publish_audio(entry: str, what: str, dest: Path, link: bool) -> tuple[np.nd
     return samples, rate, dest
 
 
+def _direction(metric: str) -> str:
+    return "↓" if metric in LOWER_IS_BETTER else "→0" if metric in ZERO_IS_BEST else "↑"
+
+
 def _summary_html(summary: Summary, systems: list[System], n: int) -> str:
-    head = "".join(f"<th>{_e(m)}{' (%)' if display_scale(m) != 1 else ''} {'↓' if m in LOWER_IS_BETTER else '↑'}</th>"
+    head = "".join(f"<th>{_e(m)}{' (%)' if display_scale(m) != 1 else ''} {_direction(m)}</th>"
                    for m in summary.metrics)
     accept = bool(summary.acceptance)
     if accept:
@@ -136,9 +142,10 @@ def _summary_html(summary: Summary, systems: list[System], n: int) -> str:
         rows.append(f"<tr><td>{_e(system.name)}</td>{cells}</tr>")
     return (f"<div class='wide'><table class='summary'>{''.join(rows)}</table></div>"
             f"<p class='note'>Mean ± std over the {n} utterances of the data dir, as each system's RESULTS.md "
-            "computes them; under each value its difference from the mixture's (from the system's own mixture.tsv; "
+            "computes them (leaving out the rows without a value: a conversation row without solo turns of the "
+            "kind); under each value its difference from the mixture's (from the system's own mixture.tsv; "
             "SI-SDRi and SNRi are such differences already). ★ marks the best system per column (↑ higher is "
-            "better, ↓ lower).</p>")
+            "better, ↓ lower, →0 closest to 0 dB).</p>")
 
 
 def _plots(img: Path, summary: Summary, systems: list[System], utts: list[str]) -> list[tuple[str, str]]:
@@ -184,7 +191,8 @@ def _utterance_html(out: Path, utt: str, data: dict[str, dict[str, str]], data_d
     signals = [("mixture", "mixture", data["wav.scp"][utt], data_dir / "wav.scp")]
     signals += [(key, ENROLLMENT_LABELS[key], data[key][utt], data_dir / ENROLLMENT_FILES[key]) for key in enrollments]
     signals += [(f"system-{s.name}", s.name, s.estimates[utt], s.decode_dir / "wav.scp") for s in systems]
-    signals += [("reference", "reference (ground truth)", data["spk1.scp"][utt], data_dir / "spk1.scp")]
+    if "spk1.scp" in data:
+        signals += [("reference", "reference (ground truth)", data["spk1.scp"][utt], data_dir / "spk1.scp")]
     (out / "audio" / utt).mkdir(parents=True)
     (out / "img" / utt).mkdir(parents=True)
     loaded, audio_paths = [], []
@@ -247,8 +255,9 @@ def build_report(data_dir: str | os.PathLike, exp_dirs: list[str | os.PathLike],
         raise TsekitError(f"--n {n}: show at least one utterance")
     if not data_dir.is_dir():
         raise TsekitError(f"{data_dir}: data directory not found")
-    data = {"wav.scp": read_table(data_dir / "wav.scp"), "spk1.scp": read_table(data_dir / "spk1.scp")}
-    for name in ("text", "utt2spk"):
+    data = {"wav.scp": read_table(data_dir / "wav.scp")}
+    # spk1.scp is optional: an absent-target set has no target to show
+    for name in ("spk1.scp", "text", "utt2spk"):
         if (data_dir / name).is_file():
             data[name] = read_table(data_dir / name)
     utts = sorted_keys(data["wav.scp"])

@@ -48,6 +48,14 @@ class DataConfig:
     dm_sir_range: tuple[float, float] = (-5.0, 5.0)  # dB, target vs interference
     dm_noise: bool = False  # add noise from noise1.scp when remixing
     dm_snr_range: tuple[float, float] = (0.0, 20.0)  # dB, speech vs noise
+    # Absent and silent targets (docs/training.md): shares of the training examples drawn per example. Absent: the
+    # enrollment is of a speaker outside the mixture and the target is silence. Partly silent: the target speaks
+    # in one span of the chunk only and the mixture loses the rest of it. The rest stay present targets. 0 = off
+    absent_fraction: float = 0.0
+    silent_fraction: float = 0.0
+    # validation rows get the same shares (fixed per row) instead of all being present targets; the valid loss
+    # then also measures the silence a system keeps
+    absent_in_valid: bool = False
     batch_size: int = 8
     valid_batch_size: int = 1
     num_workers: int = 2
@@ -61,13 +69,14 @@ class LossTerm:
     """One weighted loss term: ``weight * LOSSES[name](outputs[output], batch[target])``.
 
     ``target`` is the batch key of the reference signal for the signal losses
-    (si_sdr, snr); speaker_ce always uses ``batch["speaker"]``.
+    (si_sdr, snr, tsnr); speaker_ce always uses ``batch["speaker"]``.
     """
 
     name: str
     output: str = "estimate"
     weight: float = 1.0
     target: str = "target"
+    snr_max: float = 30.0  # tsnr: the SNR (dB) past which an example stops pulling, and the floor of silence
 
     @property
     def label(self) -> str:
@@ -284,11 +293,24 @@ def _check_loss(terms: list[LossTerm], key: str, known: dict) -> list[str]:
             raise ConfigProblem(f"{key}.{i}.name", f"{key}.{i}.name: unknown loss {term.name!r};"
                                                    f" valid losses: {', '.join(sorted(known))}")
         require(math.isfinite(term.weight) and term.weight >= 0, f"{key}.{i}.weight", ">= 0", term.weight)
+        require(math.isfinite(term.snr_max) and term.snr_max > 0, f"{key}.{i}.snr_max", "> 0 (dB)", term.snr_max)
         if term.label in labels:
             raise ConfigProblem(f"{key}.{i}", f"{key}.{i}: a second {term.label!r} term; "
                                               "terms need different names, outputs or targets")
         labels.append(term.label)
     return labels
+
+
+def _check_silence_losses(cfg: ExperimentConfig) -> None:
+    """Absent targets are all zeros: a loss on the target must stay defined there (``UNDEFINED_ON_SILENCE``)."""
+    from tsekit.train.losses import UNDEFINED_ON_SILENCE
+
+    for key, terms in (("loss", cfg.loss), ("stage2.loss", cfg.stage2.loss or [])):
+        for i, term in enumerate(terms):
+            if term.name in UNDEFINED_ON_SILENCE and term.target == "target":
+                raise ConfigProblem(f"{key}.{i}.name", f"{key}.{i}.name: {term.name} is undefined on the silent "
+                                                       "target of an absent-target example (data.absent_fraction "
+                                                       f"{cfg.data.absent_fraction:g}); use tsnr")
 
 
 def _check_values(cfg: ExperimentConfig) -> None:
@@ -304,6 +326,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
         low, high = getattr(data, name)
         require(math.isfinite(low) and math.isfinite(high) and low <= high, f"data.{name}",
                  "[low, high] with low <= high", [low, high])
+    for name in ("absent_fraction", "silent_fraction"):
+        value = getattr(data, name)
+        require(math.isfinite(value) and 0 <= value <= 1, f"data.{name}", "in [0, 1] (0 = off)", value)
+    require(data.absent_fraction + data.silent_fraction <= 1, "data.silent_fraction",
+            f"<= 1 - data.absent_fraction ({1 - data.absent_fraction:g}): the two shares together are at most "
+            "every example", data.silent_fraction)
     require(data.batch_size >= 1, "data.batch_size", ">= 1", data.batch_size)
     require(data.valid_batch_size >= 1, "data.valid_batch_size", ">= 1", data.valid_batch_size)
     require(data.num_workers >= 0, "data.num_workers", ">= 0", data.num_workers)
@@ -311,6 +339,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
     labels = _check_loss(cfg.loss, "loss", LOSSES)
     if cfg.stage2.loss is not None:
         labels += _check_loss(cfg.stage2.loss, "stage2.loss", LOSSES)
+    if data.absent_fraction > 0:
+        _check_silence_losses(cfg)
 
     require(math.isfinite(optim.lr) and optim.lr > 0, "optim.lr", "> 0", optim.lr)
     require(optim.weight_decay >= 0, "optim.weight_decay", ">= 0", optim.weight_decay)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from tsekit import TsekitError
+from tsekit.data.mixing import SILENT
 from tsekit.train.config import LossTerm
 
 # Added to both energies of a ratio: an all-zero estimate (or a masked-out
@@ -30,6 +31,9 @@ LossFn = Callable[[dict, dict, LossTerm], torch.Tensor]
 LOSSES: dict[str, LossFn] = {}
 # losses that leave the estimate's scale free; inference then sets the output level (tsekit.infer.level)
 SCALE_INVARIANT = frozenset({"si_sdr"})
+# losses whose value on an all-zero target (an absent target) is a ratio of EPS terms rather than a measure of
+# anything; training with absent targets refuses them on the target (tsekit.train.config)
+UNDEFINED_ON_SILENCE = frozenset({"si_sdr", "snr"})
 
 
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
@@ -140,6 +144,37 @@ def negative_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
     """-SNR in dB: reference energy over the energy of (reference - estimate); not scale invariant."""
     estimate, reference, _ = _signal_pair(outputs, batch, term)
     return -_ratio_db(reference, reference - estimate)
+
+
+@register_loss("tsnr")
+def thresholded_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
+    """-SNR with a soft threshold (Wisdom et al., MixIT, NeurIPS 2020), defined on silent targets too (the
+    zero-reference form of Wisdom et al., FUSS, ICASSP 2021): what absent- and silent-target training uses.
+
+    With tau = 10^(-snr_max / 10), s the target, e the estimate and x the mixture, per example in dB:
+
+    * target speaking: 10 log10((|s - e|^2 + tau |s|^2) / |s|^2), the -SNR, eased off near -snr_max so that
+      examples already extracted well stop pulling and the hard ones lead;
+    * target silent (all zeros: an absent target, or a chunk where the target never speaks):
+      10 log10((|e|^2 + tau |x|^2) / |x|^2), the estimate's energy below the mixture's (what scoring reports as
+      absent_energy), eased off near -snr_max: an output 30 dB under the mixture is silence enough.
+
+    Both values are bounded below by -snr_max, so the two kinds of example weigh alike in a batch. The papers
+    leave out the denominators, which are constant for the estimate and do not change the gradient; here they
+    make the value a level in dB. The loss fixes the output's scale (it is not SCALE_INVARIANT): SI-SDR is
+    undefined on a silent target, and a scale-free loss beside an energy penalty lets a model meet the penalty by
+    turning every output down, which inference's mixture-fitted output level would then undo.
+    """
+    estimate, reference, mask = _signal_pair(outputs, batch, term)
+    mixture = _get(batch, "mixture", "batch key").float()[:, : mask.shape[1]].to(mask.device) * mask
+    tau = 10.0 ** (-term.snr_max / 10.0)
+    target_energy = reference.pow(2).sum(-1)
+    speaking = 10 * torch.log10(((reference - estimate).pow(2).sum(-1) + tau * target_energy + EPS) /
+                                (target_energy + EPS))
+    mixture_energy = mixture.pow(2).sum(-1)
+    silent = 10 * torch.log10((estimate.pow(2).sum(-1) + tau * mixture_energy + EPS) / (mixture_energy + EPS))
+    # both branches are finite for every example, so the unused one passes no NaN into the gradient
+    return torch.where(target_energy > SILENT, speaking, silent)
 
 
 @register_loss("speaker_ce")

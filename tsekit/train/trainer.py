@@ -321,9 +321,13 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
                            enroll=data.enroll, enroll_seconds=data.enroll_seconds,
                            dynamic_mixing=data.dynamic_mixing, dm_sir_range=tuple(data.dm_sir_range),
                            dm_noise=data.dm_noise, dm_snr_range=tuple(data.dm_snr_range), speakers=speakers,
-                           seed=cfg.train.seed, tokens_dir=tokens_of(train_data))
+                           seed=cfg.train.seed, tokens_dir=tokens_of(train_data),
+                           absent_fraction=data.absent_fraction, silent_fraction=data.silent_fraction)
+    # validation measures present targets unless told to take the training's shares of absent and silent ones
+    valid_shares = (data.absent_fraction, data.silent_fraction) if data.absent_in_valid else (0.0, 0.0)
     valid_set = TSEDataset(valid_data, needs, data.sample_rate, train=False, chunk_seconds=None,
-                           enroll="fixed", speakers=speakers, seed=cfg.train.seed, tokens_dir=tokens_of(valid_data))
+                           enroll="fixed", speakers=speakers, seed=cfg.train.seed, tokens_dir=tokens_of(valid_data),
+                           absent_fraction=valid_shares[0], silent_fraction=valid_shares[1])
     for dataset in (train_set, valid_set):
         dataset.check_audio()  # before the first byte is written: a bad file in the last row leaves nothing
         check_token_grid(model, dataset)

@@ -1,0 +1,126 @@
+"""Scores for real recordings: targets that are not there, and conversations scored where each speaker talks.
+
+Absent-target rows (the enrolled speaker is not in the mixture, so there is no reference; the right output is
+silence):
+
+    absent_energy = 10 log10(sum est^2 / sum mix^2)      dB over the whole utterance, lower is better
+    audible       = 1 if absent_energy > threshold else 0 (default -20 dB); its mean is the fraction of rows a
+                    system leaves audible
+
+Whole-utterance energies rather than frame-wise ones: the question is how much of the mixture a system lets
+through in total, and a frame-wise mean of dB values would be dominated by the quiet frames of both signals. An
+all-zero output (what a presence decision writes) would be -inf dB; it scores the floor -CLAMP_DB (-100 dB) like
+every energy ratio in tsekit (``sdr.ratio_db``), so means stay finite and silence is simply the best value.
+
+Conversations (one row per (recording, speaker), the whole recording as the mixture, the speaker's own track as
+the reference, an RTTM or tsekit's ``segments`` saying who speaks when). Per row, from the turns (samples
+``round(seconds * rate)``):
+
+    A, the target's active samples:      the target has a turn there (overlapped or not)
+    T, the target's solo samples:        the target has a turn and nobody else has
+    I, the interferers' solo samples:    exactly one speaker has a turn, and it is not the target
+
+    si_sdr_active          = SI-SDR of est[A] against ref[A]          (A's samples concatenated)
+    sdr_active             = BSS-Eval SDR of est[A] against ref[A]    (the 512-tap distortion filter of bss_eval)
+    interferer_suppression = 10 log10(E_mix(I) / E_est(I))            dB, higher is better
+    target_kept            = 10 log10(E_est(T) / E_ref(T))            dB, 0 is best
+
+Scoring over the whole recording would let the long stretches where the target is silent (its reference is zero
+there) decide SI-SDR, and says nothing about what a listener hears while someone else talks alone. Gaps, where
+nobody talks, enter no score. Interferer turns are pooled (one energy ratio over every interferer's solo samples),
+so a speaker heard for two minutes weighs more than one heard for two seconds, as for a listener. A row with no
+solo samples of the kind (an interferer who never talks alone; a target always overlapped) gets NaN for that
+metric, and RESULTS.md counts the rows that have it. Both energy ratios measure the output as written, so they
+depend on its level (``tsekit infer --output-level``); their sum, E_mix(I) E_est(T) / (E_est(I) E_ref(T)), does
+not. Concatenating A's samples joins turns end to end; the distortion filter of sdr_active spans a join for its
+first 512 samples (32 ms at 16 kHz), negligible against turns of seconds.
+
+Every step is linear in the recording's length (boolean masks, energies, one FFT-based bss_eval), so a
+10-minute 16 kHz recording scores in about a second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tsekit import TsekitError
+from tsekit.data.rttm import Turn
+from tsekit.metrics import sdr
+
+ABSENT_METRICS = ("absent_energy", "audible")
+CONVERSATION_METRICS = ("si_sdr_active", "sdr_active", "interferer_suppression", "target_kept")
+AUDIBLE_THRESHOLD_DB = -20.0
+def check_rows_speak(turns: Mapping[str, list[Turn]], utt2reco: Mapping[str, str], utt2spk: Mapping[str, str],
+                     source: str) -> None:
+    """Every row's target has a turn in its recording: a row the turns (of file ``source``) never hear has no
+    active region."""
+    for utt, reco in utt2reco.items():
+        if not any(turn.speaker == utt2spk[utt] for turn in turns.get(reco, ())):
+            raise TsekitError(f"{source}: no turn of speaker {utt2spk[utt]!r} in recording {reco!r} (row {utt})")
+
+
+@dataclass
+class Regions:
+    """Boolean masks over a row's samples (module docstring): A, T and I."""
+
+    active: np.ndarray
+    target_solo: np.ndarray
+    others_solo: np.ndarray
+
+
+def regions(turns: list[Turn], target: str, rate: int, length: int) -> Regions:
+    """The target's active and solo samples and the interferers' solo samples of a recording ``length`` long."""
+    talking = np.zeros(length, dtype=np.uint8)  # how many speakers have a turn at each sample
+    target_mask = np.zeros(length, dtype=bool)
+    for speaker in dict.fromkeys(turn.speaker for turn in turns):
+        # +1 at each turn's start, -1 at its end: the running sum is > 0 inside a turn, also where one speaker's
+        # own turns overlap (counted once)
+        edges = np.zeros(length + 1, dtype=np.int32)
+        for turn in (t for t in turns if t.speaker == speaker):
+            start, end = turn.span(rate, length)
+            edges[start] += 1
+            edges[end] -= 1
+        speaks = np.cumsum(edges[:-1]) > 0
+        talking += speaks
+        if speaker == target:
+            target_mask = speaks
+    solo = talking == 1
+    return Regions(target_mask, target_mask & solo, solo & ~target_mask)
+
+
+def _energy(signal: np.ndarray, mask: np.ndarray) -> float:
+    part = signal[mask].astype(np.float64)
+    return float(np.dot(part, part))
+
+
+def absent_energy(estimate: np.ndarray, mixture: np.ndarray) -> float:
+    """10 log10(E_est / E_mix) over the whole utterance, dB; an all-zero estimate scores -CLAMP_DB."""
+    everything = np.ones(len(estimate), dtype=bool)
+    return sdr.ratio_db(_energy(estimate, everything), _energy(mixture, everything))
+
+
+def conversation_scores(estimate: np.ndarray, reference: np.ndarray, mixture: np.ndarray | None, where: Regions,
+                        wanted: set[str]) -> dict[str, float]:
+    """The CONVERSATION_METRICS in ``wanted`` of one row (module docstring); NaN where a region is empty."""
+    values: dict[str, float] = {}
+    if wanted & {"si_sdr_active", "sdr_active"}:
+        if where.active.any():
+            est, ref = estimate[where.active], reference[where.active]
+            values["si_sdr_active"] = sdr.si_sdr(est, ref)
+            if "sdr_active" in wanted:
+                values["sdr_active"] = sdr.bss_eval(est, ref)[0]
+        else:  # every turn of the target clipped away at the end of a shortened estimate
+            values["si_sdr_active"] = values["sdr_active"] = math.nan
+    if "interferer_suppression" in wanted:
+        values["interferer_suppression"] = (
+            sdr.ratio_db(_energy(mixture, where.others_solo), _energy(estimate, where.others_solo))
+            if where.others_solo.any() else math.nan)
+    if "target_kept" in wanted:
+        values["target_kept"] = (sdr.ratio_db(_energy(estimate, where.target_solo),
+                                              _energy(reference, where.target_solo))
+                                 if where.target_solo.any() else math.nan)
+    return {m: v for m, v in values.items() if m in wanted}
