@@ -250,7 +250,7 @@ def test_load_model_extracts_arrays_and_tensors_at_any_rate(trained, tmp_path):
                          (np.full(100, np.nan), "mixture: contains NaN or inf")):
         with pytest.raises(TsekitError, match=re.escape(message)):
             model.extract(bad, enrollment, rate)
-    with pytest.raises(TsekitError, match="spex_plus is enrolled with enroll; given: enroll_neg, enroll_pos"):
+    with pytest.raises(TsekitError, match="model spex_plus is enrolled with enroll; given: enroll_neg enroll_pos"):
         model.extract(mixture, {"enroll_pos": enrollment, "enroll_neg": enrollment}, rate)
 
 

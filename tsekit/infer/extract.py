@@ -374,6 +374,32 @@ def transcript_path(out: str | os.PathLike) -> Path:
     return Path(out).with_suffix(".txt")
 
 
+def _option(key: str) -> str:
+    """The command-line option of an enrollment's batch key: enroll_pos -> --enroll-pos."""
+    return "--" + key.replace("_", "-")
+
+
+def check_enrollment_keys(model: TSEModel, given: Iterable[str], spell: Callable[[str], str] = str) -> None:
+    """The enrollments given (batch keys) are those ``model`` needs; ``spell`` names a key in the message (an option
+    of ``tsekit extract``, or the key itself for ``tsekit.load_model``)."""
+    wanted = sorted(model.needs & set(ENROLLMENT_FILES))
+    if sorted(given) != wanted:
+        raise TsekitError(f"model {model.registry_name} is enrolled with "
+                          f"{' and '.join(map(spell, wanted)) or 'no enrollment'}; "
+                          f"given: {' '.join(map(spell, sorted(given))) or 'none'}")
+
+
+def check_enrollments(model: TSEModel, enrollments: dict[str, np.ndarray], rate: int, names: dict[str, str]) -> None:
+    """Each enrollment is one ``model`` can use (``check_enrollment``: a one-line error naming it by ``names``), and a
+    warning for one that is short or silent (``enrollment_doubt``)."""
+    from tsekit.data.enroll import enrollment_doubt
+
+    for key, samples in enrollments.items():
+        model.check_enrollment(len(samples), names[key])
+        if doubt := enrollment_doubt(samples, rate):
+            warn(f"{names[key]}: {doubt}")
+
+
 def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[str, str], out: str | os.PathLike,
                  device: str = "cpu", checkpoint: str | os.PathLike | None = None,
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
@@ -400,7 +426,6 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     method's default); the recording id is ``out``'s stem.
     """
     from tsekit.data.audio import audio_format
-    from tsekit.data.enroll import enrollment_doubt
 
     audio_format(out)  # a name it cannot write is refused before the work (which also refuses OUT.txt)
     gate = None
@@ -411,22 +436,14 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
-    wanted = sorted(model.needs & set(ENROLLMENT_FILES))
-    if sorted(enroll) != wanted:
-        options = " and ".join("--" + k.replace("_", "-") for k in wanted)
-        raise TsekitError(f"model {cfg.model.name} is enrolled with {options or 'no enrollment'}; "
-                          f"given: {' '.join('--' + k.replace('_', '-') for k in sorted(enroll)) or 'none'}")
+    check_enrollment_keys(model, enroll, _option)
     rate = cfg.data.sample_rate
     if chunk_seconds is None:
         chunk_seconds = default_chunk_seconds(cfg)
     with contextlib.ExitStack() as stack:
         mix = stack.enter_context(open_mono(mixture, "--mix", rate))
-        enrollments = {k: load_mono(path, "--" + k.replace("_", "-"), rate) for k, path in enroll.items()}
-        for key, samples in enrollments.items():
-            what = f"--{key.replace('_', '-')} {enroll[key]}"
-            model.check_enrollment(len(samples), what)
-            if doubt := enrollment_doubt(samples, rate):
-                warn(f"{what}: {doubt}")
+        enrollments = {k: load_mono(path, _option(k), rate) for k, path in enroll.items()}
+        check_enrollments(model, enrollments, rate, {k: f"{_option(k)} {path}" for k, path in enroll.items()})
         initial = None if refine is None else stack.enter_context(open_mono(refine, "--refine", rate))
         if initial is not None and initial.frames != mix.frames:
             raise TsekitError(f"--refine {refine}: {initial.frames} samples, the mixture {mix.frames}: "

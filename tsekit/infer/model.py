@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tsekit import TsekitError, warn
-from tsekit.data.enroll import ENROLLMENT_FILES, enrollment_doubt
-from tsekit.infer.extract import extract_waveform
+from tsekit import TsekitError
+from tsekit.data.enroll import ENROLLMENT_FILES
+from tsekit.infer.extract import check_enrollment_keys, check_enrollments, extract_waveform
 from tsekit.jobs import torch_device
 from tsekit.train.config import default_chunk_seconds
 from tsekit.train.experiment import load_experiment
@@ -62,9 +62,7 @@ class LoadedModel:
         if not isinstance(sample_rate, int) or sample_rate <= 0:
             raise TsekitError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
         given = enrollment if isinstance(enrollment, dict) else {"enroll": enrollment}
-        if sorted(given) != sorted(self.enrollments):
-            raise TsekitError(f"{self.system} is enrolled with {' and '.join(self.enrollments) or 'nothing'}; "
-                              f"given: {', '.join(sorted(given)) or 'nothing'}")
+        check_enrollment_keys(self.module, given)
 
         def at_model_rate(audio: Audio, what: str) -> np.ndarray:
             wav = torch.as_tensor(audio).detach().to("cpu", torch.float32)
@@ -76,10 +74,7 @@ class LoadedModel:
 
         mix = at_model_rate(mixture, "mixture")
         enrollments = {k: at_model_rate(v, k) for k, v in given.items()}
-        for key, samples in enrollments.items():
-            self.module.check_enrollment(len(samples), key)
-            if doubt := enrollment_doubt(samples, self.sample_rate):
-                warn(f"{key}: {doubt}")
+        check_enrollments(self.module, enrollments, self.sample_rate, {k: k for k in enrollments})
         if chunk_seconds is None:
             chunk_seconds = default_chunk_seconds(self.config)
         result = extract_waveform(self.module, mix, enrollments, self.sample_rate, chunk_seconds,
