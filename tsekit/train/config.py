@@ -77,6 +77,9 @@ class LossTerm:
     weight: float = 1.0
     target: str = "target"
     snr_max: float = 30.0  # tsnr: the SNR (dB) past which an example stops pulling, and the floor of silence
+    # tsnr: the weight of a silent-target example against a speaking one. At 1 a silent output earns the floor
+    # (-snr_max) on every absent example and costs only 0 dB on a present one, which a small model takes
+    silent_weight: float = 1.0
 
     @property
     def label(self) -> str:
@@ -131,6 +134,9 @@ class TrainConfig:
     # decay of an exponential moving average of the weights; 0 = off. When on, validation, the saved
     # epochN.pt/averaged.pt weights and so inference use the average (latest.pt keeps both, for resuming)
     ema: float = 0.0
+    # an experiment (root, stage folder or packaged model) or checkpoint file whose weights stage 1 starts from
+    # (fine-tuning); a resumed run takes its own latest.pt instead
+    init_from: str | None = None
 
 
 @dataclass
@@ -294,6 +300,8 @@ def _check_loss(terms: list[LossTerm], key: str, known: dict) -> list[str]:
                                                    f" valid losses: {', '.join(sorted(known))}")
         require(math.isfinite(term.weight) and term.weight >= 0, f"{key}.{i}.weight", ">= 0", term.weight)
         require(math.isfinite(term.snr_max) and term.snr_max > 0, f"{key}.{i}.snr_max", "> 0 (dB)", term.snr_max)
+        require(math.isfinite(term.silent_weight) and term.silent_weight >= 0, f"{key}.{i}.silent_weight", ">= 0",
+                term.silent_weight)
         if term.label in labels:
             raise ConfigProblem(f"{key}.{i}", f"{key}.{i}: a second {term.label!r} term; "
                                               "terms need different names, outputs or targets")

@@ -159,7 +159,9 @@ def thresholded_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
       10 log10((|e|^2 + tau |x|^2) / |x|^2), the estimate's energy below the mixture's (what scoring reports as
       absent_energy), eased off near -snr_max: an output 30 dB under the mixture is silence enough.
 
-    Both values are bounded below by -snr_max, so the two kinds of example weigh alike in a batch. The papers
+    Both values are bounded below by -snr_max; ``silent_weight`` scales the silent ones. At 1 the two kinds
+    weigh alike, and a silent output (0 dB on a speaking target, -snr_max on a silent one) is where a small
+    model trained from scratch with a fifth of absent examples ends (measured in docs/RESULTS.md). The papers
     leave out the denominators, which are constant for the estimate and do not change the gradient; here they
     make the value a level in dB. The loss fixes the output's scale (it is not SCALE_INVARIANT): SI-SDR is
     undefined on a silent target, and a scale-free loss beside an energy penalty lets a model meet the penalty by
@@ -174,7 +176,7 @@ def thresholded_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
     mixture_energy = mixture.pow(2).sum(-1)
     silent = 10 * torch.log10((estimate.pow(2).sum(-1) + tau * mixture_energy + EPS) / (mixture_energy + EPS))
     # both branches are finite for every example, so the unused one passes no NaN into the gradient
-    return torch.where(target_energy > SILENT, speaking, silent)
+    return torch.where(target_energy > SILENT, speaking, term.silent_weight * silent)
 
 
 @register_loss("speaker_ce")
