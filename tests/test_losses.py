@@ -222,6 +222,18 @@ def test_tsnr_on_silent_targets_is_the_output_energy_below_the_mixture_floored_a
     assert loss_function("tsnr")({"estimate": estimate}, {"target": silence, "mixture": mixture}, deeper)[2] < -49
 
 
+def test_tsnr_silent_weight_scales_only_the_silent_targets():
+    estimate, reference = scenes(batch=4, seed=3)
+    mixture = reference + torch.randn_like(reference)
+    reference[2] = 0.0
+    light = LossTerm("tsnr", "estimate", 1.0, silent_weight=0.2)
+    weighted = loss_function("tsnr")({"estimate": estimate}, {"target": reference, "mixture": mixture}, light)
+    plain = tsnr(estimate, reference, mixture)
+    torch.testing.assert_close(weighted[[0, 1, 3]], plain[[0, 1, 3]])
+    torch.testing.assert_close(weighted[2], 0.2 * plain[2])
+    assert plain[2].abs() > 0.1
+
+
 def test_tsnr_on_a_batch_of_present_and_absent_targets_is_finite_and_lowers_the_absent_output():
     estimate, reference = scenes(batch=4, seed=5)
     mixture = reference + torch.randn_like(reference)

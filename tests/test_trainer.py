@@ -233,6 +233,22 @@ def test_stage2_starts_from_stage1_and_freezes(data, tmp_path):
     assert not (tmp_path / "exp_wider" / "stage2" / "checkpoints").exists()
 
 
+def test_stage1_fine_tunes_from_an_experiment(data, tmp_path):
+    config = write_config(tmp_path / "c.yaml", train={"epochs": 1})
+    assert subprocess.run(train_command(config, data, tmp_path / "base"), capture_output=True).returncode == 0
+    base = ckpt.load_checkpoint(tmp_path / "base" / "stage1" / "checkpoints" / ckpt.AVERAGED)["model"]
+    proc = subprocess.run(train_command(config, data, tmp_path / "tuned", "--init-from", str(tmp_path / "base"),
+                                        "train.max_steps_per_epoch=1", "optim.lr=1e-9"),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    averaged = tmp_path / "base" / "stage1" / "checkpoints" / ckpt.AVERAGED
+    assert f"initialised from {averaged}" in proc.stdout + proc.stderr
+    tuned = ckpt.load_checkpoint(tmp_path / "tuned" / "stage1" / "checkpoints" / ckpt.LATEST)["model"]
+    # one step at a vanishing learning rate: the weights are the base's, not a fresh initialisation
+    weights = [k for k in base if base[k].is_floating_point() and not k.endswith(("running_mean", "running_var"))]
+    assert weights and all(torch.allclose(base[k], tuned[k], atol=1e-5) for k in weights)
+
+
 def test_two_process_torchrun_trains(data, tmp_path):
     config = write_config(tmp_path / "c.yaml", train={"epochs": 2})
     torchrun = Path(sys.executable).parent / "torchrun"

@@ -11,8 +11,9 @@ import click
 @click.option("--exp-dir", type=click.Path(file_okay=False), help="Experiment dir; writes EXP/stage{N}/.")
 @click.option("--stage", type=click.IntRange(1, 2), default=1, show_default=True,
               help="Training stage; stage 2 starts from --init-from and freezes what stage2.freeze says.")
-@click.option("--init-from", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint to start stage 2 from (sets stage2.init_from).")
+@click.option("--init-from", type=click.Path(exists=True), default=None,
+              help="Weights to start from: a checkpoint file or an experiment (its root, a stage folder or a "
+                   "packaged model). Stage 1: fine-tuning (sets train.init_from); stage 2: sets stage2.init_from.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from EXP/stage{N}/checkpoints/latest.pt when it exists.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
@@ -37,7 +38,7 @@ def train(config_path, train_data, valid_data, exp_dir, stage, init_from, resume
 
     overrides = list(overrides)
     if init_from:
-        overrides.append(f"stage2.init_from={init_from}")
+        overrides.append(f"{'stage2' if stage == 2 else 'train'}.init_from={init_from}")
     cfg = load_config(config_path, overrides)
     if print_config:
         click.echo(format_config(cfg), nl=False)
