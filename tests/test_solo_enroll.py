@@ -174,3 +174,14 @@ def test_conversation_set_enrollments_are_each_speakers_own_solo_track(tmp_path)
                 # the margin, less the RTTM's 1 ms rounding of where a track starts and ends
                 near = s(0.25) - s(0.001)
                 assert not any(track[max(0, a - near) : b + near].any() for a, b in spans)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seconds", "3"], "--seconds needs --solo"),
+    (["--speaker", "A"], "--speaker needs --solo"),
+    (["--solo", "--posneg"], "--posneg does not go with --solo"),
+    (["--solo", "--wav", "x.wav"], "--wav needs --rttm FILE"),
+])
+def test_solo_options_go_together(tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["enroll", str(tmp_path), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
