@@ -41,7 +41,7 @@ length. The block-wise values are exact, not an approximation: si_sdr_active sum
 product block by block (``sdr.si_sdr_of_blocks``), and sdr_active sums the correlations bss_eval's filter fit
 needs, solves the one 512-tap filter of the whole region as bss_eval does, and sums the residual's energy in a
 second pass (``sdr.sdr_of_blocks``): both equal the whole-signal functions up to float64 rounding. A one-hour
-row scores in about 1.3 GB (docs/RESULTS.md).
+16 kHz recording of 3 rows scores in 1.2 GB peak (docs/RESULTS.md).
 """
 
 from __future__ import annotations
