@@ -125,9 +125,9 @@ def plan_solo_cut(turns: Sequence[Turn], recording: str, speaker: str, rate: int
         alone = sum(e - s for s, e in stretches) / rate
         raise TsekitError(
             f"{source}: speaker {speaker} of recording {recording} never speaks alone long enough to enroll: "
-            f"longest solo stretch {longest:.2f} s, {alone:.2f} s alone in all (pieces of at least "
-            f"{SHORT_ENROLLMENT_SECONDS:g} s, {options.margin:g} s from other speakers' turns), "
-            f"{options.min_seconds:g} s needed")
+            f"longest solo stretch {longest:.2f} s, {alone:.2f} s alone in all, {held / rate:.2f} s of it in "
+            f"stretches of {SHORT_ENROLLMENT_SECONDS:g} s or more ({options.margin:g} s from other speakers' "
+            f"turns); {options.min_seconds:g} s needed")
     want = round(options.seconds * rate)
     chosen: list[tuple[int, int]] = []
     for start, end in sorted(usable, key=lambda s: (s[0] - s[1], s[0])):  # longest first, then earliest
