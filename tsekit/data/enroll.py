@@ -309,7 +309,8 @@ def read_rows(data_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
     # recordings (mostly silence), and an absent-target row has no target to enroll from
     for name, what in (("utt2reco", "a conversation set"), ("utt2present", "an absent-target set")):
         if name in tables:
-            raise TsekitError(f"{Path(data_dir) / name}: {what} brings its own enroll.scp; it is not drawn again")
+            raise TsekitError(f"{Path(data_dir) / name}: {what} brings its own enroll.scp; it is not drawn again"
+                              + (" (--solo cuts one from each speaker's solo turns)" if name == "utt2reco" else ""))
     for name in ("spk1.scp", "utt2spk") + (("utt2uniq",) if "utt2uniq" in tables else ()):
         if name not in tables:
             raise TsekitError(f"{Path(data_dir) / name}: file not found")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -196,15 +197,102 @@ class _Projector:
         gamma, rhs = self.gamma[:, :n_sources, :n_sources], self.rhs[:, :n_sources]
         if not np.any(rhs):  # estimate orthogonal to every delayed source, or silent
             return np.zeros_like(self.estimate)
-        filters = _levinson_solve(gamma, rhs)
-        if not _solves(gamma, filters, rhs):
-            filters = _dense_solve(gamma, rhs)
-        return self._filter(filters, n_sources)
+        return self._filter(_solve_filters(gamma, rhs), n_sources)
 
     def _filter(self, filters: np.ndarray, n_sources: int) -> np.ndarray:
         from scipy import fft
 
         return np.sum(self.spectra[:n_sources] * fft.rfft(filters.T, self.n_fft), axis=0)
+
+
+def _solve_filters(gamma: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Filters (length, d) of the normal equations: the Levinson recursion, or a dense solve where it fails."""
+    filters = _levinson_solve(gamma, rhs)
+    return filters if _solves(gamma, filters, rhs) else _dense_solve(gamma, rhs)
+
+
+Blocks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+
+def _tail(signal: np.ndarray, length: int) -> np.ndarray:
+    """The last ``length`` samples (all of a shorter signal; none for length 0)."""
+    return signal[max(0, len(signal) - length) :]
+
+
+def sdr_of_blocks(blocks: Blocks, filter_length: int = 512) -> float:
+    """``bss_eval``'s SDR (no interference) of one long (estimate, reference) pair handed out in consecutive
+    blocks, in memory of one block: the same value as ``bss_eval`` on the whole signals, up to float64 rounding.
+
+    ``blocks()`` must give the same blocks (float64 estimate and reference pieces of one length each) every time
+    it is called; it is called twice. What bss_eval needs of the whole signals is small: the reference's
+    autocorrelation and its cross-correlation with the estimate at lags 0..filter_length-1, and the energies.
+    The first pass sums them block by block, each block carrying the last filter_length-1 reference samples
+    before it so that every pair of samples (m, m + t) is counted once, by the block holding m + t. The
+    distortion filter is then solved once, as ``bss_eval`` solves it, and the second pass filters the reference
+    block by block (with the same carried samples) and sums the residual's energy, including the filter's
+    ringing past the last sample, which ``bss_eval``'s zero-padded spectra hold too.
+    """
+    from scipy import fft
+
+    length = filter_length
+    gamma, rhs = np.zeros(length), np.zeros(length)
+    est_energy = ref_energy = 0.0
+    carried = np.zeros(0)
+    for est, ref in blocks():
+        joined = np.concatenate([carried, ref])
+        n_fft = fft.next_fast_len(len(joined) + length, real=True)
+        own = np.zeros(len(joined))
+        ref_spectrum = fft.rfft(joined, n_fft).conj()
+        own[len(carried) :] = ref
+        lags = fft.irfft(ref_spectrum * fft.rfft(own, n_fft), n_fft)[:length]
+        own[len(carried) :] = est
+        gamma += lags
+        rhs += fft.irfft(ref_spectrum * fft.rfft(own, n_fft), n_fft)[:length]
+        est_energy += float(np.dot(est, est))
+        ref_energy += float(np.dot(ref, ref))
+        carried = _tail(joined, length - 1)
+    if est_energy == 0 or ref_energy == 0 or not np.any(rhs):
+        return -CLAMP_DB  # as bss_eval: nothing of the reference in the estimate (or nothing to find)
+    # unit-norm signals, as bss_eval solves them (its orthogonality check is scaled for them)
+    filters = _solve_filters((gamma / ref_energy)[:, None, None], (rhs / math.sqrt(ref_energy * est_energy))[:, None])
+    taps = filters[:, 0] / math.sqrt(ref_energy)  # applied to the raw reference, in units of the unit-norm estimate
+    residual = 0.0
+    carried = np.zeros(0)
+    for est, ref in blocks():
+        joined = np.concatenate([carried, ref])
+        n_fft = fft.next_fast_len(len(joined) + length - 1, real=True)
+        fitted = fft.irfft(fft.rfft(joined, n_fft) * fft.rfft(taps, n_fft), n_fft)[len(carried) : len(joined)]
+        error = est / math.sqrt(est_energy) - fitted
+        residual += float(np.dot(error, error))
+        carried = _tail(joined, length - 1)
+    ringing = np.convolve(carried, taps)[len(carried) :]  # the fit past the end, where the estimate is zero
+    residual += float(np.dot(ringing, ringing))
+    return ratio_db(1.0 - residual, residual)
+
+
+def si_sdr_of_blocks(blocks: Blocks) -> float:
+    """``si_sdr`` of one long (estimate, reference) pair handed out in consecutive blocks (``sdr_of_blocks``
+    says how), in memory of one block: the means first, then the centred signals' energies and inner product,
+    from which the projection's and the residual's energies follow (|e|^2 - <e, r>^2 / |r|^2: the difference
+    loses digits only past si_sdr's 100 dB clamp)."""
+    count, est_sum, ref_sum = 0, 0.0, 0.0
+    for est, ref in blocks():
+        count += len(est)
+        est_sum += float(est.sum())
+        ref_sum += float(ref.sum())
+    if count == 0:
+        raise ValueError("empty signals")
+    est_mean, ref_mean = est_sum / count, ref_sum / count
+    inner = est_energy = ref_energy = 0.0
+    for est, ref in blocks():
+        est, ref = est - est_mean, ref - ref_mean
+        inner += float(np.dot(est, ref))
+        est_energy += float(np.dot(est, est))
+        ref_energy += float(np.dot(ref, ref))
+    if ref_energy == 0:
+        return -CLAMP_DB
+    projection = inner * inner / ref_energy
+    return ratio_db(projection, max(est_energy - projection, 0.0))
 
 
 def _solves(gamma: np.ndarray, filters: np.ndarray, rhs: np.ndarray) -> bool:
