@@ -76,7 +76,8 @@ class LossTerm:
     output: str = "estimate"
     weight: float = 1.0
     target: str = "target"
-    snr_max: float = 30.0  # tsnr: the SNR (dB) past which an example stops pulling, and the floor of silence
+    snr_max: float = 30.0  # tsnr: the SNR (dB) past which a speaking-target example stops pulling (MixIT's)
+    silent_snr_max: float = 20.0  # tsnr: dB under the mixture past which a silent-target output stops pulling (FUSS)
     # tsnr: the weight of a silent-target example against a speaking one. At 1 a silent output earns the floor
     # (-snr_max) on every absent example and costs only 0 dB on a present one, which a small model takes
     silent_weight: float = 1.0
@@ -299,7 +300,9 @@ def _check_loss(terms: list[LossTerm], key: str, known: dict) -> list[str]:
             raise ConfigProblem(f"{key}.{i}.name", f"{key}.{i}.name: unknown loss {term.name!r};"
                                                    f" valid losses: {', '.join(sorted(known))}")
         require(math.isfinite(term.weight) and term.weight >= 0, f"{key}.{i}.weight", ">= 0", term.weight)
-        require(math.isfinite(term.snr_max) and term.snr_max > 0, f"{key}.{i}.snr_max", "> 0 (dB)", term.snr_max)
+        for name in ("snr_max", "silent_snr_max"):
+            value = getattr(term, name)
+            require(math.isfinite(value) and value > 0, f"{key}.{i}.{name}", "> 0 (dB)", value)
         require(math.isfinite(term.silent_weight) and term.silent_weight >= 0, f"{key}.{i}.silent_weight", ">= 0",
                 term.silent_weight)
         if term.label in labels:

@@ -151,21 +151,23 @@ def thresholded_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
     """-SNR with a soft threshold (Wisdom et al., MixIT, NeurIPS 2020), defined on silent targets too (the
     zero-reference form of Wisdom et al., FUSS, ICASSP 2021): what absent- and silent-target training uses.
 
-    With tau = 10^(-snr_max / 10), s the target, e the estimate and x the mixture, per example in dB:
+    With s the target, e the estimate and x the mixture, per example in dB:
 
-    * target speaking: 10 log10((|s - e|^2 + tau |s|^2) / |s|^2), the -SNR, eased off near -snr_max so that
-      examples already extracted well stop pulling and the hard ones lead;
-    * target silent (all zeros: an absent target, or a chunk where the target never speaks):
-      10 log10((|e|^2 + tau |x|^2) / |x|^2), the estimate's energy below the mixture's (what scoring reports as
-      absent_energy), eased off near -snr_max: an output 30 dB under the mixture is silence enough.
+    * target speaking, with tau = 10^(-snr_max / 10): 10 log10((|s - e|^2 + tau |s|^2) / |s|^2), the -SNR,
+      eased off near -snr_max (30 dB, MixIT's) so that examples already extracted well stop pulling and the
+      hard ones lead;
+    * target silent (all zeros: an absent target, or a chunk where the target never speaks), with
+      tau0 = 10^(-silent_snr_max / 10): 10 log10((|e|^2 + tau0 |x|^2) / |x|^2), the estimate's energy below the
+      mixture's (what scoring reports as absent_energy), eased off near -silent_snr_max (20 dB, as the FUSS
+      baseline's zero-reference term in the authors' code, google-research/sound-separation).
 
-    Both values are bounded below by -snr_max; ``silent_weight`` scales the silent ones. At 1 the two kinds
-    weigh alike, and a silent output (0 dB on a speaking target, -snr_max on a silent one) is where a small
-    model trained from scratch with a fifth of absent examples ends (measured in docs/RESULTS.md). The papers
-    leave out the denominators, which are constant for the estimate and do not change the gradient; here they
-    make the value a level in dB. The loss fixes the output's scale (it is not SCALE_INVARIANT): SI-SDR is
-    undefined on a silent target, and a scale-free loss beside an energy penalty lets a model meet the penalty by
-    turning every output down, which inference's mixture-fitted output level would then undo.
+    ``silent_weight`` scales the silent values (the FUSS code's zero-reference weight). At 1 a silent output
+    (0 dB on a speaking target, the floor on a silent one) is where a small model trained from scratch with a
+    fifth of absent examples ends (measured in docs/RESULTS.md). The papers leave out the denominators, which
+    are constant for the estimate and do not change the gradient; here they make the value a level in dB. The
+    loss fixes the output's scale (it is not SCALE_INVARIANT): SI-SDR is undefined on a silent target, and a
+    scale-free loss beside an energy penalty lets a model meet the penalty by turning every output down, which
+    inference's mixture-fitted output level would then undo.
     """
     estimate, reference, mask = _signal_pair(outputs, batch, term)
     mixture = _get(batch, "mixture", "batch key").float()[:, : mask.shape[1]].to(mask.device) * mask
@@ -174,7 +176,8 @@ def thresholded_snr(outputs: dict, batch: dict, term: LossTerm) -> torch.Tensor:
     speaking = 10 * torch.log10(((reference - estimate).pow(2).sum(-1) + tau * target_energy + EPS) /
                                 (target_energy + EPS))
     mixture_energy = mixture.pow(2).sum(-1)
-    silent = 10 * torch.log10((estimate.pow(2).sum(-1) + tau * mixture_energy + EPS) / (mixture_energy + EPS))
+    tau0 = 10.0 ** (-term.silent_snr_max / 10.0)
+    silent = 10 * torch.log10((estimate.pow(2).sum(-1) + tau0 * mixture_energy + EPS) / (mixture_energy + EPS))
     # both branches are finite for every example, so the unused one passes no NaN into the gradient
     return torch.where(target_energy > SILENT, speaking, term.silent_weight * silent)
 
