@@ -290,3 +290,44 @@ def test_presence_rules_of_validation(test_set, tmp_path):
     assert problems == [f"{absent}/spk1.scp: missing"]
     result = CliRunner().invoke(cli, ["enroll", str(absent)])
     assert isinstance(result.exception, TsekitError) and "brings its own enroll.scp" in str(result.exception)
+
+
+def posneg_records(data: Path) -> dict[str, dict[str, str]]:
+    header, *lines = (data / "enroll_posneg.tsv").read_text().splitlines()
+    rows = [line.split("\t") for line in lines]
+    return {fields[0]: dict(zip(header.split("\t"), fields, strict=True)) for fields in rows}
+
+
+def test_posneg_clips_of_the_sets_that_bring_their_own_enrollments(test_set, conv, tmp_path):
+    # a pos/neg system reads enroll_pos/enroll_neg of every test set: the conversation and absent-target sets keep
+    # their enrollments and take the interferers from the clean targets of the set they were built from
+    import shutil
+
+    absent = tmp_path / "absent"
+    CliRunner().invoke(cli, ["prepare", "absent", str(test_set), str(absent)])
+    shutil.copytree(conv, tmp_path / "conv")
+    source = read_data_dir(test_set)
+    for data in (absent, tmp_path / "conv"):
+        before = (data / "enroll.scp").read_bytes()
+        result = CliRunner().invoke(cli, ["enroll", str(data), "--posneg"])
+        assert isinstance(result.exception, TsekitError) and "--posneg-sources" in str(result.exception)
+        assert not (data / "enroll_pos.scp").exists()
+        result = CliRunner().invoke(cli, ["enroll", str(data), "--posneg", "--posneg-sources", str(test_set)])
+        assert result.exit_code == 0, result.output
+        assert (data / "enroll.scp").read_bytes() == before and not (data / "utt2enroll").exists()
+        assert validate_data_dir(data, require_enroll=True) == []
+        tables, records = read_data_dir(data), posneg_records(data)
+        assert set(tables["enroll_pos.scp"]) == set(tables["enroll_neg.scp"]) == set(records) == set(tables["wav.scp"])
+        for utt, record in records.items():
+            assert record["enroll"] == tables["enroll.scp"][utt]  # the set's own enrollment is in the positive
+            assert source["utt2spk"][record["interferer"]] != tables["utt2spk"][utt]
+            assert source["utt2spk"][record["negative"]] == source["utt2spk"][record["interferer"]]
+            positive, negative = sf.read(tables["enroll_pos.scp"][utt])[0], sf.read(tables["enroll_neg.scp"][utt])[0]
+            assert len(positive) == len(negative) == sf.info(tables["enroll.scp"][utt]).frames
+    # an absent row's interferer is a speaker of its mixture only when no other speaker is left
+    tables, records = read_data_dir(absent), posneg_records(absent)
+    for utt, record in records.items():
+        mixture = tables["wav.scp"][utt]
+        present = {source["utt2spk"][u] for u, m in source["wav.scp"].items() if m == mixture}
+        others = set(source["utt2spk"].values()) - present - {tables["utt2spk"][utt]}
+        assert (source["utt2spk"][record["interferer"]] in present) == (not others)

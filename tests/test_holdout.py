@@ -218,3 +218,16 @@ def test_teacher_validated_on_held_out_utterances_has_a_loss(corpus, tmp_path):
     (unseen / "utt2spk").write_text("".join(f"{u} new{s}\n" for u, s in read_table(unseen / "utt2spk").items()))
     assert valid_loss(unseen, "on_unseen") == 0.0  # the old recipe's choice: nothing to select a checkpoint on
     assert valid_loss(tmp_path / "ho", "on_heldout") > 0.1
+
+
+def test_a_transcript_of_some_rows_only_is_split_with_them(corpus, tmp_path):
+    # LibriMix's min mode: a target cut short has no transcript, so text leaves rows out (the mini recipe's data)
+    data = tmp_path / "data"
+    shutil.copytree(corpus / "plain", data)
+    rows = sorted(read_table(data / "wav.scp"))
+    text = {utt: f"WORDS OF {utt}" for utt in rows[::2]}
+    (data / "text").write_text("".join(f"{utt} {words}\n" for utt, words in text.items()))
+    holdout_data_dir(data, tmp_path / "tr", tmp_path / "ho", per_speaker=2)
+    for part in ("tr", "ho"):
+        kept = set(read_table(tmp_path / part / "wav.scp"))
+        assert read_table(tmp_path / part / "text") == {u: w for u, w in text.items() if u in kept}, part

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,8 @@ def test_libri2mix_recipe(tmp_path):
     assert text.count("<audio") == 12 * 4  # 12 utterances: mixture, enrollment, mysys, reference
     assert "<td>mysys</td>" in text and "tsekit score --data data/test --est exp/mysys/decode_test/wav.scp" in text
     # stage 3 with a toolkit codec the recipe trains itself (conf/tinycodec.yaml): trained once, the test targets
-    # resynthesized and scored (its ceiling, a row of the report), every set tokenized
+    # resynthesized and scored (its ceiling, a row of the report), the training and validation sets tokenized (a
+    # token system's inference encodes its test inputs itself)
     config = tiny_codec_config("tsekit_codec", steps=12)
     config["codec"]["params"].update(sample_rate=16000)
     (recipe / "conf").mkdir(exist_ok=True)
@@ -100,10 +102,11 @@ def test_libri2mix_recipe(tmp_path):
     resynth = recipe / "exp" / "tinycodec" / "resynth_test"
     assert set(read_table(resynth / "wav.scp")) == set(estimates)
     assert len((resynth / "scores" / "scores.tsv").read_text().splitlines()) == len(estimates) + 1
-    for name in ("train-100", "dev", "test"):
+    for name in ("train-100", "dev"):
         rows = set(read_table(recipe / "data" / name / "wav.scp"))
         for signal in ("mixture", "target", "enroll"):
             assert set(read_table(recipe / "dump" / "tinycodec" / name / signal / "tokens.scp")) == rows
+    assert not (recipe / "dump" / "tinycodec" / "test").exists()
     again = run_recipe(recipe, *root_option, "--stage", "3", "--stop-stage", "3", "--codec", "exp/tinycodec",
                        "--nj", "2", "--ngpu", "0", "--score-metrics", "si_sdr,stoi")
     assert again.returncode == 0 and "training exp/tinycodec" not in again.stdout  # trained once
@@ -261,11 +264,29 @@ def test_bad_corpus_root_fails_with_one_line(tmp_path):
     assert not (recipe / "data").exists() or not any((recipe / "data").iterdir())
 
 
+# what stage 7 scores each test set of --conversations true by (--score-metrics chooses for test only)
+SET_METRICS = {"test": {"si_sdr"},
+               "test_conv": {"si_sdr_active", "sdr_active", "interferer_suppression", "target_kept"},
+               "test_absent": {"absent_energy", "audible"}}
+
+
+def check_scored_and_reported_on_every_set(recipe: Path, system: str) -> None:
+    """Stages 6-8 of ``system`` on the test, conversation and absent-target sets: every row decoded and scored
+    by its set's metrics, a report page per set naming the system."""
+    for name, metrics in SET_METRICS.items():
+        rows = set(read_table(recipe / "data" / name / "wav.scp"))
+        header, *lines = (recipe / "exp" / system / f"decode_{name}" / "scores" / "scores.tsv").read_text().splitlines()
+        assert metrics <= set(header.split("\t")), (name, header)
+        assert {line.split("\t")[0] for line in lines} == rows, name
+        assert f"<td>{system}</td>" in (recipe / "exp" / "report" / name / "index.html").read_text(), name
+
+
 @pytest.mark.tts
 def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
     recipe = recipe_copy(tmp_path, "mini_libri2mix")
-    proc = run_recipe(recipe, "--size", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--stop-stage", "2",
-                      "--conversations", "true", "--conv-opts", "--recordings 2 --minutes 0.3")  # fmt: skip
+    options = ["--size", "tiny", "--corpus-dir", str(tmp_path / "corpus"), "--conversations", "true",
+               "--conv-opts", "--recordings 2 --minutes 0.3"]
+    proc = run_recipe(recipe, *options, "--stop-stage", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "corpus" / "Libri2Mix" / "wav16k" / "min" / "metadata" / "mixture_test_mix_both.csv").is_file()
     for name in ("train-100", "dev", "test"):
@@ -287,6 +308,81 @@ def test_mini_libri2mix_recipe_from_stage_0(tmp_path):
         assert f"data/{name} brings its own enroll.scp" in proc.stdout
     assert len(set(read_table(recipe / "data" / "test_conv" / "utt2reco").values())) == 2
     assert (recipe / "data" / "test_conv" / "rttm").stat().st_size > 0
+    # stages 3-8 of a system: decoded, scored by each set's own metrics, on a report page each
+    (recipe / "conf").mkdir()
+    (recipe / "conf" / "tiny_zspex.yaml").write_text(yaml.safe_dump(TINY_ZSPEX))
+    proc = run_recipe(recipe, *options, "--stage", "3", "--system", "tiny_zspex", "--ngpu", "0", "--nj", "1",
+                      "--score-metrics", "si_sdr")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_scored_and_reported_on_every_set(recipe, "tiny_zspex")
+
+
+@pytest.fixture(scope="module")
+def conversation_recipe(tmp_path_factory) -> tuple[Path, list[str]]:
+    """(egs/mini_libri2mix after stages 0-2 with --conversations true, its options): a tiny corpus, conversations
+    of 36 s (longer than whisper_cfm takes at once and than the report's excerpts), and tiny configs in conf/ of a
+    codec system (maskgit_tse, its codec conf/codec.yaml), a pos/neg one and a transcribing one."""
+    from test_maskgit_tse import recipe_config as maskgit_config
+    from test_whisper_cfm import SMALL, VOCODER, tiny_whisper
+
+    root = tmp_path_factory.mktemp("conversations")
+    recipe = recipe_copy(root, "mini_libri2mix")
+    options = ["--size", "tiny", "--corpus-dir", str(root / "corpus"), "--conversations", "true",
+               "--conv-opts", "--recordings 2 --minutes 0.6", "--ngpu", "0", "--nj", "1", "--score-metrics", "si_sdr"]
+    conf = recipe / "conf"
+    conf.mkdir()
+    codec = tiny_codec_config("tsekit_codec", steps=12)
+    codec["codec"]["params"].update(sample_rate=16000)
+    data = {**TINY_DATA, "chunk_seconds": 0.5, "enroll_seconds": 0.5}
+    # trained straight on the SNR loss: the tiny corpus has too few utterances per speaker to hold out the
+    # distillation teacher's validation set; the enrollment clips are what this test is about
+    posneg = {"model": {"name": "tfgridnet_posneg", "params": {**TINY, "num_blocks": 1, "enroll_blocks": 1,
+                                                              "head_layers": 1, "fusion_blocks": 1}},
+              "data": data, "loss": [{"name": "snr"}], "train": {"epochs": 1}}
+    whisper = {"model": {"name": "whisper_cfm", "params": {**SMALL, "whisper": tiny_whisper(root / "whisper.pt")}},
+               "vocoder": {"spec": "tsekit_vocoder", "params": VOCODER},
+               "data": {**data, "chunk_seconds": None, "enroll_seconds": None},
+               "loss": [{"name": "objective", "output": "objective"}], "train": {"epochs": 1}}
+    for name, config in (("codec", codec), ("maskgit_tse", maskgit_config()), ("tfgridnet_posneg", posneg),
+                         ("whisper_cfm", whisper)):
+        (conf / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    proc = run_recipe(recipe, *options, "--stop-stage", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return recipe, options
+
+
+# slow (CI's 30 minutes): each system costs minutes; test_mini_libri2mix_recipe_from_stage_0 runs a Z-SpEx through
+# the same stages in CI
+@pytest.mark.tts
+@pytest.mark.slow
+@pytest.mark.parametrize("system", ["maskgit_tse", "tfgridnet_posneg", "whisper_cfm"])
+def test_every_kind_of_system_is_scored_and_reported_on_the_conversation_and_absent_sets(conversation_recipe,
+                                                                                        system):
+    recipe, options = conversation_recipe
+    proc = run_recipe(recipe, *options, "--stage", "2", "--system", system)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    check_scored_and_reported_on_every_set(recipe, system)
+    conv = recipe / "data" / "test_conv"
+    if system == "maskgit_tse":  # the codec's tokens of the sets it trains on; its inference encodes the rest
+        assert (recipe / "dump" / "codec" / "train-100" / "mixture" / "tokens.scp").is_file()
+        assert not (recipe / "dump" / "codec" / "test_conv").exists()
+    if system == "tfgridnet_posneg":  # its positive and negative clips for the sets that bring their own enrollment
+        for name in ("test_conv", "test_absent"):
+            data = recipe / "data" / name
+            rows = set(read_table(data / "wav.scp"))
+            assert set(read_table(data / "enroll_pos.scp")) == set(read_table(data / "enroll_neg.scp")) == rows
+        assert "positive enrollment" in (recipe / "exp" / "report" / "test_conv" / "index.html").read_text()
+    if system == "whisper_cfm":  # its transcripts of the conversations, in 20 s chunks, scored against theirs
+        transcripts = (recipe / "exp" / system / "decode_test_conv" / "text").read_text()
+        assert transcripts.count("\n") == len(read_table(conv / "wav.scp"))  # a line each, empty where it heard none
+        header = (recipe / "exp" / system / "decode_test_conv" / "scores" / "scores.tsv").read_text().split("\n")[0]
+        assert "tsasr_wer" in header.split("\t")
+    # 36 s rows play 30 s excerpts
+    assert min(float(d) for d in read_table(conv / "utt2dur").values()) > 30
+    page = (recipe / "exp" / "report" / "test_conv" / "index.html").read_text()
+    assert page.count("excerpt ") == len(re.findall(r"<div class='utt' id=", page)) > 0
+    for wav in (recipe / "exp" / "report" / "test_conv" / "audio").rglob("mixture.wav"):
+        assert sf.info(wav).duration == 30.0
 
 
 # slow (CI's 30 minutes): the refinement it wires runs in tests/test_ddtse_pipeline.py

@@ -328,3 +328,60 @@ def test_the_mixture_has_no_sar(corpus, tmp_path):
     page = build_report(data, [old], tmp_path / "report", n=1, select="random", progress=False).read_text()
     mixture_row = re.search(r"<tr class='mixture'>.*?</tr>", page).group(0)
     assert mixture_row.endswith("<td>n/a</td></tr>") and "100.00" not in page
+
+
+def test_excerpt_window_is_where_the_reference_speaks():
+    from tsekit.report.page import excerpt_window
+
+    rate = 100
+    reference = np.zeros(100 * rate)
+    reference[52 * rate:60 * rate] = 1.0  # she speaks from 52 s to 60 s of a 100 s row
+    start, stop = excerpt_window(reference, len(reference), rate, seconds=30.0)
+    assert stop - start == 30 * rate and start <= 52 * rate and stop >= 60 * rate
+    assert start == 30 * rate  # the earliest of the windows holding all of it
+    assert excerpt_window(reference, 30 * rate, rate, seconds=30.0) is None  # short rows are shown whole
+    assert excerpt_window(None, len(reference), rate, seconds=30.0) == (0, 30 * rate)  # no reference: the start
+
+
+def test_a_long_row_is_shown_as_an_excerpt_around_its_target(tmp_path):
+    # a conversation of minutes would put whole recordings in every player: its rows play 30 s where she speaks
+    from tsekit.report.page import EXCERPT_SECONDS
+
+    rate, rng = 8000, np.random.default_rng(5)
+    data, decode = tmp_path / "data" / "conv", tmp_path / "exp" / "sys" / "decode_conv"
+    lengths = {"long": 50.0, "short": 3.0}
+    tables: dict[str, dict[str, str]] = {"wav.scp": {}, "spk1.scp": {}, "enroll.scp": {}}
+    estimates = {}
+    for utt, seconds in lengths.items():
+        target = np.zeros(int(seconds * rate))
+        speech = speechlike(min(seconds, 6.0), rate, rng)
+        at = int(min(35.0, seconds - 6.0) * rate) if seconds > 6.0 else 0  # the long row's target: 35 s to 41 s
+        target[at:at + len(speech)] = speech
+        files = {"spk1.scp": target, "wav.scp": target + 0.3 * speechlike(seconds, rate, rng),
+                 "enroll.scp": speechlike(40.0 if utt == "long" else 1.0, rate, rng)}
+        for name, samples in files.items():
+            write_wav(data / name.split(".")[0] / f"{utt}.wav", samples, rate)
+            tables[name][utt] = str(data / name.split(".")[0] / f"{utt}.wav")
+        write_wav(decode / "wav" / f"{utt}.wav", target + 0.01 * rng.standard_normal(len(target)), rate)
+        estimates[utt] = str(decode / "wav" / f"{utt}.wav")
+    for name, table in tables.items():
+        write_table(data / name, table)
+    write_table(decode / "wav.scp", estimates)
+    run_scoring(inputs_from_manifests(str(data / "spk1.scp"), str(decode / "wav.scp"), str(data / "wav.scp")),
+                decode / "scores", metrics="si_sdr")
+    merge_scores(decode / "scores")
+    page = build_report(data, [tmp_path / "exp" / "sys"], tmp_path / "report", progress=False).read_text()
+    audio = tmp_path / "report" / "audio"
+    size = int(EXCERPT_SECONDS * rate)
+    for name in ("mixture", "system-sys", "reference", "enroll"):
+        assert sf.info(audio / "long" / f"{name}.wav").frames == size, name
+        assert sf.info(audio / "short" / f"{name}.wav").frames == (1 if name == "enroll" else 3) * rate, name
+    # the reference's excerpt holds all of her speech (35-41 s), starting on a half second
+    full = sf.read(tables["spk1.scp"]["long"])[0]
+    excerpt = sf.read(audio / "long" / "reference.wav")[0]
+    start = next(s for s in range(0, len(full) - size + 1, rate // 2) if np.array_equal(full[s:s + size], excerpt))
+    assert start <= 35 * rate and start + size >= 41 * rate
+    assert f"excerpt {start / rate:.1f}-{(start + size) / rate:.1f} s of 50.0 s" in page
+    enrollment = sf.read(tables["enroll.scp"]["long"])[0]
+    assert np.array_equal(sf.read(audio / "long" / "enroll.wav")[0], enrollment[:size])  # a long one: its start
+    assert "excerpt" not in page.split("id='short'")[1].split("class='utt'")[0]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from whisper.model import ModelDimensions, Whisper
@@ -153,6 +154,40 @@ def test_the_enrollment_is_cut_to_what_whispers_30_s_leave_and_a_longer_mixture_
     assert frames.shape[1] == 1500 and counts.tolist() == [1400]  # 2 s of the enrollment kept, 28 s of mixture
     with pytest.raises(TsekitError, match=r"a mixture of 31\.0 s leaves no room for the enrollment in Whisper's 30 s"):
         model.extract(torch.zeros(1, 16000 * 31), enroll)
+
+
+def test_a_recording_longer_than_whisper_takes_is_chunked_to_leave_room_for_the_whole_enrollment(whisper_pt):
+    # a system trained on whole utterances has no training chunk to size its inference chunks by (a conversation
+    # of minutes would be refused whole): the chunk is what Whisper's 30 s leave beside the 10 s of enrollment
+    from types import SimpleNamespace
+
+    from tsekit.infer.extract import extract_waveform
+    from tsekit.train.config import default_chunk_seconds
+
+    model = make_model(whisper_pt).eval()
+    assert model.longest_input_seconds == 20.0
+    assert make_model(whisper_pt, max_enroll_seconds=4.0, speaker_injection="prepend").longest_input_seconds == 25.98
+    whole, chunked = (SimpleNamespace(data=SimpleNamespace(chunk_seconds=seconds)) for seconds in (None, 2.0))
+    assert default_chunk_seconds(whole, model) == 20.0 and default_chunk_seconds(chunked, model) == 8.0
+    assert default_chunk_seconds(whole) is None  # no model said otherwise
+    generator = torch.Generator().manual_seed(4)
+    mixture, enroll = 0.1 * torch.randn(16000 * 45, generator=generator), 0.1 * torch.randn(16000 * 12,
+                                                                                           generator=generator)
+    with pytest.raises(TsekitError, match="leaves no room for the enrollment"):
+        model.extract(mixture[None], enroll[None])
+    encoded, encode = [], model.encode
+
+    def spy(*args):
+        frames, *rest, counts = encode(*args)
+        encoded.append((frames.shape[1], counts.tolist()))
+        return (frames, *rest, counts)
+
+    model.encode = spy
+    out, text = extract_waveform(model, mixture.numpy(), enroll.numpy(), 16000, default_chunk_seconds(whole, model),
+                                 with_text=True)
+    assert out.shape == (16000 * 45,) and np.isfinite(out).all() and isinstance(text, str)
+    # every chunk 20 s (1000 encoder frames) of mixture, with 10 s of the 12 s enrollment before it: 1500 frames
+    assert encoded and all(total == 1500 and set(counts) == {1000} for total, counts in encoded), encoded
 
 
 def test_transcribed_data_dirs_train_and_infer_writes_audio_and_text(whisper_pt, tmp_path):

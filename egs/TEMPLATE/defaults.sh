@@ -16,7 +16,7 @@ vocoder=              # stage 3: a vocoder, likewise; empty: the system config's
 codec_params=         # stage 3: constructor params of a registered --codec, a YAML mapping ('{bandwidth: 6.0}')
 vocoder_params=       # stage 3: likewise for --vocoder ('{checkpoint: /models/hifigan/g_02500000}')
 asr_model=            # Whisper for WER in stage 7 (name, .pt or CTranslate2 folder); empty: no WER
-score_metrics=        # comma list for stage 7; empty: every metric whose inputs exist
+score_metrics=        # comma list for stage 7 (the corpus's test sets; --conversations sets get all of their own); empty: every metric whose inputs exist
 no_transcripts=       # why the corpus has no target transcripts (text); set by recipes without them, checked for systems that need text
 refine=               # another system whose test outputs $system refines in stages 6-7 (X+DDTSE): exp/$system/decode_<set>_refine_<refine>
 infer_params=         # stage 6: decoding settings, NAME=VALUE separated by spaces (each a `tsekit infer --param`; VALUE is YAML without spaces): 'temperature=0.5 flow_steps=20'

@@ -91,18 +91,22 @@ fi
 
 if run_stage 2; then
   log "stage 2: enrollment lists"
+  posneg_opts="--posneg --interferers $posneg_interferers"
+  [ -n "$posneg_noise" ] && posneg_opts="$posneg_opts --posneg-noise $posneg_noise"
   for set in $all_sets; do
     # pos/neg clips are always (re)checked: tsekit enroll rebuilds only the rows whose options changed
     if [[ " $extra_sets " == *" $set "* ]]; then
       log "data/$set brings its own enroll.scp (made in stage 1)"
+      if "$posneg"; then
+        # its pos/neg clips: its own enrollments among interferers cut from the clean targets of data/$conv_base
+        # shellcheck disable=SC2086
+        tsekit enroll "data/$set" --seed "$seed" $posneg_opts --posneg-sources "data/$conv_base"
+      fi
     elif [ -f "data/$set/enroll.scp" ] && ! "$posneg"; then
       log "data/$set/enroll.scp exists; skipping"
     else
       opts="--seed $seed"
-      if "$posneg"; then
-        opts="$opts --posneg --interferers $posneg_interferers"
-        [ -n "$posneg_noise" ] && opts="$opts --posneg-noise $posneg_noise"
-      fi
+      if "$posneg"; then opts="$opts $posneg_opts"; fi
       # shellcheck disable=SC2086
       tsekit enroll "data/$set" $opts $enroll_opts
     fi
@@ -128,7 +132,9 @@ score_estimates() {
   opts="--data data/$set --est $est"
   [ -n "$asr_model" ] && opts="$opts --asr-model $asr_model"
   [ -f "data/$set/text" ] && [ -n "$hyp" ] && opts="$opts --hyp-text $hyp"
-  [ -n "$score_metrics" ] && opts="$opts --metrics $score_metrics"
+  # --score-metrics chooses among the metrics of mixtures with a reference; a conversation or absent-target set
+  # is scored by its own few (over who speaks when, or the output's energy), all of them
+  [ -n "$score_metrics" ] && [[ " $extra_sets " != *" $set "* ]] && opts="$opts --metrics $score_metrics"
   # shellcheck disable=SC2086
   $score_cmd JOB=1:"$nj" "$out/scores/log/score.JOB.log" tsekit score $opts --out "$out/scores" --job JOB --nj "$nj"
   tsekit score merge "$out/scores"
@@ -176,7 +182,8 @@ if run_stage 3; then
     done
     [ "$kind" = vocoder ] && continue  # a vocoder has no tokens: mel systems compute their mels on the fly
     require_command tokenize "codec tokenization" 3
-    for set in $all_sets; do
+    # the sets a token system trains and validates on; inference encodes the test mixtures and enrollments itself
+    for set in $train_set $valid_set; do
       log "stage 3: tokenizing data/$set with $coder into dump/$name/$set ($nj jobs)"
       $infer_cmd JOB=1:"$nj" "dump/$name/$set/log/tokenize.JOB.log" \
         tsekit tokenize --codec "$coder" --params "$params" "data/$set" "dump/$name/$set" --job JOB --nj "$nj"

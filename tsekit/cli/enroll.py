@@ -39,6 +39,14 @@ import click
     help="Add noise to both posneg clips: 'scp' draws from DATA/noise1.scp (WHAM! noise of Libri2Mix "
     "mix_both / WHAM! data dirs), DIR from every *.wav under it (e.g. wham_noise/tr); needs --posneg.",
 )
+@click.option(
+    "--posneg-sources",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data dir whose clean targets (spk1.scp) the posneg interferers are cut from (default: DATA); a "
+    "conversation or absent-target set, which brings its own enroll.scp, needs the set it was built from; "
+    "needs --posneg.",
+)
 @click.option("--snr-min", default=0.0, show_default=True, type=float, help="Lowest posneg noise SNR (dB).")
 @click.option("--snr-max", default=10.0, show_default=True, type=float, help="Highest posneg noise SNR (dB).")
 @click.option("--solo", is_flag=True,
@@ -67,6 +75,7 @@ def enroll(
     sir_max: float,
     interferers: int,
     posneg_noise: str | None,
+    posneg_sources: str | None,
     snr_min: float,
     snr_max: float,
     solo: bool,
@@ -89,6 +98,8 @@ def enroll(
     alone at the same levels (wavs under DATA/enroll_posneg/, what was used in
     DATA/enroll_posneg.tsv). --posneg-noise adds a noise segment to both clips,
     at a random SNR in [--snr-min, --snr-max] dB below the positive's speech.
+    A conversation or absent-target set keeps the enroll.scp it came with;
+    --posneg gives it the pos/neg clips, their interferers from --posneg-sources.
 
     --solo enrolls the rows of a conversation data dir (utt2reco) from their
     speakers' own solo speech in the recording: where the RTTM has the speaker
@@ -106,8 +117,8 @@ def enroll(
         return next(p.opts[0] for p in ctx.command.params if p.name == name)
 
     if solo:
-        for name in ("seed", "from_map", "map_format", "posneg", "interferers", "posneg_noise", "sir_min",
-                     "sir_max", "snr_min", "snr_max"):
+        for name in ("seed", "from_map", "map_format", "posneg", "interferers", "posneg_noise", "posneg_sources",
+                     "sir_min", "sir_max", "snr_min", "snr_max"):
             if given(name):
                 raise click.UsageError(f"{flag(name)} does not go with --solo")
         if wav is not None and rttm is None:
@@ -130,7 +141,7 @@ def enroll(
 
     if from_map is None and given("map_format"):
         raise click.UsageError("--map-format needs --from-map FILE")
-    for name in ("interferers", "posneg_noise", "snr_min", "snr_max"):
+    for name in ("interferers", "posneg_noise", "posneg_sources", "snr_min", "snr_max"):
         if not posneg and given(name):
             raise click.UsageError(f"--{name.replace('_', '-')} needs --posneg")
     for name in ("snr_min", "snr_max"):
@@ -147,5 +158,6 @@ def enroll(
             interferers=interferers,
             posneg_noise=posneg_noise,
             snr_range=(snr_min, snr_max),
+            posneg_sources=posneg_sources,
         )
     )

@@ -300,17 +300,26 @@ def write_enroll_lists(data_dir: str | os.PathLike, tables: Tables, lists: Enrol
     write_table_if_changed(data_dir / "enroll.scp", lists.enroll)
 
 
+# sets whose enrollments come with them (made with the set): a conversation row's fellow rows are its speaker's
+# tracks of other recordings (mostly silence), and an absent-target row has no target to enroll from
+OWN_ENROLLMENTS = (("utt2reco", "a conversation set"), ("utt2present", "an absent-target set"))
+
+
+def own_enrollments(data_dir: Path, tables: Tables) -> str | None:
+    """Where a set that brings its own enroll.scp says so (``OWN_ENROLLMENTS``), as
+    "DATA/utt2reco: a conversation set", or None for a set whose enrollments are drawn from its rows."""
+    return next((f"{data_dir / name}: {what}" for name, what in OWN_ENROLLMENTS if name in tables), None)
+
+
 def read_rows(data_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
     """The tables of a data dir that enrollment needs, checked to cover the same rows."""
     from tsekit.data.datadir import read_data_dir
 
     tables = read_data_dir(data_dir)
-    # their enrollments come with them: a conversation row's fellow rows are its speaker's tracks of other
-    # recordings (mostly silence), and an absent-target row has no target to enroll from
-    for name, what in (("utt2reco", "a conversation set"), ("utt2present", "an absent-target set")):
-        if name in tables:
-            raise TsekitError(f"{Path(data_dir) / name}: {what} brings its own enroll.scp; it is not drawn again"
-                              + (" (--solo cuts one from each speaker's solo turns)" if name == "utt2reco" else ""))
+    own = own_enrollments(Path(data_dir), tables)
+    if own:
+        raise TsekitError(f"{own} brings its own enroll.scp; it is not drawn again"
+                          + (" (--solo cuts one from each speaker's solo turns)" if "utt2reco" in tables else ""))
     for name in ("spk1.scp", "utt2spk") + (("utt2uniq",) if "utt2uniq" in tables else ()):
         if name not in tables:
             raise TsekitError(f"{Path(data_dir) / name}: file not found")
@@ -330,36 +339,58 @@ def enroll_data_dir(
     interferers: int = 1,
     posneg_noise: str | os.PathLike | None = None,
     snr_range: tuple[float, float] = (0.0, 10.0),
+    posneg_sources: str | os.PathLike | None = None,
 ) -> str:
     """Stage 2 on one data dir: enroll.scp, utt2enroll, spk2enroll (+ pos/neg clips); returns a summary.
 
     With ``posneg``: ``interferers`` speakers talk in each positive clip, at
     SIRs from ``sir_range``; ``posneg_noise`` (``"scp"``: the data dir's
     noise1.scp, else a folder of noise wavs) adds noise to both clips at SNRs
-    from ``snr_range`` (see :mod:`tsekit.data.posneg`). Everything is checked
-    before the first file is written, so an error leaves the data dir as it was.
+    from ``snr_range`` (see :mod:`tsekit.data.posneg`); ``posneg_sources``: the
+    data dir whose clean targets the interferers are cut from (default: this one).
+    A set that brings its own enroll.scp (a conversation or absent-target set)
+    keeps it and only gets the pos/neg clips, from ``posneg_sources``, which it
+    needs. Everything is checked before the first file is written, so an error
+    leaves the data dir as it was.
     """
     from tsekit.data import posneg as posneg_module
+    from tsekit.data.datadir import read_data_dir
 
     data_dir = Path(data_dir)
-    tables = read_rows(data_dir)
-    lists = make_enroll_lists(tables, data_dir, seed, from_map, map_format)
+    tables = read_data_dir(data_dir)
+    own = own_enrollments(data_dir, tables)
+    if own:
+        if not posneg or from_map is not None:
+            raise TsekitError(f"{own} brings its own enroll.scp; it is not drawn again")
+        if posneg_sources is None:
+            raise TsekitError(f"{own} has no clean targets to cut pos/neg interferers from; give the "
+                              "data dir it was built from (--posneg-sources)")
+        if "enroll.scp" not in tables:
+            raise TsekitError(f"{data_dir / 'enroll.scp'}: file not found (the set brings its own: {own})")
+        lists = EnrollLists(tables["enroll.scp"], {}, [])
+    else:
+        tables = read_rows(data_dir)
+        lists = make_enroll_lists(tables, data_dir, seed, from_map, map_format)
+    sources = read_rows(posneg_sources) if posneg_sources is not None else None
     noise = None
     if posneg:
         if posneg_noise is not None:
             noise = posneg_module.noise_files(data_dir, posneg_noise)
         posneg_module.plan_posneg(  # fails early
-            tables, lists.enroll, seed, sir_range, data_dir, interferers, noise, snr_range
+            tables, lists.enroll, seed, sir_range, data_dir, interferers, noise, snr_range, sources
         )
-    write_enroll_lists(data_dir, tables, lists)
     speakers = len(set(tables["utt2spk"].values()))
-    source = f"{map_format} list {from_map}" if from_map else f"seed {seed}"
-    lines = [f"{data_dir}: {len(lists.enroll)} rows, {speakers} speakers; enrollments from {source} "
-             "-> enroll.scp, utt2enroll, spk2enroll"]
+    if own:
+        lines = [f"{data_dir}: {len(lists.enroll)} rows, {speakers} speakers; its own enroll.scp"]
+    else:
+        write_enroll_lists(data_dir, tables, lists)
+        source = f"{map_format} list {from_map}" if from_map else f"seed {seed}"
+        lines = [f"{data_dir}: {len(lists.enroll)} rows, {speakers} speakers; enrollments from {source} "
+                 "-> enroll.scp, utt2enroll, spk2enroll"]
     lines += [f"note: {note}" for note in lists.notes]
     if posneg:
         lines.append(posneg_module.make_posneg(data_dir, tables, lists.enroll, seed, sir_range,
-                                               interferers, noise, snr_range))
+                                               interferers, noise, snr_range, sources))
     elif (data_dir / "enroll_posneg.tsv").is_file():
         with open(data_dir / "enroll_posneg.tsv", encoding="utf-8") as f:
             used = {fields[0]: fields[1] for fields in (line.rstrip("\n").split("\t") for line in f)}

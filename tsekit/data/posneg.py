@@ -33,6 +33,11 @@ shorter than the clip is tiled (repeated), not padded with silence, so the
 background never stops mid-clip; offsets are where the segment starts in the
 file. Multi-channel audio contributes channel 0.
 
+A conversation set and an absent-target set bring their own enroll.scp and have no clean targets to cut
+interferers from (a conversation row's spk1.scp is its speaker's track of the whole recording, mostly
+silence; an absent-target row has none): their clips take the interferers from the rows of another data
+dir, the test set they were built from (``sources``; ``tsekit enroll --posneg-sources``).
+
 Both clips are as long as the enrollment; a longer speech source is cut at a
 random offset, a shorter one is placed at a random offset in silence. An
 interferer is never the target speaker and, when the corpus has enough
@@ -176,9 +181,12 @@ def plan_posneg(
     interferers: int = 1,
     noise: Mapping[str, str] | None = None,
     snr_range: tuple[float, float] = DEFAULT_SNR_RANGE,
+    sources: Tables | None = None,
 ) -> dict[str, Plan]:
     """Choose interferers, negatives, SIRs (and noise file, SNR) of every row (seeded per row).
 
+    ``sources``: the rows whose clean targets (spk1.scp) the interferers and negatives are cut from (default:
+    ``tables`` itself); a set that has no usable targets of its own (module docstring) takes another's.
     Also checks the chosen noise files' headers (existence, sample rate), so
     that a caller running this first fails before writing anything.
     """
@@ -196,13 +204,18 @@ def plan_posneg(
         if not noise_list:
             raise TsekitError(f"{data_dir}: empty posneg noise list")
     noise_index = {_file_key(path): index for index, path in enumerate(noise_list)}
-    candidates = speaker_candidates(tables)
+    sources = tables if sources is None else sources
+    candidates = speaker_candidates(sources)
     speakers = sorted_keys(candidates)
-    uniq = utt2uniq_of(tables)
+    uniq = utt2uniq_of(sources)
     mixture_speakers: dict[str, set[str]] = {}
+    # the speakers of a mixture, known from every row that names it: an absent-target row's own speaker is not in
+    # its mixture, the rows of the set it was drawn from (the sources) say who is
+    for rows in (tables, sources):
+        for utt, mixture in rows["wav.scp"].items():
+            mixture_speakers.setdefault(mixture, set()).add(rows["utt2spk"][utt])
     mixture_noise: dict[str, set[str]] = {}
     for utt, mixture in tables["wav.scp"].items():
-        mixture_speakers.setdefault(mixture, set()).add(tables["utt2spk"][utt])
         if utt in tables.get("noise1.scp", {}):
             mixture_noise.setdefault(mixture, set()).add(_file_key(tables["noise1.scp"][utt]))
     plans = {}
@@ -291,9 +304,10 @@ def _load_source(entry: str, what: str, utt: str, rate: int, name: str = "") -> 
 
 
 def build_clips(
-    plan: Plan, tables: Tables, seed: int
+    plan: Plan, sources: Tables, seed: int
 ) -> tuple[np.ndarray, np.ndarray, int, dict[str, str]]:
-    """(positive, negative, sample rate, record) of one row; the record holds ``record_columns`` as text."""
+    """(positive, negative, sample rate, record) of one row, its interferers cut from the spk1.scp audio of
+    ``sources``; the record holds ``record_columns`` as text."""
     target, rate = load_audio(plan.enroll, f"enroll.scp: {plan.utt}")
     target = _mono(target)
     rng = row_rng(seed, "posneg-segment", plan.utt)
@@ -303,8 +317,8 @@ def build_clips(
     gains: dict[str, list[str]] = {"interferer": [], "negative": []}
     for row, negative_row, sir_db in zip(plan.interferers, plan.negatives, plan.sir_db, strict=True):
         # both segments of one interferer before the next one's: the first interferer draws as it always did
-        interferer_source = _load_source(tables["spk1.scp"][row], f"spk1.scp: {row}", plan.utt, rate)
-        negative_source = _load_source(tables["spk1.scp"][negative_row], f"spk1.scp: {negative_row}",
+        interferer_source = _load_source(sources["spk1.scp"][row], f"spk1.scp: {row}", plan.utt, rate)
+        negative_source = _load_source(sources["spk1.scp"][negative_row], f"spk1.scp: {negative_row}",
                                        plan.utt, rate)
         interferer, interferer_offset = segment(interferer_source, len(target), rng)
         negative_part, negative_offset = segment(negative_source, len(target), rng)
@@ -404,17 +418,20 @@ def make_posneg(
     interferers: int = 1,
     noise: Mapping[str, str] | None = None,
     snr_range: tuple[float, float] = DEFAULT_SNR_RANGE,
+    sources: Tables | None = None,
 ) -> str:
     """Write the positive/negative clips and lists of a data dir; returns a one-line summary.
 
     ``interferers`` speakers talk with the target in the positive; ``noise``
     (key -> audio, see :func:`noise_files`) adds noise to both clips at an
-    SNR drawn from ``snr_range``. See the module docstring for the rules.
+    SNR drawn from ``snr_range``; ``sources`` (default ``tables``) are the rows
+    the interferers come from. See the module docstring for the rules.
     """
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
-    plans = plan_posneg(tables, enroll, seed, sir_range, data_dir, interferers, noise, snr_range)
+    sources = tables if sources is None else sources
+    plans = plan_posneg(tables, enroll, seed, sir_range, data_dir, interferers, noise, snr_range, sources)
     progress_path = data_dir / POSNEG_DIR / "progress.tsv"
     done = _read_progress(progress_path)
     columns = record_columns(noise is not None)
@@ -430,7 +447,7 @@ def make_posneg(
         _drop_torn_tail(progress_path)
         with open(progress_path, "a", encoding="utf-8") as progress:
             for plan in tqdm(todo, desc="posneg enrollments", unit="row", disable=None, leave=False):
-                positive, negative, rate, record = build_clips(plan, tables, seed)
+                positive, negative, rate, record = build_clips(plan, sources, seed)
                 positive_path, negative_path = clip_paths(data_dir, plan.utt)
                 write_audio(positive_path, positive, rate)
                 write_audio(negative_path, negative, rate)

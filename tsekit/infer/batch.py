@@ -230,7 +230,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
         check_inputs(model, lengths, {data_dir / ENROLLMENT_FILES[k]: v for k, v in enrolls.items()},
                      None if refine is None else (Path(refine), refine_table), todo, rate)
         if chunk_seconds is None:
-            chunk_seconds = default_chunk_seconds(cfg)
+            chunk_seconds = default_chunk_seconds(cfg, model)
         output_level = output_level or cfg.infer.output_level
         previous_threads = set_threads(nj, job)
         started = time.perf_counter()

@@ -439,7 +439,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     check_enrollment_keys(model, enroll, _option)
     rate = cfg.data.sample_rate
     if chunk_seconds is None:
-        chunk_seconds = default_chunk_seconds(cfg)
+        chunk_seconds = default_chunk_seconds(cfg, model)
     with contextlib.ExitStack() as stack:
         mix = stack.enter_context(open_mono(mixture, "--mix", rate))
         enrollments = {k: load_mono(path, _option(k), rate) for k, path in enroll.items()}

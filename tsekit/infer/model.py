@@ -76,7 +76,7 @@ class LoadedModel:
         enrollments = {k: at_model_rate(v, k) for k, v in given.items()}
         check_enrollments(self.module, enrollments, self.sample_rate, {k: k for k in enrollments})
         if chunk_seconds is None:
-            chunk_seconds = default_chunk_seconds(self.config)
+            chunk_seconds = default_chunk_seconds(self.config, self.module)
         result = extract_waveform(self.module, mix, enrollments, self.sample_rate, chunk_seconds,
                                   output_level=output_level or self.config.infer.output_level,
                                   peak=self.config.infer.peak, with_text=with_text)

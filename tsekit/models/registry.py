@@ -40,6 +40,9 @@ class TSEModel(torch.nn.Module, abc.ABC):
     transcribes: ClassVar[bool] = False
     # the publication the system follows (title, authors, venue, link), for model cards
     paper: ClassVar[str] = ""
+    # the longest mixture (seconds) the system takes at once, None for any: inference cuts longer ones into chunks
+    # of at most this (tsekit.train.config.default_chunk_seconds); a system with a fixed input window sets it
+    longest_input_seconds: float | None = None
     # the outputs the training losses read, set by the trainer (None: all); a model may skip computing the others,
     # e.g. the pos/neg systems do not run their frozen extractor while distilling
     wanted_outputs: frozenset[str] | None = None

@@ -27,7 +27,8 @@ What the paper states (SEEDS.md, A) is followed; what it leaves open is chosen a
   2.2 times less on the few seconds of a TSE input and a training step 2.7 times less; LoRA trained on cropped
   inputs learns them (the trained TS-ASR WER is 75%). Crop is the default because only it trains within a CPU
   budget (the mini recipe); the published config (egs/libri2mix) pads, as Whisper expects. Either way a
-  mixture must leave room for some enrollment in 30 s (one-line error otherwise).
+  mixture must leave room for some enrollment in 30 s (one-line error otherwise); inference cuts a longer
+  recording into chunks that leave room for all of it (``longest_input_seconds``: 20 s beside 10 s).
 - **Batch padding**: an example's outputs do not depend on the others in its batch. With ``pad30`` every
   example is its own 30 s, Whisper's padding included, and nothing is masked: Whisper attended to that
   padding in all its training, and hiding it would be a new input to it. With ``crop`` the batch is padded to
@@ -215,6 +216,10 @@ class WhisperCFM(TSEModel):
         self.prompt = decoder_prompt(self.tokenizer)
         self.input_padding, self.speaker_injection, self.text_case = input_padding, speaker_injection, text_case
         self.max_enroll_samples = int(max_enroll_seconds * WHISPER_RATE) // FRAME_SAMPLES * FRAME_SAMPLES
+        # the longest mixture that leaves Whisper's input (30 s) room for all the enrollment it takes: inference
+        # chunks a longer recording (a conversation of minutes) to it, where a whole one would be refused
+        extra = 1 if speaker_injection == "prepend" else 0
+        self.longest_input_seconds = ((self.audio_ctx - extra) * FRAME_SAMPLES - self.max_enroll_samples) / WHISPER_RATE
         self.asr_weight, self.max_text_tokens = asr_weight, max_text_tokens
         self.sigma_min, self.condition_drop, self.time_schedule = sigma_min, condition_drop, time_schedule
         self.flow_steps, self.guidance, self.temperature, self.seed = flow_steps, guidance, temperature, seed

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import numpy as np
 
 from tsekit import TsekitError, __version__
-from tsekit.data.audio import entry_path, is_ark, is_pipe, load_audio, write_audio
+from tsekit.data.audio import audio_info, entry_path, is_ark, is_pipe, load_audio, write_audio
 from tsekit.data.datadir import atomic_dir
 from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_table, sorted_keys
@@ -45,6 +45,11 @@ ROW_METRICS = ("si_sdri", "si_sdr", "si_sdr_active", "interferer_suppression", "
 ROW_METRICS_SHOWN = 3
 # wav encodings browsers play as they are (and FLAC); anything else (ark, pipe, other formats) becomes 16-bit wav
 PLAYABLE_WAV = {"PCM_16", "PCM_24", "PCM_U8", "FLOAT"}
+# a longer row (a conversation of minutes) is shown as an excerpt this long, where its target speaks most
+# (excerpt_window): a page of a dozen ten-minute recordings times every system would weigh gigabytes, and its
+# spectrograms, 320 pixels wide, would show nothing
+EXCERPT_SECONDS = 30.0
+EXCERPT_STEP_SECONDS = 0.5  # where an excerpt may start
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 150em; }
@@ -79,10 +84,39 @@ def _number(value: float, metric: str) -> str:
     return "–" if value is None or math.isnan(value) else f"{display_scale(metric) * value:.2f}"
 
 
-def _publish_audio(entry: str, what: str, dest: Path, link: bool) -> tuple[np.ndarray, int, Path]:
-    """Read one scp entry and put a playable copy (or a link to it) at ``dest`` (suffix chosen here)."""
+def excerpt_window(reference: np.ndarray | None, length: int, rate: int,
+                   seconds: float = EXCERPT_SECONDS) -> tuple[int, int] | None:
+    """(start, stop) in samples of the part of a row of ``length`` samples the page plays, or None for all of it.
+
+    A row up to ``seconds`` long is shown whole. A longer one: the ``seconds`` in which ``reference`` (the
+    target's own track, spk1.scp; for a conversation row, silent where she does not speak) has the most energy,
+    starting on a multiple of ``EXCERPT_STEP_SECONDS`` (the earliest of equals), so the excerpt holds as much of
+    her speech as any; without a reference (an absent-target row) the first ``seconds``.
+    """
+    size = int(round(seconds * rate))
+    if length <= size:
+        return None
+    if reference is None:
+        return 0, size
+    energy = np.concatenate([[0.0], np.cumsum(np.square(reference[:length], dtype=np.float64))])
+    energy = np.pad(energy, (0, length + 1 - len(energy)), mode="edge")  # a reference shorter than the row
+    starts = np.arange(0, length - size + 1, max(1, int(round(EXCERPT_STEP_SECONDS * rate))))
+    start = int(starts[np.argmax(energy[starts + size] - energy[starts])])
+    return start, start + size
+
+
+def _publish_audio(entry: str, what: str, dest: Path, link: bool,
+                   window: tuple[int, int] | None = None) -> tuple[np.ndarray, int, Path]:
+    """Read one scp entry and put a playable copy (or a link to it) at ``dest`` (suffix chosen here); with
+    ``window`` (start, stop), only those samples, written anew."""
     import soundfile as sf
 
+    if window is not None:
+        start, stop = window
+        samples, rate = load_audio(entry, what, start=start, frames=stop - start)
+        dest = dest.with_suffix(".wav")
+        write_audio(dest, samples, rate)
+        return samples, rate, dest
     samples, rate = load_audio(entry, what)
     source = None if is_pipe(entry) or is_ark(entry.strip()) else entry_path(entry.strip())
     if source is not None:
@@ -97,6 +131,20 @@ def _publish_audio(entry: str, what: str, dest: Path, link: bool) -> tuple[np.nd
     dest = dest.with_suffix(".wav")
     write_audio(dest, samples, rate)
     return samples, rate, dest
+
+
+def _row_window(data: dict[str, dict[str, str]], data_dir: Path, utt: str) -> tuple[tuple[int, int] | None, str]:
+    """(``excerpt_window`` of a row's signals, the page's note on it)."""
+    rate, length = audio_info(data["wav.scp"][utt], f"{data_dir / 'wav.scp'}: {utt}")
+    reference = None
+    if length > EXCERPT_SECONDS * rate and utt in data.get("spk1.scp", {}):  # read only when it is needed
+        reference, _ = load_audio(data["spk1.scp"][utt], f"{data_dir / 'spk1.scp'}: {utt}")
+    window = excerpt_window(reference, length, rate)
+    if window is None:
+        return None, ""
+    start, stop = window
+    where = "where the reference is loudest" if reference is not None else "its start: no reference"
+    return window, f"excerpt {start / rate:.1f}-{stop / rate:.1f} s of {length / rate:.1f} s ({where})"
 
 
 def _direction(metric: str) -> str:
@@ -195,9 +243,15 @@ def _utterance_html(out: Path, utt: str, data: dict[str, dict[str, str]], data_d
         signals += [("reference", "reference (ground truth)", data["spk1.scp"][utt], data_dir / "spk1.scp")]
     (out / "audio" / utt).mkdir(parents=True)
     (out / "img" / utt).mkdir(parents=True)
+    window, excerpt = _row_window(data, data_dir, utt)
     loaded, audio_paths = [], []
     for name, _, entry, scp in signals:
-        samples, rate, path = _publish_audio(entry, f"{scp}: {utt}", out / "audio" / utt / name, link)
+        what = f"{scp}: {utt}"
+        part = window
+        if name in ENROLLMENT_FILES:  # not of the row's length: a long one plays its first seconds
+            enroll_rate, enroll_length = audio_info(entry, what)
+            part = excerpt_window(None, enroll_length, enroll_rate)
+        samples, rate, path = _publish_audio(entry, what, out / "audio" / utt / name, link, part)
         loaded.append((samples, rate))
         audio_paths.append(path.relative_to(out).as_posix())
     image_paths = [f"img/{utt}/{name}.png" for name, *_ in signals]
@@ -210,7 +264,8 @@ def _utterance_html(out: Path, utt: str, data: dict[str, dict[str, str]], data_d
     speaker = f"speaker {_e(data['utt2spk'][utt])}" if utt in data.get("utt2spk", {}) else ""
     transcript = data.get("text", {}).get(utt)
     text = f"<div class='transcript'>“{_e(transcript)}”</div>" if transcript else ""
-    return f"<div class='utt' id='{_e(utt)}'><h3>{_e(utt)}</h3><div class='note'>{speaker}</div>{text}" \
+    note = "; ".join(x for x in (speaker, _e(excerpt)) if x)
+    return f"<div class='utt' id='{_e(utt)}'><h3>{_e(utt)}</h3><div class='note'>{note}</div>{text}" \
            f"<div class='signals'>{cells}</div></div>"
 
 

@@ -246,11 +246,15 @@ def checked_model_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
 CHUNK_FACTOR = 4  # default inference chunk = 4 x the training chunk (data.chunk_seconds)
 
 
-def default_chunk_seconds(cfg: ExperimentConfig) -> float | None:
-    """Inference chunk length: CHUNK_FACTOR x the training chunk; None (whole input) without one."""
-    if cfg.data.chunk_seconds is None:
-        return None
-    return CHUNK_FACTOR * cfg.data.chunk_seconds
+def default_chunk_seconds(cfg: ExperimentConfig, model: object = None) -> float | None:
+    """Inference chunk length: CHUNK_FACTOR x the training chunk; None (whole input) without one. Never longer
+    than the longest input the loaded ``model`` takes at once (its ``longest_input_seconds``, e.g. whisper_cfm's
+    share of Whisper's 30 s), so a system trained on whole utterances still takes a recording of any length."""
+    chunk = None if cfg.data.chunk_seconds is None else CHUNK_FACTOR * cfg.data.chunk_seconds
+    longest = getattr(model, "longest_input_seconds", None)
+    if longest is not None and (chunk is None or chunk > longest):
+        return longest
+    return chunk
 
 
 def default_output_level(cfg: ExperimentConfig) -> str:

@@ -121,7 +121,7 @@ def export_model(exp_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpo
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         cfg.model.params = _absolute_paths(_frozen_codecs(cfg.model.params, tmp, copied, sources))
-        chunk = default_chunk_seconds(cfg)
+        chunk = default_chunk_seconds(cfg, model)
         inference = [f"{cfg.data.sample_rate} Hz mono audio, mixture and enrollment "
                      "(`tsekit.load_model` resamples other rates both ways; `tsekit extract` asks for this rate)",
                      f"chunks of {chunk:g} s with 1 s of overlap, blended" if chunk else "whole inputs, no chunks",
