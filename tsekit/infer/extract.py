@@ -69,6 +69,7 @@ from tsekit.train.experiment import find_checkpoint, load_experiment
 
 if TYPE_CHECKING:
     from tsekit.data.audio import AudioBlocks
+    from tsekit.infer.presence import BlockSource, Presence
     from tsekit.models.registry import TSEModel
 
 CHUNK_BATCH = 8  # chunks run through the model together
@@ -292,7 +293,7 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
                     peak: float = 0.9, refine: AudioBlocks | None = None, refine_passes: int = 1,
                     refine_start: float = 1.0, transcript: Path | None = None,
                     progress: AudioProgress | None = None,
-                    presence: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
+                    presence: Callable[[BlockSource, BlockSource], Presence] | None = None) -> None:
     """Extract a recording of any length from ``mixture`` (an open ``AudioBlocks``, mono at the model's rate)
     into ``out`` (16-bit PCM in the format its suffix names, atomic), in bounded memory (module docstring).
 
@@ -301,8 +302,9 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
     transcripts are written to (atomically), before ``out`` is, so an ``out`` that exists has its transcript.
     ``progress`` advances by the seconds of audio done. The model runs on its parameters' device.
     ``presence`` (``--segments``: ``tsekit.infer.presence.PresenceGate`` with its other arguments bound): the
-    leveled output and the mixture -> the output to write; its decision looks at the whole recording, so with it
-    the leveled output and the mixture are held whole (float32) in the second pass.
+    leveled output and the mixture, each as a ``BlockSource`` (a pass over the temporary file, a new read of the
+    mixture) -> the decision whose ``gate`` silences the output block by block as it is written: with it, the
+    temporary file is read twice and the mixture once more, and memory stays bounded.
     """
     from tsekit.data.audio import audio_writer
 
@@ -330,16 +332,28 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
             with atomic_open(transcript) as f:
                 f.write(join_transcripts(texts) + "\n")
         gain = stats.gain()
-        with open(unscaled, "rb") as f, audio_writer(out, rate) as write:
-            if presence is None:
-                while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
-                    write(apply_gain(block, gain))
-            else:
-                from tsekit.data.audio import load_audio
 
-                write(presence(apply_gain(np.fromfile(f, dtype=np.float64), gain), load_audio(mixture.entry)[0]))
+        def leveled() -> Iterator[np.ndarray]:
+            with open(unscaled, "rb") as f:
+                while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
+                    yield apply_gain(block, gain)
+
+        decision = None if presence is None else presence(leveled, functools.partial(_reread, mixture))
+        with audio_writer(out, rate) as write:
+            offset = 0
+            for block in leveled():
+                write(block if decision is None else decision.gate(block, offset))
+                offset += len(block)
     finally:
         unscaled.unlink(missing_ok=True)
+
+
+def _reread(blocks: AudioBlocks) -> Iterator[np.ndarray]:
+    """A new pass over the audio of ``blocks``, in blocks of the same size."""
+    from tsekit.data.audio import AudioBlocks
+
+    with AudioBlocks(blocks.entry, block=blocks.block) as again:
+        yield from again
 
 
 def _check_mono(entry: str, what: str, file_rate: int, channels: int, rate: int) -> None:
