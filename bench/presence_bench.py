@@ -1,7 +1,8 @@
 """The target-presence decision (tsekit.infer.presence) against the truth of who speaks when: frame accuracy.
 
     .venv/bin/python bench/presence_bench.py synth CORPUS DATA [--seed 0]
-    .venv/bin/python bench/presence_bench.py measure --model MODEL --data DATA --decode DECODE
+    .venv/bin/python bench/presence_bench.py measure --model MODEL --data DATA --decode DECODE \
+        [--windows 0.6,1.0,1.6] [--speaker-windows 1.0,1.6] [--hop 0.2]
     .venv/bin/python bench/presence_bench.py cost --model MODEL --mix MIX --enroll ENROLL
 
 ``synth`` builds a conversation data dir (the layout of issue 30's conversation sets: a row per recording and
@@ -13,13 +14,20 @@ one ends with probability 0.3 (overlap). The truth of a turn is the utterance wi
 trailing digital silence (the mini corpus pads its TTS so). Beside it, DATA_absent holds the same recordings,
 each enrolled with the speakers of the next recording: targets that never speak in them.
 
-``measure`` extracts every row with MODEL into DECODE (``tsekit infer``; rows already there are kept), finds the
-speech segments of each recording once (Silero VAD), scores every segment of every row by both methods (energy
-ratio in dB, speaker similarity), and prints, for a range of thresholds of each, the frame accuracy (10 ms frames
-where the decision agrees with the RTTM: the target speaks and its segment is kept, or it does not and the frame
-is silenced), the recall (target frames kept) and the rejection (frames without the target silenced), pooled over
-the rows; beside them two references: keeping every speech segment (the VAD alone) and the per-segment oracle
-(a segment kept when the target speaks in most of it: the best any per-segment decision can do).
+``measure`` extracts every row with MODEL into DECODE (``tsekit infer``; rows already there are kept), and prints,
+pooled over the rows, the frame accuracy (10 ms frames where the decision agrees with the RTTM: the target speaks
+and its frame is kept, or it does not and the frame is silenced), the target frames kept and the frames without
+the target silenced, of:
+
+* two references: keeping all the VAD's speech, and two oracles: per VAD segment (a segment kept when the target
+  speaks in most of it: the best a decision per segment can do) and per frame of ``--hop`` (a frame kept when the
+  target speaks in most of it, cut to the speech: the best ``tsekit.infer.presence``'s frames can do);
+* the decision per VAD segment that tsekit made before (energy ratio in dB, speaker similarity of the whole
+  segment) over a range of thresholds;
+* ``tsekit.infer.presence``'s decision per frame of ``--hop`` seconds, for each window of ``--windows`` (energy)
+  and ``--speaker-windows`` (speaker; each costs a Resemblyzer embedding per speech frame), each threshold, and
+  each (``min_gap``, ``min_keep``) of ``SMOOTHING``: the frame scores come from ``PresenceGate.decide``, the
+  thresholds and smoothing are then applied to them as ``decide`` does (``decide_frames``, ``kept_stretches``).
 
 ``cost`` times, in this process, ``tsekit extract`` of MIX without ``--segments``, the Silero VAD over MIX (the
 model's loading apart), and the whole presence decision of each method (VAD, scores, gating, RTTM: the first time,
@@ -247,11 +255,11 @@ def cost(model: str, mix: str, enroll: str) -> None:
         for method in ("energy", "speaker"):
             started = time.perf_counter()
             gate = PresenceGate(PresenceSettings(method=method))
-            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out")
+            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out").gate(output)
             cold = time.perf_counter() - started
             # again with the models loaded and warm, as for every row after the first of `tsekit infer`
             started = time.perf_counter()
-            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out")
+            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out").gate(output)
             warm = time.perf_counter() - started
             print(f"presence by {method} (VAD, scores, gating, RTTM): first {cold:.3f} s, loading included "
                   f"({cold / extraction:.1%} of the extraction), then {warm:.3f} s ({warm / extraction:.1%})")

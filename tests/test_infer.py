@@ -712,7 +712,8 @@ def test_memory_with_segments_stays_bounded_whatever_the_length(tmp_path, monkey
             peaks[minutes] = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peaks[4] < 1.2 * peaks[1] and peaks[4] < mixtures[4].nbytes / 5, (peaks, mixtures[4].nbytes)
+    # what holding the signal would show: growth with the length, and more than half of it (float32) at 4 minutes
+    assert peaks[4] < 1.2 * peaks[1] and peaks[4] < mixtures[4].nbytes / 2, (peaks, mixtures[4].nbytes)
     assert (tmp_path / "4.rttm").is_file()  # (noise is no speech to the VAD: the decision silenced it all)
 
 

@@ -29,7 +29,10 @@ refine) forward in blocks of ``BLOCK_FRAMES`` samples
 unscaled, as float64, to a temporary file beside the output while it
 accumulates the output level's statistics (``tsekit.infer.level.LevelStats``);
 a second pass scales that file block by block into the 16-bit output
-(``audio_writer``: a temporary renamed at the end). Memory is one batch of
+(``audio_writer``: a temporary renamed at the end). With a presence decision
+(``--segments``), the decision reads that file and the mixture once more in
+blocks before it (``tsekit.infer.presence``), and the second pass silences
+where the target is absent as it writes. Memory is one batch of
 chunks, whatever the recording's length; the chunks, their batches and the
 blending are those of ``extract_waveform`` (arrays in memory, for
 ``tsekit.load_model``), so the samples are the same, and the file is the same
@@ -419,8 +422,9 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
                  refine_start: float = 1.0, model_params: dict | None = None,
-                 segments: str | os.PathLike | None = None, presence: str = "speaker",
-                 presence_threshold: float | None = None) -> tuple[Path, Path | None]:
+                 segments: str | os.PathLike | None = None, presence: str = "energy",
+                 presence_threshold: float | None = None,
+                 presence_window: float | None = None) -> tuple[Path, Path | None]:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit PCM, atomic, in the format
     its suffix names: .wav, .flac, ...; any other suffix is refused before the model loads).
 
@@ -436,8 +440,8 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
 
     ``segments``: an RTTM file to write where the target speaks, the output silenced elsewhere
-    (``tsekit.infer.presence``, decided by ``presence``: energy or speaker, above ``presence_threshold``, None for the
-    method's default); the recording id is ``out``'s stem.
+    (``tsekit.infer.presence``, decided by ``presence``: energy or speaker, above ``presence_threshold`` over windows
+    of ``presence_window`` seconds, None for the method's defaults); the recording id is ``out``'s stem.
     """
     from tsekit.data.audio import audio_format
 
@@ -446,7 +450,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     if segments is not None:  # a missing VAD file is refused before the work too
         from tsekit.infer.presence import PresenceGate, PresenceSettings, target_enrollment
 
-        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold, presence_window))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
