@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/presence_bench.py synth CORPUS DATA [--seed 0]
     .venv/bin/python bench/presence_bench.py measure --model MODEL --data DATA --decode DECODE \
-        [--windows 0.6,1.0,1.6] [--speaker-windows 1.0,1.6] [--hop 0.2]
+        [--windows 0.6,1.0,1.8] [--speaker-windows 1.8] [--hop 0.2]
     .venv/bin/python bench/presence_bench.py cost --model MODEL --mix MIX --enroll ENROLL
 
 ``synth`` builds a conversation data dir (the layout of issue 30's conversation sets: a row per recording and
@@ -276,8 +276,8 @@ def main() -> None:
     run.add_argument("--model", required=True)
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--decode", type=Path, required=True)
-    run.add_argument("--windows", default="1.0,1.6,2.4", help="energy windows (s), comma-separated")
-    run.add_argument("--speaker-windows", default="1.6", help="speaker windows (s), comma-separated")
+    run.add_argument("--windows", default="0.6,1.0,1.8", help="energy windows (s), comma-separated")
+    run.add_argument("--speaker-windows", default="1.8", help="speaker windows (s), comma-separated")
     run.add_argument("--hop", type=float, default=0.2)
     timing = commands.add_parser("cost", help="the VAD's and the presence decision's time against extraction's")
     timing.add_argument("--model", required=True)

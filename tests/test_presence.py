@@ -52,7 +52,7 @@ def test_rttm_lines_and_bad_names(tmp_path):
     with pytest.raises(TsekitError, match=r"^presence method 'loudness': expected one of energy, speaker$"):
         PresenceSettings(method="loudness")
     assert (PresenceSettings().method, PresenceSettings().threshold, PresenceSettings().window) == ("energy", -6.0, 1.0)
-    assert (PresenceSettings("speaker").threshold, PresenceSettings("speaker").window) == (0.6, 1.6)
+    assert (PresenceSettings("speaker").threshold, PresenceSettings("speaker").window) == (0.6, 1.8)
     assert PresenceSettings("energy").threshold == -6.0 and PresenceSettings("energy", -3.0).threshold == -3.0
     with pytest.raises(TsekitError, match=r"^presence window 1 s and hop 2 s: expected 0 < hop <= window$"):
         PresenceSettings(window=1, hop=2)

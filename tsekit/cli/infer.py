@@ -45,7 +45,7 @@ def _common(command):
                           "(speaker; default 0.6)."),
         click.option("--presence-window", type=click.FloatRange(min=0.2), default=None,
                      help="With --segments: seconds of the window each frame is scored over (default: 1 for "
-                          "energy, 1.6 for speaker)."),
+                          "energy, 1.8 for speaker; rounded to an odd number of 0.2 s frames)."),
         click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                      help="Replace a model parameter for this run (repeatable; VALUE is YAML), e.g. a generative "
                           "system's decoding settings: --param temperature=0.5 --param flow_steps=20."),

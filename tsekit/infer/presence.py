@@ -6,12 +6,12 @@ Segments: the Silero VAD (``tsekit.pretrained.vad``, its default hysteresis) on 
 speaks, so the target does not either and the output is silenced there too.
 
 Frames and windows: the recording is cut into frames of ``hop`` seconds (0.2 s); every frame that touches a speech
-segment gets a score computed over a window of ``window`` seconds centred on it (``DEFAULT_WINDOWS``: 1 s for
-``energy``, 1.6 s for ``speaker``; in whole frames: the frame and as many on either side, clipped at the ends of
-the recording). A VAD segment of a conversation holds several
-speakers taking turns (its gaps of a few hundred ms do not split it), so the decision is made per frame rather
-than per segment: on the mini recipe's conversation set a decision per segment could at best keep 11% of the
-target's speech at 0.74 frame accuracy (docs/RESULTS.md).
+segment gets a score computed over a window of ``window`` seconds centred on it, in whole frames: the frame and
+as many on either side, the odd number of frames nearest ``window`` (``DEFAULT_WINDOWS``: 1 s, 5 frames, for
+``energy``; 1.8 s, 9 frames, for ``speaker``), clipped at the ends of the recording. A VAD segment of a
+conversation holds several speakers taking turns (its gaps of a few hundred ms do not split it), so the decision
+is made per frame rather than per segment: on the mini recipe's conversation set a decision per segment could at
+best keep 11% of the target's speech at 0.74 frame accuracy (docs/RESULTS.md).
 
 Scores (``PresenceSettings.method``):
 
@@ -21,8 +21,8 @@ Scores (``PresenceSettings.method``):
   assumes the output is at the mixture's level, as ``mixture_fit`` (the default output level of SI-SDR-trained
   systems) leaves it; with ``peak`` or ``none`` the threshold moves with the output's gain.
 * ``speaker``: the cosine similarity of the output's window to the enrollment, both embedded by resemblyzer
-  (``tsekit.pretrained.speaker``, as scoring uses it). It does not depend on the output's level; 1.6 s is one of
-  resemblyzer's partials.
+  (``tsekit.pretrained.speaker``, as scoring uses it). It does not depend on the output's level; 1.8 s holds one
+  of resemblyzer's 1.6 s partials.
 
 The decision: a frame is present when it touches speech and its score is above ``threshold``; then absences
 shorter than ``min_gap`` (0.4 s) between two present stretches are filled (a pause inside the target's turn, a
@@ -32,11 +32,11 @@ the target keeps its frame, so a kept stretch may reach up to half a window into
 
 Defaults, measured with ``bench/presence_bench.py`` and the mini Z-SpEx (docs/RESULTS.md): ``energy`` over 1 s
 above -6 dB. On the mini recipe's conversation set it had frame accuracy 0.78 keeping 90% of the target's frames
-(per VAD segment: 0.52 keeping 67%), against 0.75 keeping 81% for ``speaker`` over 1.6 s above 0.6; on the
+(per VAD segment: 0.52 keeping 67%), against 0.75 keeping 81% for ``speaker`` over 1.8 s above 0.6; on the
 bench's synthetic set 0.87 keeping 97% (per segment 0.83 keeping 99.7%), against 0.88 keeping 83%; ``speaker``
 silenced a little more of absent targets' speech (0.84 against 0.81) at several times the cost (a Resemblyzer
 embedding per speech frame). Shorter speaker windows (1 s) lost the target's frames on the synthetic set, longer
-energy windows (1.6-2.4 s) reached further into the neighbours' turns; -5 dB was a little more accurate (0.81 and
+energy windows (1.8-2.6 s) reached further into the neighbours' turns; -5 dB was a little more accurate (0.81 and
 0.89) but kept less of the target (84% and 96%): silencing the target is worse than leaving an interferer the
 extractor already lowered. The gap filling and minimum length changed the accuracy by under 0.01.
 
@@ -72,7 +72,7 @@ from tsekit.pretrained.vad import SileroVad, VadSettings, blocks_of
 METHODS = ("energy", "speaker")
 # a frame holds the target when its window's score is above: dB of output over mixture; cosine to the enrollment
 DEFAULT_THRESHOLDS = {"energy": -6.0, "speaker": 0.6}
-DEFAULT_WINDOWS = {"energy": 1.0, "speaker": 1.6}  # seconds
+DEFAULT_WINDOWS = {"energy": 1.0, "speaker": 1.8}  # seconds
 SPEAKER = "target"  # the RTTM's speaker name for the extracted target
 
 BlockSource = Callable[[], Iterable[np.ndarray]]  # starts a pass over a signal, as consecutive mono blocks
