@@ -1,7 +1,8 @@
 """The target-presence decision (tsekit.infer.presence) against the truth of who speaks when: frame accuracy.
 
     .venv/bin/python bench/presence_bench.py synth CORPUS DATA [--seed 0]
-    .venv/bin/python bench/presence_bench.py measure --model MODEL --data DATA --decode DECODE
+    .venv/bin/python bench/presence_bench.py measure --model MODEL --data DATA --decode DECODE \
+        [--windows 0.6,1.0,1.8] [--speaker-windows 1.8] [--hop 0.2]
     .venv/bin/python bench/presence_bench.py cost --model MODEL --mix MIX --enroll ENROLL
 
 ``synth`` builds a conversation data dir (the layout of issue 30's conversation sets: a row per recording and
@@ -13,13 +14,20 @@ one ends with probability 0.3 (overlap). The truth of a turn is the utterance wi
 trailing digital silence (the mini corpus pads its TTS so). Beside it, DATA_absent holds the same recordings,
 each enrolled with the speakers of the next recording: targets that never speak in them.
 
-``measure`` extracts every row with MODEL into DECODE (``tsekit infer``; rows already there are kept), finds the
-speech segments of each recording once (Silero VAD), scores every segment of every row by both methods (energy
-ratio in dB, speaker similarity), and prints, for a range of thresholds of each, the frame accuracy (10 ms frames
-where the decision agrees with the RTTM: the target speaks and its segment is kept, or it does not and the frame
-is silenced), the recall (target frames kept) and the rejection (frames without the target silenced), pooled over
-the rows; beside them two references: keeping every speech segment (the VAD alone) and the per-segment oracle
-(a segment kept when the target speaks in most of it: the best any per-segment decision can do).
+``measure`` extracts every row with MODEL into DECODE (``tsekit infer``; rows already there are kept), and prints,
+pooled over the rows, the frame accuracy (10 ms frames where the decision agrees with the RTTM: the target speaks
+and its frame is kept, or it does not and the frame is silenced), the target frames kept and the frames without
+the target silenced, of:
+
+* two references: keeping all the VAD's speech, and two oracles: per VAD segment (a segment kept when the target
+  speaks in most of it: the best a decision per segment can do) and per frame of ``--hop`` (a frame kept when the
+  target speaks in most of it, cut to the speech: the best ``tsekit.infer.presence``'s frames can do);
+* the decision per VAD segment that tsekit made before (energy ratio in dB, speaker similarity of the whole
+  segment) over a range of thresholds;
+* ``tsekit.infer.presence``'s decision per frame of ``--hop`` seconds, for each window of ``--windows`` (energy)
+  and ``--speaker-windows`` (speaker; each costs a Resemblyzer embedding per speech frame), each threshold, and
+  each (``min_gap``, ``min_keep``) of ``SMOOTHING``: the frame scores come from ``PresenceGate.decide``, the
+  thresholds and smoothing are then applied to them as ``decide`` does (``decide_frames``, ``kept_stretches``).
 
 ``cost`` times, in this process, ``tsekit extract`` of MIX without ``--segments``, the Silero VAD over MIX (the
 model's loading apart), and the whole presence decision of each method (VAD, scores, gating, RTTM: the first time,
@@ -38,6 +46,7 @@ import numpy as np
 FRAME = 0.01  # seconds
 ENERGY_THRESHOLDS = (-15.0, -12.0, -10.0, -8.0, -7.0, -6.0, -5.0, -4.0, -3.0)
 SIMILARITY_THRESHOLDS = (0.5, 0.55, 0.6, 0.62, 0.65, 0.7, 0.75)
+SMOOTHING = ((0.0, 0.0), (0.4, 0.4), (0.6, 0.6), (1.0, 0.6))  # (min_gap, min_keep) in seconds
 PAD = 0.1  # seconds of digital silence at each end of a mini corpus utterance
 
 
@@ -134,57 +143,87 @@ def mask(spans: list[tuple[float, float]], count: int) -> np.ndarray:
     return active
 
 
-def measure(model: str, data: Path, decode: Path) -> None:
+def energy_ratio(output: np.ndarray, mixture: np.ndarray) -> float:
+    """10 log10(output energy / mixture energy) in dB over a whole segment (the decision per segment)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(10 * np.log10(np.sum(np.square(output, dtype=np.float64))
+                                   / np.sum(np.square(mixture, dtype=np.float64))))
+
+
+def measure(model: str, data: Path, decode: Path, windows: list[float], hop: float,
+            speaker_windows: list[float]) -> None:
     from tsekit.data.audio import load_audio
     from tsekit.data.table import read_table, sorted_keys
     from tsekit.infer.batch import infer_data_dir
-    from tsekit.infer.presence import PresenceGate, PresenceSettings, energy_ratio
+    from tsekit.infer.presence import PresenceGate, PresenceSettings, decide_frames, kept_stretches, speech_frames
 
     if not (decode / "wav.scp").is_file():
         print(infer_data_dir(model, data, decode))
     mixtures, enrolls = read_table(data / "wav.scp"), read_table(data / "enroll.scp")
     utt2spk, utt2reco = read_table(data / "utt2spk"), read_table(data / "utt2reco")
     truth = read_rttm(data / "rttm")
-    gate = PresenceGate(PresenceSettings(method="speaker"))
-    segments: dict[str, list[tuple[int, int]]] = {}
-    pooled: dict[str, list[np.ndarray]] = {"truth": [], "vad": [], "oracle": []}
-    scored = []  # per row: (truth mask, segment masks, energy scores, similarity scores)
+    gates = {(method, window): PresenceGate(PresenceSettings(method=method, window=window, hop=hop))
+             for method, sizes in (("energy", windows), ("speaker", speaker_windows)) for window in sizes}
+    first = next(iter(gates.values()))
+    rows = []  # per row: truth, VAD segments, rate, count, per-segment scores, {(method, window): frame scores}
     for utt in sorted_keys(mixtures):
         mixture, rate = load_audio(mixtures[utt])
         output, _ = load_audio(str(decode / "wav" / f"{utt}.wav"))
         enrollment, _ = load_audio(enrolls[utt])
-        rec = utt2reco[utt]
-        if rec not in segments:
-            segments[rec] = gate.segments(mixture, rate)
         count = math.ceil(len(mixture) / rate / FRAME)
-        target = mask(truth.get((rec, utt2spk[utt]), []), count)
-        spans = [mask([(s / rate, e / rate)], count) for s, e in segments[rec]]
-        energies = [energy_ratio(output[s:e], mixture[s:e]) for s, e in segments[rec]]
-        similarities = gate.decide(output, mixture, enrollment, rate, segments[rec]).scores
-        pooled["truth"].append(target)
-        pooled["vad"].append(np.any(spans, axis=0) if spans else np.zeros(count, dtype=bool))
-        pooled["oracle"].append(np.any([span for span in spans if target[span].mean() > 0.5] or
-                                       [np.zeros(count, dtype=bool)], axis=0))
-        scored.append((spans, energies, similarities, count))
-        print(f"{utt}: {len(spans)} segments, energy dB {np.round(energies, 1).tolist()}, "
-              f"similarity {np.round(similarities, 2).tolist()}")
-    target = np.concatenate(pooled["truth"])
+        target = mask(truth.get((utt2reco[utt], utt2spk[utt]), []), count)
+        frames = {key: gate.decide(output, mixture, enrollment, rate) for key, gate in gates.items()}
+        segments = next(iter(frames.values())).segments
+        reference = first.encoder.embed(enrollment, rate)
+        per_segment = {"energy": [energy_ratio(output[s:e], mixture[s:e]) for s, e in segments],
+                       "speaker": [float(np.dot(first.encoder.embed(output[s:e], rate), reference))
+                                   for s, e in segments]}
+        rows.append((target, segments, rate, count, per_segment, frames))
+        print(f"{utt}: {len(segments)} VAD segments", flush=True)
+    target = np.concatenate([row[0] for row in rows])
+
+    def as_frames(kept: list[tuple[int, int]], rate: int, count: int) -> np.ndarray:
+        return mask([(s / rate, e / rate) for s, e in kept], count)
 
     def report(name: str, kept: np.ndarray) -> None:
         recall = f"{kept[target].mean():.3f}" if target.any() else "-"  # a set of absent targets has none
-        print(f"{name:28s} accuracy {np.mean(kept == target):.3f}  recall {recall}  "
-              f"rejection {(~kept[~target]).mean():.3f}")
+        print(f"{name:44s} accuracy {np.mean(kept == target):.3f}  kept {recall}  "
+              f"silenced {(~kept[~target]).mean():.3f}")
 
-    print(f"{len(scored)} rows, {len(segments)} recordings, {len(target) * FRAME:.0f} s of rows, target active "
-          f"{target.mean():.2f} of it")
-    report("VAD only (keep all speech)", np.concatenate(pooled["vad"]))
-    report("per-segment oracle", np.concatenate(pooled["oracle"]))
-    for method, column, thresholds in (("energy", 1, ENERGY_THRESHOLDS), ("speaker", 2, SIMILARITY_THRESHOLDS)):
+    print(f"{len(rows)} rows, {len(target) * FRAME:.0f} s of rows, target active {target.mean():.2f} of it")
+    report("VAD only (keep all speech)", np.concatenate([as_frames(r[1], r[2], r[3]) for r in rows]))
+    report("per-segment oracle", np.concatenate([
+        as_frames([(s, e) for s, e in r[1] if r[0][round(s / r[2] / FRAME) : round(e / r[2] / FRAME)].mean() > 0.5],
+                  r[2], r[3]) for r in rows]))
+    hop_frames = round(hop / FRAME)
+
+    def oracle(row: tuple) -> np.ndarray:
+        target, segments, rate, count = row[:4]
+        scores = next(iter(row[5].values())).scores
+        hop_samples = next(iter(row[5].values())).hop
+        wanted = np.array([target[k * hop_frames : (k + 1) * hop_frames].mean() > 0.5 if k * hop_frames < count
+                           else False for k in range(len(scores))])
+        speech = speech_frames(segments, hop_samples, len(scores))
+        return as_frames(kept_stretches(wanted & speech, hop_samples, segments), rate, count)
+
+    report(f"window oracle ({hop:g} s frames)", np.concatenate([oracle(r) for r in rows]))
+    for method, thresholds in (("energy", ENERGY_THRESHOLDS), ("speaker", SIMILARITY_THRESHOLDS)):
         for threshold in thresholds:
-            kept = np.concatenate([np.any([span for span, score in zip(row[0], row[column], strict=True)
-                                           if score > threshold] or [np.zeros(row[3], dtype=bool)], axis=0)
-                                   for row in scored])
-            report(f"{method} > {threshold:g}", kept)
+            report(f"per segment: {method} > {threshold:g}", np.concatenate([
+                as_frames([seg for seg, score in zip(r[1], r[4][method], strict=True) if score > threshold],
+                          r[2], r[3]) for r in rows]))
+    for method, window in gates:
+        for threshold in ENERGY_THRESHOLDS if method == "energy" else SIMILARITY_THRESHOLDS:
+            for min_gap, min_keep in SMOOTHING:
+                kept = []
+                for r in rows:
+                    presence = r[5][(method, window)]
+                    speech = speech_frames(presence.segments, presence.hop, len(presence.scores))
+                    present = decide_frames(presence.scores, speech, threshold, round(min_gap / hop),
+                                            round(min_keep / hop))
+                    kept.append(as_frames(kept_stretches(present, presence.hop, presence.segments), r[2], r[3]))
+                report(f"{method} {window:g} s > {threshold:g}, gap {min_gap:g} keep {min_keep:g}",
+                       np.concatenate(kept))
 
 
 def cost(model: str, mix: str, enroll: str) -> None:
@@ -216,11 +255,11 @@ def cost(model: str, mix: str, enroll: str) -> None:
         for method in ("energy", "speaker"):
             started = time.perf_counter()
             gate = PresenceGate(PresenceSettings(method=method))
-            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out")
+            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out").gate(output)
             cold = time.perf_counter() - started
             # again with the models loaded and warm, as for every row after the first of `tsekit infer`
             started = time.perf_counter()
-            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out")
+            gate(output, mixture, enrollment, rate, Path(tmp) / "out.rttm", "out").gate(output)
             warm = time.perf_counter() - started
             print(f"presence by {method} (VAD, scores, gating, RTTM): first {cold:.3f} s, loading included "
                   f"({cold / extraction:.1%} of the extraction), then {warm:.3f} s ({warm / extraction:.1%})")
@@ -237,6 +276,9 @@ def main() -> None:
     run.add_argument("--model", required=True)
     run.add_argument("--data", type=Path, required=True)
     run.add_argument("--decode", type=Path, required=True)
+    run.add_argument("--windows", default="0.6,1.0,1.8", help="energy windows (s), comma-separated")
+    run.add_argument("--speaker-windows", default="1.8", help="speaker windows (s), comma-separated")
+    run.add_argument("--hop", type=float, default=0.2)
     timing = commands.add_parser("cost", help="the VAD's and the presence decision's time against extraction's")
     timing.add_argument("--model", required=True)
     timing.add_argument("--mix", required=True)
@@ -245,7 +287,8 @@ def main() -> None:
     if args.command == "synth":
         synth(args.corpus, args.data, args.seed)
     elif args.command == "measure":
-        measure(args.model, args.data, args.decode)
+        measure(args.model, args.data, args.decode, [float(w) for w in args.windows.split(",")], args.hop,
+                [float(w) for w in args.speaker_windows.split(",") if w])
     else:
         cost(args.model, args.mix, args.enroll)
 

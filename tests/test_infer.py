@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import os
@@ -662,6 +663,58 @@ def test_infer_segments_writes_each_rows_rttm_then_out_rttm_and_resumes(trained,
     again = infer_data_dir(exp, conversations, out, segments=True, presence="energy", presence_threshold=-100)
     assert (again.extracted, again.skipped) == (1, 1)
     assert (out / "rttm").read_text() == rows["convA"] + rows["convB"]
+
+
+@pytest.mark.parametrize("presence", ["energy", "speaker"])
+def test_segments_streamed_are_the_in_memory_decision_and_output_byte_for_byte(trained, conversations, tmp_path,
+                                                                              monkeypatch, presence):
+    """tsekit extract --segments, reading in blocks that cut the decision's frames anywhere, writes the RTTM and
+    the gated file that the decision on the whole arrays in memory gives (one piece: chunk_seconds 0)."""
+    from tsekit.infer.presence import PresenceGate, PresenceSettings
+
+    exp, _ = trained
+    model, _ = load_experiment(exp)
+    mixture, enroll = read_table(conversations / "wav.scp")["convA"], read_table(conversations / "enroll.scp")["convA"]
+    monkeypatch.setattr(extract_module, "BLOCK_FRAMES", 999)
+    extract_file(exp, mixture, enroll, tmp_path / "streamed.wav", chunk_seconds=0, output_level="mixture_fit",
+                 segments=tmp_path / "streamed.rttm", presence=presence)
+    samples, enrollment = read_wav(Path(mixture)), read_wav(Path(enroll))
+    output = extract_waveform(model, samples, enrollment, RATE, chunk_seconds=0, output_level="mixture_fit")
+    decision = PresenceGate(PresenceSettings(presence))(output, samples, enrollment, RATE, tmp_path / "memory.rttm",
+                                                        "streamed")
+    write_audio(tmp_path / "memory.wav", decision.gate(output), RATE)
+    assert (tmp_path / "streamed.wav").read_bytes() == (tmp_path / "memory.wav").read_bytes()
+    assert (tmp_path / "streamed.rttm").read_text() == (tmp_path / "memory.rttm").read_text()
+    assert np.isfinite(decision.scores).sum() > 10 and decision.segments  # something was decided
+
+
+def test_memory_with_segments_stays_bounded_whatever_the_length(tmp_path, monkeypatch):
+    """--segments by energy on 1 and 4 minutes: the same peak numpy memory for both, a fraction of the signal
+    (the decision reads the temporary output and the mixture again in blocks)."""
+    from conftest import require_vad
+
+    from tsekit.infer.presence import PresenceGate, PresenceSettings
+
+    require_vad()
+    model = HalfGain().eval()
+    presence_gate = PresenceGate(PresenceSettings("energy"))
+    mixtures = {minutes: long_mixture(tmp_path / f"{minutes}.wav", 60 * minutes) for minutes in (1, 4)}
+    monkeypatch.setattr(extract_module, "BLOCK_FRAMES", 4000)
+    options = {"chunk_seconds": 1.0, "overlap_seconds": 0.25, "output_level": "mixture_fit"}
+    peaks = {}
+    tracemalloc.start()
+    try:
+        for minutes in mixtures:
+            tracemalloc.reset_peak()
+            stream(model, tmp_path / f"{minutes}.wav", tmp_path / f"out{minutes}.wav", presence=functools.partial(
+                presence_gate, enrollment=None, rate=RATE, rttm=tmp_path / f"{minutes}.rttm", recording="x"),
+                **options)
+            peaks[minutes] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # what holding the signal would show: growth with the length, and more than half of it (float32) at 4 minutes
+    assert peaks[4] < 1.2 * peaks[1] and peaks[4] < mixtures[4].nbytes / 2, (peaks, mixtures[4].nbytes)
+    assert (tmp_path / "4.rttm").is_file()  # (noise is no speech to the VAD: the decision silenced it all)
 
 
 def test_a_missing_vad_is_one_line_before_any_work(trained, conversations, tmp_path, monkeypatch):

@@ -10,7 +10,17 @@ from conftest import require_vad
 
 from tsekit import TsekitError
 from tsekit.corpora.tts import BASE_VOICES, Speaker, missing_packages, synthesize
-from tsekit.infer.presence import PresenceGate, PresenceSettings, gate, write_rttm
+from tsekit.infer.presence import (
+    PresenceGate,
+    PresenceSettings,
+    _FrameEnergy,
+    decide_frames,
+    gate,
+    kept_stretches,
+    speech_frames,
+    window_sums,
+    write_rttm,
+)
 
 RATE = 16000
 
@@ -41,8 +51,47 @@ def test_rttm_lines_and_bad_names(tmp_path):
     assert not (tmp_path / "bad.rttm").exists()
     with pytest.raises(TsekitError, match=r"^presence method 'loudness': expected one of energy, speaker$"):
         PresenceSettings(method="loudness")
-    assert (PresenceSettings().method, PresenceSettings().threshold) == ("speaker", 0.6)
+    assert (PresenceSettings().method, PresenceSettings().threshold, PresenceSettings().window) == ("energy", -6.0, 1.0)
+    assert (PresenceSettings("speaker").threshold, PresenceSettings("speaker").window) == (0.6, 1.8)
     assert PresenceSettings("energy").threshold == -6.0 and PresenceSettings("energy", -3.0).threshold == -3.0
+    with pytest.raises(TsekitError, match=r"^presence window 1 s and hop 2 s: expected 0 < hop <= window$"):
+        PresenceSettings(window=1, hop=2)
+
+
+def test_frame_energies_do_not_depend_on_where_the_blocks_are_cut():
+    signal = np.random.default_rng(0).normal(size=10_007).astype(np.float32)
+    whole = _FrameEnergy(160)
+    whole.feed(signal)
+    expected = [np.sum(np.square(signal[i : i + 160], dtype=np.float64)) for i in range(0, len(signal), 160)]
+    np.testing.assert_allclose(whole.result(), expected, rtol=1e-12)
+    assert len(whole.result()) == 63 and whole.length == 10_007  # the last frame is partial
+    for size in (1, 37, 160, 1000, 4096):
+        pieces = _FrameEnergy(160)
+        for start in range(0, len(signal), size):
+            pieces.feed(signal[start : start + size])
+        np.testing.assert_array_equal(pieces.result(), whole.result())  # to the bit
+
+
+def test_window_sums_and_speech_frames():
+    np.testing.assert_array_equal(window_sums(np.arange(6.0), 1), [1, 3, 6, 9, 12, 9])
+    np.testing.assert_array_equal(window_sums(np.arange(3.0), 0), [0, 1, 2])
+    # a frame touching a segment is speech, even by one sample
+    assert speech_frames([(150, 170), (799, 800)], 100, 10).tolist() == [0, 1, 0, 0, 0, 0, 0, 1, 0, 0]
+
+
+def test_short_gaps_are_filled_short_stretches_dropped_and_the_rest_cut_to_speech():
+    scores = np.array([1, 1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1, 1, np.nan, 1], dtype=float)
+    speech = np.ones(len(scores), dtype=bool)
+    speech[15] = False  # a frame outside speech is never present, whatever its score
+    present = decide_frames(scores, speech, 0.5, min_gap=2, min_keep=2)
+    # the one-frame gap at 3 is filled; the three at 6-8 are not; the lone frame at 9 is dropped; 12-14 stays;
+    # 15 (no speech) and 16 (NaN) are absent, so 17 alone is dropped
+    assert present.astype(int).tolist() == [1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert decide_frames(scores, speech, 0.5, 0, 0).astype(int).tolist() == [
+        1, 1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1]
+    # frames of 100 samples: the stretch 0-600 is cut to the speech segments it overlaps
+    assert kept_stretches(present, 100, [(50, 250), (300, 420), (590, 700), (1210, 1400)]) == [
+        (50, 250), (300, 420), (590, 600), (1210, 1400)]
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +131,48 @@ def test_the_target_is_kept_where_it_speaks_and_silenced_where_the_other_does(co
     assert len(presence.kept) == 2, presence.scores
     for (start, end), (onset, offset) in zip(presence.kept, truth, strict=True):
         assert abs(start / RATE - onset) < 0.1 and abs(end / RATE - offset) < 0.15, (presence.kept, truth)
-    gated = presence_gate(output, mixture, enrollment, RATE, tmp_path / "t.rttm", "conv")
+    assert presence_gate(output, mixture, enrollment, RATE, tmp_path / "t.rttm", "conv").kept == presence.kept
+    gated = presence.gate(output)
     np.testing.assert_array_equal(gated, gate(output, presence.kept, RATE))
     lines = (tmp_path / "t.rttm").read_text().splitlines()
     assert [line.split()[1] for line in lines] == ["conv", "conv"]
     between = slice(presence.kept[0][1] + RATE // 100, presence.kept[1][0] - RATE // 100)
     assert not gated[between].any() and output[between].any()  # the other's turn in between is silenced
+
+
+@pytest.mark.parametrize("method", ["energy", "speaker"])
+def test_turns_without_a_pause_in_one_speech_segment_are_told_apart(conversation, method):
+    """The target's turn and the other's, joined without their 0.1 s pads: the VAD hears one segment, and the
+    decision keeps the target's part of it and silences the other's (a decision per segment cannot)."""
+    mixture, output, enrollment, truth = conversation
+    pad, gap = int(0.1 * RATE), int(0.8 * RATE)
+    (a, b), c = (round(t * RATE) for t in truth[0]), round(truth[1][0] * RATE)
+    other = slice(b + gap + 2 * pad, c - gap - 2 * pad)  # the other's turn between the target's first two
+    joined = [np.concatenate([signal[a:b], signal[other]]) for signal in (mixture, output)]
+    settings = PresenceSettings(method=method)
+    presence = PresenceGate(settings).decide(joined[1], joined[0], enrollment, RATE)
+    assert len(presence.segments) == 1, presence.segments
+    assert len(presence.kept) == 1, (presence.kept, presence.scores)
+    start, end = presence.kept[0]
+    # a window that holds enough of the target's turn keeps its frame: the kept stretch may reach up to half a
+    # window into the next turn
+    assert start / RATE < 0.1 and 0 <= end - (b - a) < settings.window / 2 * RATE, (presence.kept, b - a)
+    assert presence.segments[0][1] - end > RATE  # most of the other's turn is silenced
+
+
+@pytest.mark.parametrize("method", ["energy", "speaker"])
+def test_the_decision_on_a_stream_is_the_decision_in_memory(conversation, method):
+    mixture, output, enrollment, _ = conversation
+
+    def blocks(signal, size):
+        return lambda: (signal[i : i + size] for i in range(0, len(signal), size))
+
+    presence_gate = PresenceGate(PresenceSettings(method=method))
+    memory = presence_gate.decide(output, mixture, enrollment, RATE)
+    streamed = presence_gate.decide(blocks(output, 777), blocks(mixture, 5000), enrollment, RATE)
+    assert streamed.kept == memory.kept and streamed.segments == memory.segments
+    np.testing.assert_array_equal(streamed.scores, memory.scores)
+    assert np.isfinite(memory.scores).sum() > 10  # the windows were scored
 
 
 def test_speaker_similarity_needs_an_enrollment(conversation):

@@ -35,14 +35,17 @@ def _common(command):
         click.option("--refine-start", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
                      help="With --refine: the diffusion time the schedule starts from (1: all of it, as X+DDTSE; "
                           "smaller keeps more of the estimate)."),
-        click.option("--presence", type=click.Choice(PRESENCE_METHODS), default="speaker", show_default=True,
-                     help="With --segments: how the target's presence in each speech segment is decided: the "
-                          "output's energy against the mixture's, or the output's speaker similarity to the "
-                          "enrollment."),
+        click.option("--presence", type=click.Choice(PRESENCE_METHODS), default="energy", show_default=True,
+                     help="With --segments: how the target's presence is decided, per 0.2 s frame of speech from "
+                          "a window around it: the output's energy against the mixture's, or the output's speaker "
+                          "similarity to the enrollment."),
         click.option("--presence-threshold", type=float, default=None,
-                     help="With --segments: a segment holds the target when its score is above this: dB of the "
-                          "output's energy over the mixture's (energy; default -6), or the cosine similarity "
+                     help="With --segments: a frame holds the target when its window's score is above this: dB of "
+                          "the output's energy over the mixture's (energy; default -6), or the cosine similarity "
                           "(speaker; default 0.6)."),
+        click.option("--presence-window", type=click.FloatRange(min=0.2), default=None,
+                     help="With --segments: seconds of the window each frame is scored over (default: 1 for "
+                          "energy, 1.8 for speaker; rounded to an odd number of 0.2 s frames)."),
         click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                      help="Replace a model parameter for this run (repeatable; VALUE is YAML), e.g. a generative "
                           "system's decoding settings: --param temperature=0.5 --param flow_steps=20."),
@@ -85,7 +88,7 @@ def parse_params(values: tuple[str, ...]) -> dict:
               help="Write OUT/rttm, where each row's target speaks (Silero VAD + --presence), and silence the "
                    "outputs elsewhere.")
 def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-          presence, presence_threshold, params, data, out, nj, job, refine, segments) -> None:
+          presence, presence_threshold, presence_window, params, data, out, nj, job, refine, segments) -> None:
     """Extract the target speaker of every row of a data dir.
 
     \b
@@ -106,7 +109,7 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
                              chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, output_level=output_level,
                              refine=refine, refine_passes=refine_passes, refine_start=refine_start,
                              model_params=parse_params(params), segments=segments, presence=presence,
-                             presence_threshold=presence_threshold)
+                             presence_threshold=presence_threshold, presence_window=presence_window)
     click.echo(str(summary), err=True)
 
 
@@ -127,7 +130,7 @@ def infer(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_le
               help="Write where the target speaks to this RTTM file (recording id: OUT's stem; Silero VAD + "
                    "--presence) and silence the output elsewhere.")
 def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_level, refine_passes, refine_start,
-            presence, presence_threshold, params, mixture, enroll, enroll_pos, enroll_neg, out, refine,
+            presence, presence_threshold, presence_window, params, mixture, enroll, enroll_pos, enroll_neg, out, refine,
             segments) -> None:
     """Extract the enrolled speaker from one mixture file, of any length.
 
@@ -148,6 +151,6 @@ def extract(exp_dir, device, checkpoint, chunk_seconds, overlap_seconds, output_
                                     overlap_seconds=overlap_seconds, output_level=output_level, refine=refine,
                                     refine_passes=refine_passes, refine_start=refine_start,
                                     model_params=parse_params(params), segments=segments, presence=presence,
-                                    presence_threshold=presence_threshold)
+                                    presence_threshold=presence_threshold, presence_window=presence_window)
     click.echo(f"wrote {path}" + (f" and its transcript {transcript}" if transcript else "")
                + (f"; where the target speaks: {segments}" if segments else ""), err=True)

@@ -174,7 +174,8 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
                    overlap_seconds: float = 1.0, output_level: str | None = None,
                    refine: str | os.PathLike | None = None, refine_passes: int = 1,
                    refine_start: float = 1.0, model_params: dict | None = None, segments: bool = False,
-                   presence: str = "speaker", presence_threshold: float | None = None) -> InferSummary:
+                   presence: str = "energy", presence_threshold: float | None = None,
+                   presence_window: float | None = None) -> InferSummary:
     """Extract the target speech of every row of ``data_dir`` (this job's shard) into ``out_dir``.
 
     ``refine``: the wav.scp of another system's estimates of these rows; the model improves them
@@ -190,9 +191,9 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     settings. Nothing records them in OUT: decode with other settings into another OUT.
 
     ``segments``: also decide where each row's target speaks (``tsekit.infer.presence``, by ``presence`` above
-    ``presence_threshold``, None for the method's default), silence the output elsewhere, and write
-    OUT/presence/<utt>.rttm (before the row's wav; a row without it is not done) and, once every row has one,
-    OUT/rttm (before OUT/wav.scp).
+    ``presence_threshold`` over windows of ``presence_window`` seconds, None for the method's defaults), silence
+    the output elsewhere, and write OUT/presence/<utt>.rttm (before the row's wav; a row without it is not done)
+    and, once every row has one, OUT/rttm (before OUT/wav.scp).
     """
     import numpy as np
     import torch
@@ -209,7 +210,7 @@ def infer_data_dir(exp_dir: str | os.PathLike, data_dir: str | os.PathLike, out_
     if segments:  # a missing VAD file is refused before the work
         from tsekit.infer.presence import PresenceGate, PresenceSettings, rttm_path, target_enrollment
 
-        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold, presence_window))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     rate = cfg.data.sample_rate

@@ -29,7 +29,10 @@ refine) forward in blocks of ``BLOCK_FRAMES`` samples
 unscaled, as float64, to a temporary file beside the output while it
 accumulates the output level's statistics (``tsekit.infer.level.LevelStats``);
 a second pass scales that file block by block into the 16-bit output
-(``audio_writer``: a temporary renamed at the end). Memory is one batch of
+(``audio_writer``: a temporary renamed at the end). With a presence decision
+(``--segments``), the decision reads that file and the mixture once more in
+blocks before it (``tsekit.infer.presence``), and the second pass silences
+where the target is absent as it writes. Memory is one batch of
 chunks, whatever the recording's length; the chunks, their batches and the
 blending are those of ``extract_waveform`` (arrays in memory, for
 ``tsekit.load_model``), so the samples are the same, and the file is the same
@@ -69,6 +72,7 @@ from tsekit.train.experiment import find_checkpoint, load_experiment
 
 if TYPE_CHECKING:
     from tsekit.data.audio import AudioBlocks
+    from tsekit.infer.presence import BlockSource, Presence
     from tsekit.models.registry import TSEModel
 
 CHUNK_BATCH = 8  # chunks run through the model together
@@ -292,7 +296,7 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
                     peak: float = 0.9, refine: AudioBlocks | None = None, refine_passes: int = 1,
                     refine_start: float = 1.0, transcript: Path | None = None,
                     progress: AudioProgress | None = None,
-                    presence: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
+                    presence: Callable[[BlockSource, BlockSource], Presence] | None = None) -> None:
     """Extract a recording of any length from ``mixture`` (an open ``AudioBlocks``, mono at the model's rate)
     into ``out`` (16-bit PCM in the format its suffix names, atomic), in bounded memory (module docstring).
 
@@ -301,8 +305,9 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
     transcripts are written to (atomically), before ``out`` is, so an ``out`` that exists has its transcript.
     ``progress`` advances by the seconds of audio done. The model runs on its parameters' device.
     ``presence`` (``--segments``: ``tsekit.infer.presence.PresenceGate`` with its other arguments bound): the
-    leveled output and the mixture -> the output to write; its decision looks at the whole recording, so with it
-    the leveled output and the mixture are held whole (float32) in the second pass.
+    leveled output and the mixture, each as a ``BlockSource`` (a pass over the temporary file, a new read of the
+    mixture) -> the decision whose ``gate`` silences the output block by block as it is written: with it, the
+    temporary file is read twice and the mixture once more, and memory stays bounded.
     """
     from tsekit.data.audio import audio_writer
 
@@ -330,16 +335,28 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
             with atomic_open(transcript) as f:
                 f.write(join_transcripts(texts) + "\n")
         gain = stats.gain()
-        with open(unscaled, "rb") as f, audio_writer(out, rate) as write:
-            if presence is None:
-                while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
-                    write(apply_gain(block, gain))
-            else:
-                from tsekit.data.audio import load_audio
 
-                write(presence(apply_gain(np.fromfile(f, dtype=np.float64), gain), load_audio(mixture.entry)[0]))
+        def leveled() -> Iterator[np.ndarray]:
+            with open(unscaled, "rb") as f:
+                while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
+                    yield apply_gain(block, gain)
+
+        decision = None if presence is None else presence(leveled, functools.partial(_reread, mixture))
+        with audio_writer(out, rate) as write:
+            offset = 0
+            for block in leveled():
+                write(block if decision is None else decision.gate(block, offset))
+                offset += len(block)
     finally:
         unscaled.unlink(missing_ok=True)
+
+
+def _reread(blocks: AudioBlocks) -> Iterator[np.ndarray]:
+    """A new pass over the audio of ``blocks``, in blocks of the same size."""
+    from tsekit.data.audio import AudioBlocks
+
+    with AudioBlocks(blocks.entry, block=blocks.block) as again:
+        yield from again
 
 
 def _check_mono(entry: str, what: str, file_rate: int, channels: int, rate: int) -> None:
@@ -405,8 +422,9 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
                  chunk_seconds: float | None = None, overlap_seconds: float = 1.0,
                  output_level: str | None = None, refine: str | None = None, refine_passes: int = 1,
                  refine_start: float = 1.0, model_params: dict | None = None,
-                 segments: str | os.PathLike | None = None, presence: str = "speaker",
-                 presence_threshold: float | None = None) -> tuple[Path, Path | None]:
+                 segments: str | os.PathLike | None = None, presence: str = "energy",
+                 presence_threshold: float | None = None,
+                 presence_window: float | None = None) -> tuple[Path, Path | None]:
     """``tsekit extract``: one mixture file + its enrollment file(s) -> ``out`` (16-bit PCM, atomic, in the format
     its suffix names: .wav, .flac, ...; any other suffix is refused before the model loads).
 
@@ -422,8 +440,8 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     ``model_params``: as ``load_experiment``'s. Returns (the wav, the transcript file or None).
 
     ``segments``: an RTTM file to write where the target speaks, the output silenced elsewhere
-    (``tsekit.infer.presence``, decided by ``presence``: energy or speaker, above ``presence_threshold``, None for the
-    method's default); the recording id is ``out``'s stem.
+    (``tsekit.infer.presence``, decided by ``presence``: energy or speaker, above ``presence_threshold`` over windows
+    of ``presence_window`` seconds, None for the method's defaults); the recording id is ``out``'s stem.
     """
     from tsekit.data.audio import audio_format
 
@@ -432,7 +450,7 @@ def extract_file(exp_dir: str | os.PathLike, mixture: str, enroll: str | dict[st
     if segments is not None:  # a missing VAD file is refused before the work too
         from tsekit.infer.presence import PresenceGate, PresenceSettings, target_enrollment
 
-        gate = PresenceGate(PresenceSettings(presence, presence_threshold))
+        gate = PresenceGate(PresenceSettings(presence, presence_threshold, presence_window))
     path = find_checkpoint(exp_dir, checkpoint)
     model, cfg = load_experiment(exp_dir, path, torch_device(device), model_params)
     enroll = enroll if isinstance(enroll, dict) else {"enroll": enroll}
