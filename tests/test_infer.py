@@ -501,6 +501,20 @@ def test_level_statistics_summed_over_pieces_give_the_whole_signal_gain():
         LevelStats("loud")
 
 
+def traced_peaks(runs: dict) -> dict:
+    """The peak traced memory (numpy's allocations included) of each call, by key."""
+    peaks = {}
+    tracemalloc.start()
+    try:
+        for key, run in runs.items():
+            tracemalloc.reset_peak()
+            run()
+            peaks[key] = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peaks
+
+
 def test_memory_stays_one_batch_of_chunks_whatever_the_length(tmp_path, monkeypatch):
     """2.5 and 10 minutes streamed: every read asks for one block, and the peak numpy memory (tracemalloc) is the
     same for both, a fraction of the signal; extracting in memory holds several copies of the signal."""
@@ -516,19 +530,12 @@ def test_memory_stays_one_batch_of_chunks_whatever_the_length(tmp_path, monkeypa
 
     monkeypatch.setattr(sf.SoundFile, "read", read)
     options = {"chunk_seconds": 1.0, "overlap_seconds": 0.25, "output_level": "mixture_fit"}
-    peaks = {}
-    tracemalloc.start()
-    try:
-        for minutes in mixtures:
-            tracemalloc.reset_peak()
-            stream(model, tmp_path / f"{minutes}.wav", tmp_path / f"out{minutes}.wav", **options)
-            peaks[minutes] = tracemalloc.get_traced_memory()[1]
-        mixture = mixtures[10]
-        tracemalloc.reset_peak()
-        extract_waveform(model, mixture, np.zeros(800, np.float32), RATE, **options)
-        in_memory = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    mixture = mixtures[10]
+    peaks = traced_peaks({
+        **{minutes: functools.partial(stream, model, tmp_path / f"{minutes}.wav", tmp_path / f"out{minutes}.wav",
+                                      **options) for minutes in mixtures},
+        "in_memory": functools.partial(extract_waveform, model, mixture, np.zeros(800, np.float32), RATE, **options)})
+    in_memory = peaks["in_memory"]
     assert set(reads) == {4000} and len(reads) >= len(mixture) // 4000
     assert peaks[10] < 1.1 * peaks[2.5] and peaks[10] < mixture.nbytes / 5, (peaks, mixture.nbytes)
     assert in_memory > 3 * mixture.nbytes  # what the test would catch: the whole signal held
@@ -701,17 +708,10 @@ def test_memory_with_segments_stays_bounded_whatever_the_length(tmp_path, monkey
     mixtures = {minutes: long_mixture(tmp_path / f"{minutes}.wav", 60 * minutes) for minutes in (1, 4)}
     monkeypatch.setattr(extract_module, "BLOCK_FRAMES", 4000)
     options = {"chunk_seconds": 1.0, "overlap_seconds": 0.25, "output_level": "mixture_fit"}
-    peaks = {}
-    tracemalloc.start()
-    try:
-        for minutes in mixtures:
-            tracemalloc.reset_peak()
-            stream(model, tmp_path / f"{minutes}.wav", tmp_path / f"out{minutes}.wav", presence=functools.partial(
-                presence_gate, enrollment=None, rate=RATE, rttm=tmp_path / f"{minutes}.rttm", recording="x"),
-                **options)
-            peaks[minutes] = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peaks = traced_peaks({minutes: functools.partial(
+        stream, model, tmp_path / f"{minutes}.wav", tmp_path / f"out{minutes}.wav", presence=functools.partial(
+            presence_gate, enrollment=None, rate=RATE, rttm=tmp_path / f"{minutes}.rttm", recording="x"),
+        **options) for minutes in mixtures})
     # what holding the signal would show: growth with the length, and more than half of it (float32) at 4 minutes
     assert peaks[4] < 1.2 * peaks[1] and peaks[4] < mixtures[4].nbytes / 2, (peaks, mixtures[4].nbytes)
     assert (tmp_path / "4.rttm").is_file()  # (noise is no speech to the VAD: the decision silenced it all)
