@@ -247,6 +247,11 @@ def test_stage1_fine_tunes_from_an_experiment(data, tmp_path):
     # one step at a vanishing learning rate: the weights are the base's, not a fresh initialisation
     weights = [k for k in base if base[k].is_floating_point() and not k.endswith(("running_mean", "running_var"))]
     assert weights and all(torch.allclose(base[k], tuned[k], atol=1e-5) for k in weights)
+    # an experiment that is not there: one line naming the setting, before any training
+    proc = subprocess.run(train_command(config, data, tmp_path / "lost", f"train.init_from={tmp_path / 'nowhere'}"),
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"tsekit: error: train.init_from: {tmp_path / 'nowhere'}: no such experiment directory or packaged model")
 
 
 def test_two_process_torchrun_trains(data, tmp_path):

@@ -198,11 +198,14 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _init_from(model: torch.nn.Module, where: str) -> str:
+def _init_from(model: torch.nn.Module, where: str, key: str) -> str:
     """Start from the weights of an experiment (root, stage folder, packaged model) or a checkpoint file."""
     from tsekit.train.experiment import find_checkpoint
 
-    path = find_checkpoint(where, where if Path(where).is_file() else None)
+    try:
+        path = find_checkpoint(where, where if Path(where).is_file() else None)
+    except TsekitError as err:
+        raise TsekitError(f"{key}: {err}") from None
     state = ckpt.load_safetensors(path) if path.suffix == ".safetensors" else ckpt.load_checkpoint(path)["model"]
     missing, unexpected = ckpt.load_weights(model, state, path, strict=False)
     return f"initialised from {path} ({len(missing)} missing, {len(unexpected)} unexpected tensors)"
@@ -291,10 +294,10 @@ def _train(cfg, train_data: Path, valid_data: Path, stage_dir: Path, stage: int,
     messages = []
     frozen_prefixes: list[str] = []
     if stage > 1 and cfg.stage2.init_from:
-        messages.append(_init_from(model, cfg.stage2.init_from))
+        messages.append(_init_from(model, cfg.stage2.init_from, "stage2.init_from"))
         frozen_prefixes = [p.rstrip(".") for p in cfg.stage2.freeze]
     if stage == 1 and cfg.train.init_from:
-        messages.append(_init_from(model, cfg.train.init_from))
+        messages.append(_init_from(model, cfg.train.init_from, "train.init_from"))
     teacher, needs = None, model.needs
     if stage == 1 and cfg.distill.teacher:
         teacher = _load_teacher(cfg.distill.teacher, dist.device)
