@@ -79,7 +79,7 @@ class LossTerm:
     snr_max: float = 30.0  # tsnr: the SNR (dB) past which a speaking-target example stops pulling (MixIT's)
     silent_snr_max: float = 20.0  # tsnr: dB under the mixture past which a silent-target output stops pulling (FUSS)
     # tsnr: the weight of a silent-target example against a speaking one. At 1 a silent output earns the floor
-    # (-snr_max) on every absent example and costs only 0 dB on a present one, which a small model takes
+    # (-silent_snr_max) on every absent example and costs only 0 dB on a present one, which a small model takes
     silent_weight: float = 1.0
 
     @property
