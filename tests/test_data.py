@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tsekit import TsekitError
 from tsekit.cli import cli
-from tsekit.data.audio import audio_info, load_audio
+from tsekit.data.audio import AudioBlocks, audio_info, load_audio
 from tsekit.data.datadir import read_data_dir, split_data_dir, subset_data_dir, write_data_dir
 from tsekit.data.table import read_list_table, read_table, write_table
 from tsekit.data.validate import validate_data_dir
@@ -157,6 +157,20 @@ def test_load_audio_path_ark_and_pipe(tmp_path, monkeypatch):
     assert rate == RATE and np.array_equal(from_pipe, plain)
     with pytest.raises(TsekitError, match="failed"):
         load_audio(f"cat {tmp_path}/absent.wav |")
+
+
+def test_a_second_pass_over_blocks_reads_the_same_samples_and_runs_a_pipe_once(tmp_path, monkeypatch):
+    signal = np.random.default_rng(1).uniform(-0.5, 0.5, 1000).astype(np.float32)
+    sf.write(tmp_path / "x.wav", signal, RATE)
+    monkeypatch.setenv("TSEKIT_ALLOW_PIPES", "1")
+    runs = tmp_path / "runs"
+    for entry in (str(tmp_path / "x.wav"), f"echo run >> {runs}; cat {tmp_path}/x.wav |"):
+        with AudioBlocks(entry, block=300) as blocks:
+            first = list(blocks)
+        second = list(blocks.again())
+        assert [len(b) for b in first] == [len(b) for b in second] == [300, 300, 300, 100]
+        assert np.array_equal(np.concatenate(first), np.concatenate(second))
+    assert runs.read_text() == "run\n"  # the pipe ran for the first pass only
 
 
 def test_load_audio_rejects_bad_audio(tmp_path):

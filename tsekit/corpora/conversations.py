@@ -52,7 +52,7 @@ from tsekit.data.audio import entry_path
 from tsekit.data.datadir import atomic_dir, check_tables, read_data_dir, write_data_dir, write_tables
 from tsekit.data.enroll import row_rng
 from tsekit.data.rttm import Turn, format_rttm, format_segments
-from tsekit.data.table import sorted_keys
+from tsekit.data.table import invert_utt2spk, sorted_keys
 from tsekit.jobs import atomic_open
 
 TRIM_DB = -40.0  # a turn runs from the first to the last sample within this of the utterance's peak
@@ -373,9 +373,7 @@ def make_absent_set(data: str | os.PathLike, out: str | os.PathLike, seed: int =
     mixtures: dict[str, list[str]] = {}
     for utt in sorted_keys(tables["wav.scp"]):
         mixtures.setdefault(tables["wav.scp"][utt], []).append(utt)
-    rows_of: dict[str, list[str]] = {}
-    for utt in sorted_keys(tables["utt2spk"]):
-        rows_of.setdefault(tables["utt2spk"][utt], []).append(utt)
+    rows_of = invert_utt2spk(tables["utt2spk"])
     absent: dict[str, dict[str, str]] = {k: {} for k in ("wav.scp", "enroll.scp", "utt2spk", "utt2present")}
     copied = [name for name in ("utt2dur", "noise1.scp") if name in tables]
     for name in copied:

@@ -242,6 +242,17 @@ class AudioBlocks:
         while (samples := self.read()).shape[0]:
             yield samples
 
+    def again(self) -> Iterator[np.ndarray]:
+        """A new pass over the whole entry, in the same blocks: a plain file is opened again; a decoded ark or
+        pipe entry is handed out again from memory (a pipe is not run twice: both passes see the same samples)."""
+        if self._whole is not None:
+            for start in range(0, self.frames, self.block):
+                yield self._whole[start : start + self.block]
+            return
+        with AudioBlocks(self.entry, block=self.block) as fresh:
+            fresh.name = self.name
+            yield from fresh
+
     def read(self) -> np.ndarray:
         """The next block; empty at the end."""
         if self._whole is not None:

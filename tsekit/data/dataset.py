@@ -519,9 +519,10 @@ class TSEDataset(torch.utils.data.Dataset):
                 if target_length != mixture_length:
                     raise TsekitError(f"{self._where('spk1.scp', utt)}: {target_length} samples, "
                                       f"mixture has {mixture_length} (tsekit data validate finds all such rows)")
-                target = self._read(reader, "spk1.scp", utt, start, frames)
+                if example.presence != "absent":  # an absent example's target is silence (below): not read
+                    target = self._read(reader, "spk1.scp", utt, start, frames)
         if example.presence == "absent":
-            target = np.zeros_like(target)
+            target = np.zeros(mixture.shape, np.float32)
         elif example.presence == "partial":
             target, mixture = silence_outside(target, mixture, example.active_start, example.active_frames,
                                               round(ACTIVE_RAMP_SECONDS * self.rate))

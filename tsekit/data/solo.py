@@ -24,7 +24,6 @@ cut first and writes nothing when any speaker is refused; the clips go to a temp
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from tsekit import TsekitError
 from tsekit.data.audio import audio_info, load_audio, write_audio
-from tsekit.data.datadir import atomic_dir, make_temporary_dir, read_data_dir, replace_dir, write_tables
+from tsekit.data.datadir import atomic_dir, read_data_dir, write_tables
 from tsekit.data.enroll import SHORT_ENROLLMENT_SECONDS
 from tsekit.data.rttm import Turn, check_turn_ends, format_rttm, read_rttm, read_segments
 from tsekit.data.table import sorted_keys, write_table_if_changed
@@ -201,17 +200,12 @@ def enroll_from_solo(data_dir: str | os.PathLike, turns_file: str | os.PathLike 
             if not speakers or tables["utt2spk"][utt] in speakers}
     cuts = plan_recordings(rows, audio, str(turns_file), turns, options)
     clips = data_dir / SOLO_FOLDER
-    tmp = make_temporary_dir(clips)
-    try:
+    with atomic_dir(clips) as tmp:
         names = _write_clips(tmp, cuts, audio)
         if clips.is_dir():  # rows not enrolled this time keep their clips
             for old in clips.glob("*.wav"):
                 if old.stem not in cuts:
                     os.link(old, tmp / old.name)
-        replace_dir(tmp, clips)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     enroll = dict(tables.get("enroll.scp", {}))
     utt2enroll = dict(tables.get("utt2enroll", {}))
     for utt, cut in cuts.items():

@@ -341,7 +341,7 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
                 while (block := np.fromfile(f, dtype=np.float64, count=BLOCK_FRAMES)).size:
                     yield apply_gain(block, gain)
 
-        decision = None if presence is None else presence(leveled, functools.partial(_reread, mixture))
+        decision = None if presence is None else presence(leveled, mixture.again)
         with audio_writer(out, rate) as write:
             offset = 0
             for block in leveled():
@@ -349,14 +349,6 @@ def extract_to_file(model: TSEModel, mixture: AudioBlocks, enroll: dict[str, np.
                 offset += len(block)
     finally:
         unscaled.unlink(missing_ok=True)
-
-
-def _reread(blocks: AudioBlocks) -> Iterator[np.ndarray]:
-    """A new pass over the audio of ``blocks``, in blocks of the same size."""
-    from tsekit.data.audio import AudioBlocks
-
-    with AudioBlocks(blocks.entry, block=blocks.block) as again:
-        yield from again
 
 
 def _check_mono(entry: str, what: str, file_rate: int, channels: int, rate: int) -> None:

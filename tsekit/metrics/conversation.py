@@ -118,14 +118,22 @@ def masked_blocks(mask: np.ndarray, *signals: np.ndarray, block: int = BLOCK) ->
         yield tuple(np.concatenate([x[a:b] for a, b in pieces]).astype(np.float64) for x in signals)
 
 
-def _energy(signal: np.ndarray, mask: np.ndarray) -> float:
-    return sum(float(np.dot(part, part)) for (part,) in masked_blocks(mask, signal))
+def _energies(mask: np.ndarray, *signals: np.ndarray) -> list[float]:
+    """The energy of each signal where ``mask`` holds, in one pass over the mask's blocks."""
+    totals = [0.0] * len(signals)
+    for parts in masked_blocks(mask, *signals):
+        totals = [total + float(np.dot(part, part)) for total, part in zip(totals, parts, strict=True)]
+    return totals
+
+
+def _energy_ratio_db(mask: np.ndarray, numerator: np.ndarray, denominator: np.ndarray) -> float:
+    """10 log10 of the two signals' energies where ``mask`` holds; NaN where it holds nowhere."""
+    return sdr.ratio_db(*_energies(mask, numerator, denominator)) if mask.any() else math.nan
 
 
 def absent_energy(estimate: np.ndarray, mixture: np.ndarray) -> float:
     """10 log10(E_est / E_mix) over the whole utterance, dB; an all-zero estimate scores -CLAMP_DB."""
-    everything = np.ones(len(estimate), dtype=bool)
-    return sdr.ratio_db(_energy(estimate, everything), _energy(mixture, everything))
+    return sdr.ratio_db(*(float(np.dot(x, x.astype(np.float64))) for x in (estimate, mixture)))
 
 
 def conversation_scores(estimate: np.ndarray, reference: np.ndarray, mixture: np.ndarray | None, where: Regions,
@@ -137,17 +145,14 @@ def conversation_scores(estimate: np.ndarray, reference: np.ndarray, mixture: np
             def active() -> Iterator[tuple[np.ndarray, ...]]:
                 return masked_blocks(where.active, estimate, reference)
 
-            values["si_sdr_active"] = sdr.si_sdr_of_blocks(active)
+            if "si_sdr_active" in wanted:
+                values["si_sdr_active"] = sdr.si_sdr_of_blocks(active)
             if "sdr_active" in wanted:
                 values["sdr_active"] = sdr.sdr_of_blocks(active)
         else:  # every turn of the target clipped away at the end of a shortened estimate
             values["si_sdr_active"] = values["sdr_active"] = math.nan
     if "interferer_suppression" in wanted:
-        values["interferer_suppression"] = (
-            sdr.ratio_db(_energy(mixture, where.others_solo), _energy(estimate, where.others_solo))
-            if where.others_solo.any() else math.nan)
+        values["interferer_suppression"] = _energy_ratio_db(where.others_solo, mixture, estimate)
     if "target_kept" in wanted:
-        values["target_kept"] = (sdr.ratio_db(_energy(estimate, where.target_solo),
-                                              _energy(reference, where.target_solo))
-                                 if where.target_solo.any() else math.nan)
+        values["target_kept"] = _energy_ratio_db(where.target_solo, estimate, reference)
     return {m: v for m, v in values.items() if m in wanted}
