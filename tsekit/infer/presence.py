@@ -293,18 +293,22 @@ def gate(block: np.ndarray, kept: list[tuple[int, int]], rate: int, fade: float 
          offset: int = 0) -> np.ndarray:
     """``block`` (samples ``offset`` onwards of an output) times the gain of ``kept`` (module docstring)."""
     ramp = max(1, round(fade * rate))
-    positions = np.arange(offset, offset + len(block), dtype=np.float64)
     gain = np.zeros(len(block))
-    # only the stretches whose ramps reach into the block (kept is sorted and disjoint)
-    first = bisect.bisect_left([e for _, e in kept], offset - ramp)
+    # only the stretches whose ramps reach into the block (kept is sorted and disjoint), each on its own samples
+    first = bisect.bisect_left(kept, offset - ramp, key=lambda stretch: stretch[1])
     for start, end in kept[first:]:
         if start - ramp >= offset + len(block):
             break
+        low, high = max(start - ramp, offset), min(end - 1 + ramp, offset + len(block))
+        positions = np.arange(low, high, dtype=np.float64)
         # 1 inside, falling linearly to 0 over `ramp` samples on either side
         rise = (positions - (start - ramp)) / ramp
         fall = ((end - 1 + ramp) - positions) / ramp
-        gain = np.maximum(gain, np.clip(np.minimum(rise, fall), 0, 1))
+        part = gain[low - offset : high - offset]
+        np.maximum(part, np.clip(np.minimum(rise, fall), 0, 1), out=part)
     return (block * gain).astype(block.dtype)
+
+
 def write_rttm(path: str | os.PathLike, recording: str, kept: list[tuple[int, int]], rate: int) -> Path:
     """The RTTM of where the target speaks in ``recording`` (module docstring), written atomically."""
     from tsekit.data.rttm import Turn, format_rttm
