@@ -14,9 +14,11 @@ reading error is one TsekitError naming the file and line.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tsekit import TsekitError
 from tsekit.data.table import read_lines, sorted_keys
@@ -107,6 +109,14 @@ def read_segments(path: str, recordings: Collection[str], recordings_source: str
         raise TsekitError(f"{path}: no segments")
     return turns
 
+
+
+def read_turns(path: str | os.PathLike, recordings: Collection[str], recordings_source: str,
+               kind: str | None = None) -> dict[str, list[Turn]]:
+    """recording -> its turns, from an RTTM or, with ``kind`` "segments" (by default: a file named ``segments``),
+    from tsekit's segments."""
+    segments = kind == "segments" if kind is not None else Path(path).name == "segments"
+    return (read_segments if segments else read_rttm)(str(path), recordings, recordings_source)
 
 def check_turn_ends(turns: list[Turn], rate: int, frames: int, source: str, recording: str) -> None:
     """Refuse a turn (of file ``source``) that ends more than END_TOLERANCE_S after its recording (``recording``

@@ -34,7 +34,7 @@ from tsekit import TsekitError
 from tsekit.data.audio import audio_info, load_audio, write_audio
 from tsekit.data.datadir import atomic_dir, read_data_dir, write_tables
 from tsekit.data.enroll import SHORT_ENROLLMENT_SECONDS
-from tsekit.data.rttm import Turn, check_turn_ends, format_rttm, read_rttm, read_segments
+from tsekit.data.rttm import Turn, check_turn_ends, format_rttm, read_turns
 from tsekit.data.table import sorted_keys, write_table_if_changed
 
 SOLO_MARGIN_SECONDS = 0.25
@@ -140,12 +140,6 @@ def plan_solo_cut(turns: Sequence[Turn], recording: str, speaker: str, rate: int
 def cut_audio(entry: str, cut: SoloCut, what: str) -> np.ndarray:
     """The samples of a cut, read span by span from the recording ``entry`` (plain files are read only there)."""
     return np.concatenate([load_audio(entry, what, start, end - start)[0] for start, end in cut.pieces])
-
-
-def read_turns(path: str | os.PathLike, recordings: set[str], recordings_source: str) -> dict[str, list[Turn]]:
-    """Turns of an RTTM, or of tsekit's ``segments`` when the file is named ``segments`` (its own layout)."""
-    read = read_segments if Path(path).name == "segments" else read_rttm
-    return read(str(path), recordings, recordings_source)
 
 
 def plan_recordings(rows: Mapping[str, tuple[str, str]], audio: Mapping[str, str], turns_path: str,

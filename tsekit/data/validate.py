@@ -30,7 +30,7 @@ from tsekit.data.datadir import (
     present_rows,
     utt2spk_sorted_by_speaker,
 )
-from tsekit.data.rttm import check_turn_ends, read_rttm, read_segments
+from tsekit.data.rttm import check_turn_ends, read_turns
 from tsekit.data.table import c_sort_key, invert_utt2spk, read_lines, read_list_table, read_table
 
 DURATION_TOLERANCE = 0.01  # seconds; utt2dur is written with 3 decimals
@@ -134,8 +134,7 @@ def _check_recordings(path: Path, tables: dict[str, dict[str, str]], check_audio
     for name in files:
         source = str(path / name)
         try:
-            read = read_rttm if name == "rttm" else read_segments
-            turns = read(source, set(audio), f"{path}/utt2reco")
+            turns = read_turns(source, set(audio), f"{path}/utt2reco", name)
             for reco, recording_turns in turns.items():
                 if check_audio:  # where the recording ends: its header (unreadable audio is _check_audio's problem)
                     try:

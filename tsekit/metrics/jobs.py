@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsekit import TsekitError
-from tsekit.data.rttm import Turn, check_turn_ends, read_rttm, read_segments
+from tsekit.data.rttm import Turn, check_turn_ends, read_turns
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.jobs import atomic_open, drop_torn_line, shard
 from tsekit.lock import writer_lock
@@ -106,8 +106,7 @@ def inputs_from_manifests(ref: str | None, est: str, mix: str | None = None, enr
     inputs = ScoreInputs(**{"ref": None, **selected}, sources=sources)
     for kind, path in turn_files.items():
         sources[kind] = str(path)
-        read = read_rttm if kind == "rttm" else read_segments
-        inputs.turns = read(str(path), set(inputs.utt2reco.values()), utt2reco)
+        inputs.turns = read_turns(path, set(inputs.utt2reco.values()), utt2reco, kind)
         check_rows_speak(inputs.turns, inputs.utt2reco, inputs.utt2spk, str(path))
     return inputs
 
