@@ -21,6 +21,10 @@ from tsekit.metrics.sdr import CLAMP_DB
 ACCEPTANCE_THRESHOLD = 1.0  # dB of SI-SDRi, as WeSep reports target confusion
 WORST_SHOWN = 10
 PERCENT = {"wer", "cer", "tsasr_wer", "audible"}  # rates, shown in %
+# error rates, the audible fraction and the energy let through for an absent target; every other metric is better
+# when higher, except the target's energy kept over its solo turns, best at 0 dB (neither lost nor boosted)
+LOWER_IS_BETTER = frozenset(PERCENT | {"absent_energy"})
+ZERO_IS_BEST = frozenset({"target_kept"})
 
 
 def _number(value: float) -> str:

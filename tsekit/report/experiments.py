@@ -13,13 +13,16 @@ import numpy as np
 from tsekit import TsekitError
 from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_lines, read_table, sorted_keys
-from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, PERCENT, acceptance, mean_std, read_scores
+from tsekit.metrics.results import (
+    ACCEPTANCE_THRESHOLD,
+    LOWER_IS_BETTER,
+    ZERO_IS_BEST,
+    acceptance,
+    mean_std,
+    read_scores,
+)
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 
-# error rates, the audible fraction and the energy let through for an absent target; every other metric is better
-# when higher, except the target's energy kept over its solo turns, best at 0 dB (neither lost nor boosted)
-LOWER_IS_BETTER = frozenset(PERCENT | {"absent_energy"})
-ZERO_IS_BEST = frozenset({"target_kept"})
 # what best/worst selections rank by, the first that every system has: the improvement, the output's own SI-SDR,
 # a conversation's SI-SDR over the target's turns, the energy an absent target's output lets through
 RANKING_METRICS = ("si_sdri", "si_sdr", "si_sdr_active", "absent_energy")

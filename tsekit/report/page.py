@@ -22,12 +22,10 @@ from tsekit.data.datadir import atomic_dir
 from tsekit.data.enroll import ENROLLMENT_FILES
 from tsekit.data.table import read_table, sorted_keys
 from tsekit.lock import writer_lock
-from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, display_scale
+from tsekit.metrics.results import ACCEPTANCE_THRESHOLD, LOWER_IS_BETTER, ZERO_IS_BEST, display_scale
 from tsekit.metrics.scorer import IMPROVEMENTS, NO_BASELINE
 from tsekit.report import figures
 from tsekit.report.experiments import (
-    LOWER_IS_BETTER,
-    ZERO_IS_BEST,
     Cell,
     Summary,
     System,
