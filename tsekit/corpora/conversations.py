@@ -47,7 +47,7 @@ import soundfile as sf
 
 from tsekit import TsekitError
 from tsekit.corpora.librimix import librispeech_speaker, read_librispeech_transcripts
-from tsekit.corpora.mini_librimix import MAX_AMP, NOISE_LOUDNESS, SPEECH_LOUDNESS, loudness_db
+from tsekit.corpora.mini_librimix import MAX_AMP, NOISE_LOUDNESS, SPEECH_LOUDNESS, loudness_gain
 from tsekit.data.audio import entry_path
 from tsekit.data.datadir import atomic_dir, check_tables, read_data_dir, write_data_dir, write_tables
 from tsekit.data.enroll import row_rng
@@ -187,7 +187,7 @@ def plan_turns(
         speaker = others[int(rng.integers(len(others)))] if others else last.speaker
         utt = queues[speaker].pop(0)
         audio = _trim(_load(utt.path, rate), utt.path)
-        audio = audio * np.float32(10 ** ((levels[speaker] - loudness_db(audio, rate)) / 20))
+        audio = audio * np.float32(loudness_gain(audio, rate, levels[speaker]))
         duration = len(audio)
         amount = 0
         if last is not None and speaker != last.speaker and rng.random() < _overlap_probability(options.overlap):
@@ -267,7 +267,7 @@ def _conversation(
     noise = None
     if noise_files is not None:
         noise = _noise_bed(rng, noise_files, length, rate)
-        noise *= np.float32(10 ** ((rng.uniform(*NOISE_LOUDNESS) - loudness_db(noise, rate)) / 20))
+        noise *= np.float32(loudness_gain(noise, rate, rng.uniform(*NOISE_LOUDNESS)))
         parts.append(noise)
     peak = float(np.max(np.abs(np.sum(parts, axis=0))))
     scale = min(1.0, MAX_AMP / peak) if peak > 0 else 1.0
@@ -289,7 +289,7 @@ def _conversation(
         utt = f"{speaker}-{name}"  # speaker first: utt2spk sorted by utterance is sorted by speaker (Kaldi's rule)
         _write_int16(audio_dir / name / f"{speaker}.wav", track, rate)
         enrollment = _load(enrollments[speaker].path, rate)
-        enrollment *= np.float32(scale * 10 ** ((levels[speaker] - loudness_db(enrollment, rate)) / 20))
+        enrollment *= np.float32(scale * loudness_gain(enrollment, rate, levels[speaker]))
         _write_int16(audio_dir / name / f"enroll-{speaker}.wav", _to_int16(enrollment), rate)
         tables["wav.scp"][utt] = audio("mix.wav")
         tables["spk1.scp"][utt] = audio(f"{speaker}.wav")

@@ -314,6 +314,11 @@ def loudness_db(samples: np.ndarray, rate: int) -> float:
     return float(10 * np.log10(np.mean(gated if gated.size else powers)))
 
 
+def loudness_gain(samples: np.ndarray, rate: int, level_db: float) -> float:
+    """The gain that brings ``samples`` to the loudness ``level_db`` (``loudness_db``)."""
+    return 10 ** ((level_db - loudness_db(samples, rate)) / 20)
+
+
 def make_noise(rng: np.random.Generator, length: int, rate: int, babble: list[np.ndarray]) -> np.ndarray:
     """Background noise: coloured noise (white..brown, random band, tremolo) plus speech babble.
 
@@ -379,8 +384,8 @@ def mix_one(job: MixtureJob) -> dict:
         write_audio(job.noise, make_noise(noise_rng, length, SOURCE_RATE, babble), SOURCE_RATE)
     noise = _read(job.noise)  # read back: a resumed run must mix the same quantized samples
     rng = np.random.default_rng([*job.seed, 1])  # separate from the noise's: resuming must not shift it
-    gains = [10 ** ((rng.uniform(*SPEECH_LOUDNESS) - loudness_db(s, SOURCE_RATE)) / 20) for s in speech]
-    gains.append(10 ** ((rng.uniform(*NOISE_LOUDNESS) - loudness_db(noise, SOURCE_RATE)) / 20))
+    gains = [loudness_gain(s, SOURCE_RATE, rng.uniform(*SPEECH_LOUDNESS)) for s in speech]
+    gains.append(loudness_gain(noise, SOURCE_RATE, rng.uniform(*NOISE_LOUDNESS)))
     parts = _fit([x * g for x, g in zip((*speech, noise), gains, strict=True)], "max")
     every_signal = (*parts, *(sum(_parts_of(parts, kind)) for kind in MIXTURE_TYPES))
     peak = max(float(np.max(np.abs(x))) for x in every_signal)
