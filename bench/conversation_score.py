@@ -28,6 +28,7 @@ RATE = 16000
 
 def write_conversation(work: Path, minutes: float, speakers: int) -> tuple[Path, Path]:
     """(data dir, estimates scp) of one conversation."""
+    from tsekit.data.rttm import Turn, format_rttm
     from tsekit.data.table import write_table
 
     rng = np.random.default_rng(0)
@@ -58,8 +59,7 @@ def write_conversation(work: Path, minutes: float, speakers: int) -> tuple[Path,
         tables["utt2spk"][utt], tables["utt2reco"][utt], tables["est"][utt] = name, "rec", str(est / f"{utt}.wav")
     for name, table in tables.items():
         write_table((est / "wav.scp") if name == "est" else data / name, table)
-    (data / "rttm").write_text("".join(f"SPEAKER rec 1 {onset:.3f} {end - onset:.3f} <NA> <NA> {who} <NA> <NA>\n"
-                                       for who, onset, end in turns))
+    (data / "rttm").write_text(format_rttm({"rec": [Turn(who, onset, end) for who, onset, end in turns]}))
     return data, est / "wav.scp"
 
 

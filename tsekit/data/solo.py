@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tsekit import TsekitError
-from tsekit.data.audio import audio_info, load_audio, write_audio
+from tsekit.data.audio import audio_info, is_ark, is_pipe, load_audio, write_audio
 from tsekit.data.datadir import atomic_dir, read_data_dir, write_tables
 from tsekit.data.enroll import SHORT_ENROLLMENT_SECONDS
 from tsekit.data.rttm import Turn, check_turn_ends, format_rttm, read_turns
@@ -138,7 +138,11 @@ def plan_solo_cut(turns: Sequence[Turn], recording: str, speaker: str, rate: int
 
 
 def cut_audio(entry: str, cut: SoloCut, what: str) -> np.ndarray:
-    """The samples of a cut, read span by span from the recording ``entry`` (plain files are read only there)."""
+    """The samples of a cut, read span by span from the recording ``entry``: a plain file only there, an ark or
+    pipe entry (which any read decodes whole) once for all the spans."""
+    if is_pipe(entry) or is_ark(entry):
+        whole = load_audio(entry, what)[0]
+        return np.concatenate([whole[start:end] for start, end in cut.pieces])
     return np.concatenate([load_audio(entry, what, start, end - start)[0] for start, end in cut.pieces])
 
 
